@@ -1,0 +1,457 @@
+"""Typed run configuration: dataclasses with a docstring under every field, YAML I/O, overrides, validation.
+
+A field's search distribution (for studies) sits beside its default in ``field(metadata={"search": ...})``,
+DomainBed-style, so the study issue reads ranges from here instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from painvrl.errors import PainvrlInputError
+
+Method = Literal["erm", "invrl", "painvrl", "oracle"]
+
+
+def _search(kind: str, low: float, high: float) -> dict[str, Any]:
+    """Declared search range: kind is "int", "float", "log" (log-uniform) or "simplex" (preference)."""
+    return {"search": {"kind": kind, "low": low, "high": high}}
+
+
+@dataclass
+class DatasetConfig:
+    name: Literal["synthetic", "mmrec", "mmgcn", "movielens"] = "synthetic"
+    """Which loader builds the InteractionData."""
+    path: str | None = None
+    """Folder of the dataset files (mmrec, mmgcn, movielens). Relative paths resolve against the config file."""
+    seed: int = 0
+    """Seed of data generation and of the splits."""
+    split: Literal["random", "temporal", "explicit"] = "random"
+    """IID split: per-user random 8:1:1, global temporal, or the split stored in the files (mmrec/mmgcn)."""
+    ood: Literal["none", "temporal", "popularity", "explicit", "synthetic"] = "none"
+    """OOD split builder: later period, popularity-flattened test, the files' own OOD rows, or the synthetic
+    benchmark's shifted environment."""
+    ood_fraction: float = 0.2
+    """Fraction of interactions moved into the OOD split by the temporal / popularity builders."""
+    rating_threshold: float = 4.0
+    """MovieLens: a rating at or above this counts as a positive."""
+    modalities: list[str] = field(default_factory=list)
+    """Modalities to keep (empty: all the dataset provides)."""
+    feature_cache: str | None = None
+    """Folder for cached text features (MovieLens); default: <path>/.painvrl-cache."""
+    text_features: Literal["encode", "derived"] = "encode"
+    """MovieLens: encode texts with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
+    # synthetic benchmark (ALGORITHM.md section 7)
+    n_users: int = 600
+    """Synthetic: number of users."""
+    n_items: int = 800
+    """Synthetic: number of items."""
+    n_invariant_factors: int = 4
+    """Synthetic: latent factors users truly prefer items by, in every environment."""
+    n_spurious_factors: int = 4
+    """Synthetic: latent factors whose correlation with clicks shifts by environment."""
+    modality_dims: list[int] = field(default_factory=lambda: [32, 32])
+    """Synthetic: feature dimensions of each modality block."""
+    interactions_per_user: int = 30
+    """Synthetic: positives drawn per user (over all environments)."""
+    train_env_strengths: list[float] = field(default_factory=lambda: [2.0, 1.0])
+    """Synthetic: strength of the spurious factor's effect on clicks in each training environment."""
+    ood_env_strength: float = -1.0
+    """Synthetic: spurious strength in the OOD environment (flipped sign: correlation breaks)."""
+    feature_noise: float = 0.1
+    """Synthetic: std of noise added to item features."""
+
+
+@dataclass
+class ModelConfig:
+    k_id: int = 64
+    """Dimension of the item ID embedding part of the user vector."""
+    k_f: int = 64
+    """Dimension of the projected feature representation."""
+    init_std: float = 0.01
+    """Std of the normal initialisation of P, Q and W."""
+    n_negatives: int = 50
+    """Uniform negatives per positive."""
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    """UltraGCN weights w1..w4 (positive, positive degree-weighted, negative, negative degree-weighted)."""
+    l2: float = 1e-4
+    """L2 weight on the batch's embeddings and the projection."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    """Maximum epochs of backbone / final training."""
+    batch_size: int = 1024
+    """Positives per step (global: split across workers)."""
+    lr: float = field(default=1e-3, metadata=_search("log", 1e-4, 1e-2))
+    """Adam learning rate."""
+    patience: int = 5
+    """Early stopping: evaluations without improvement of the selection metric."""
+    eval_every: int = 1
+    """Evaluate on validation every this many epochs."""
+    seed: int = 0
+    """Seed of model init, sampling and shuffling."""
+    device: str = "auto"
+    """"auto" (cuda when available), "cpu" or "cuda"."""
+    deterministic: bool = True
+    """Ask torch for deterministic algorithms."""
+    progress: bool = True
+    """tqdm progress bars (forced off inside Ray workers)."""
+
+
+@dataclass
+class EnvironmentsConfig:
+    n_envs: int = field(default=2, metadata=_search("int", 2, 8))
+    """Number of environments E identified by HEI."""
+    max_iters: int = 5
+    """Hard-EM iterations per round."""
+    env_epochs: int = 5
+    """Epochs of training the E environment models per EM iteration."""
+    change_tol: float = 0.01
+    """Stop EM when at most this fraction of labels changes."""
+    relabel: Literal["score", "loss"] = "score"
+    """Relabel a positive by argmax of environment scores, or by argmin of its own loss."""
+    input: Literal["variant", "invrl"] = "variant"
+    """Environment models see (1-m)*f (HRM) or full f with an L1 penalty on invariant dims (InvRL)."""
+    l1_rho: float = 0.1
+    """InvRL form: weight of the L1 penalty rho * mean|W_k * m|."""
+    warm_start: bool = True
+    """Later rounds start EM from the previous round's labels instead of a random draw."""
+    lr: float = 1e-2
+    """Adam learning rate of the environment models."""
+
+
+@dataclass
+class MaskConfig:
+    epochs: int = 10
+    """Epochs of invariant mask generation per round."""
+    steps_per_epoch: int = 0
+    """Steps per epoch (0: enough environment-balanced batches to see the training set once)."""
+    lr: float = 5e-3
+    """Adam learning rate of mask logits and projection."""
+    sigma: float = 0.01
+    """Stochastic gate noise std."""
+    penalty: Literal["gradvar", "irmv1", "vrex"] = "gradvar"
+    """IRM objective form."""
+    extra_objective: Literal["none", "irmv1", "vrex"] = "none"
+    """Optional third objective."""
+    solver: Literal["epo", "mgda", "linear"] = "epo"
+    """Pareto weighting solver."""
+    pref_ood: float = field(default=0.5, metadata=_search("float", 0.05, 0.95))
+    """Two objectives: preference r = (1 - pref_ood, pref_ood) over (ERM, IRM); larger asks for lower IRM loss."""
+    preference: list[float] = field(default_factory=list)
+    """Explicit preference vector over all objectives (overrides pref_ood when set)."""
+    irm_weight: float = field(default=1.0, metadata=_search("log", 0.01, 100.0))
+    """Linear solver (InvRL parity): r = (1, irm_weight)."""
+    sparsity: Literal["l0", "l2"] = "l0"
+    """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
+    sparsity_weight: float = field(default=1e-3, metadata=_search("log", 1e-5, 1e-1))
+    """lambda_s, weight of the mask regulariser."""
+    warmup_steps: int = 20
+    """ERM-only steps before Pareto weighting starts in each round."""
+
+
+@dataclass
+class ConvertConfig:
+    mode: Literal["attention", "global", "invariant_only", "concat"] = "attention"
+    """How invariant and variant representations combine in the final recommender."""
+    attention_dim: int = 32
+    """Hidden size of the attention scorer."""
+
+
+@dataclass
+class PainvrlConfig:
+    rounds: int = field(default=3, metadata=_search("int", 1, 5))
+    """Outer rounds of HEI + IMG."""
+    schedule_factor: float = 1.05
+    """Multiply sparsity and penalty weights by this after each round (InvRL/HRM schedule)."""
+    pretrain_epochs: int = 10
+    """Epochs of ERM backbone pretraining (P, Q are then frozen during mask learning)."""
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    """Cut-offs for Recall/Precision/NDCG/Hit."""
+    selection_source: Literal["iid", "ood", "worst_env"] = "iid"
+    """Validation data used for early stopping and checkpoint selection (never test)."""
+    selection_metric: str = "recall@20"
+    """Metric used for selection."""
+    chunk_size: int = 1024
+    """Users per scoring chunk (bounds memory)."""
+    legacy_invrl: bool = False
+    """InvRL's legacy metric variant (seen items scored 1e-5; ideal DCG over hits). Comparison only."""
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 0
+    """0 runs in-process without Ray; N >= 1 runs a Ray Train TorchTrainer with N workers."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL); gloo on CPU."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker."""
+    max_failures: int = 0
+    """Ray Train retries from the last checkpoint."""
+
+
+@dataclass
+class Config:
+    method: Method = "erm"
+    """Which method to train: erm, invrl, painvrl, oracle (synthetic ground-truth mask)."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """Data source and splits."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone scorer."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation of backbone and final model."""
+    environments: EnvironmentsConfig = field(default_factory=EnvironmentsConfig)
+    """Heterogeneous environment identification."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """Invariant mask generation."""
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    """Convert module of the final recommender."""
+    painvrl: PainvrlConfig = field(default_factory=PainvrlConfig)
+    """Outer loop."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation and model selection."""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    """In-process or Ray Train."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Identity of the resolved config (sha256 of canonical JSON, first 16 hex digits)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def validate(self) -> Config:
+        validate_config(self)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check and convert one YAML value to the declared type; errors name the field."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise PainvrlInputError(f"config field '{where}': {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except PainvrlInputError as exc:
+                errors.append(str(exc))
+        raise PainvrlInputError(errors[0] if errors else f"config field '{where}': bad value {value!r}")
+    if origin is list:
+        (inner,) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise PainvrlInputError(f"config field '{where}': expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PainvrlInputError(f"config section '{where}': expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise PainvrlInputError(f"config field '{where}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise PainvrlInputError(f"config field '{where}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PainvrlInputError(f"config field '{where}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise PainvrlInputError(f"config field '{where}': expected a string, got {value!r}")
+        return value
+    raise PainvrlInputError(f"config field '{where}': unsupported type {_type_name(tp)}")
+
+
+def _build(cls: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise PainvrlInputError(f"unknown config field '{where}' (known: {sorted(names)})")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a Config from nested plain values."""
+    config: Config = _build(Config, values)
+    return config.validate()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=VALUE``; VALUE is read as YAML (numbers, booleans, lists) so ``[1,2]`` works."""
+    if "=" not in text:
+        raise PainvrlInputError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise PainvrlInputError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise PainvrlInputError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=VALUE`` overrides onto nested plain values (a deep copy is returned)."""
+    result = json.loads(json.dumps(values))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PainvrlInputError(f"--set {text!r}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def load_config_values(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML config file into plain values; relative dataset.path resolves against the file's folder."""
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise PainvrlInputError(f"config file {file}: not found")
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PainvrlInputError(f"config file {file}: not valid YAML ({exc})") from exc
+    if not isinstance(values, dict):
+        raise PainvrlInputError(f"config file {file}: top level must be a mapping")
+    dataset = values.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
+        data_path = Path(dataset["path"]).expanduser()
+        if not data_path.is_absolute():
+            dataset["path"] = str((file.parent / data_path).resolve())
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (or defaults), apply ``--set`` overrides, build and validate."""
+    values = apply_overrides(load_config_values(path), overrides or [])
+    return config_from_dict(values)
+
+
+def dump_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def search_ranges(config_cls: Any = Config, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """All declared search ranges, keyed by dotted field path."""
+    ranges: dict[str, dict[str, Any]] = {}
+    hints = get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            ranges.update(search_ranges(hints[f.name], where))
+        elif "search" in f.metadata:
+            ranges[where] = dict(f.metadata["search"])
+    return ranges
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+
+def _require(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise PainvrlInputError(f"config field '{where}': {message}")
+
+
+def validate_config(config: Config) -> None:
+    """Cross-field checks that types alone cannot express; every error names the field."""
+    d, m, t = config.dataset, config.model, config.train
+    if d.name in ("mmrec", "mmgcn"):
+        _require(d.path is not None, "dataset.path", f"required for dataset.name={d.name}")
+    _require(0.0 < d.ood_fraction < 1.0, "dataset.ood_fraction", "must be in (0, 1)")
+    _require(d.n_users >= 2, "dataset.n_users", "must be >= 2")
+    _require(d.n_items >= 2, "dataset.n_items", "must be >= 2")
+    _require(len(d.train_env_strengths) >= 1, "dataset.train_env_strengths", "needs at least one environment")
+    _require(all(x > 0 for x in d.modality_dims) and len(d.modality_dims) >= 1, "dataset.modality_dims",
+             "needs positive dimensions")
+    _require(d.interactions_per_user >= 3, "dataset.interactions_per_user", "must be >= 3 (8:1:1 split)")
+    _require(d.n_invariant_factors >= 1, "dataset.n_invariant_factors", "must be >= 1")
+    _require(d.n_spurious_factors >= 0, "dataset.n_spurious_factors", "must be >= 0")
+    _require(m.k_id >= 0 and m.k_f >= 1, "model.k_f", "k_f must be >= 1 and k_id >= 0")
+    _require(m.n_negatives >= 1, "model.n_negatives", "must be >= 1")
+    _require(len(m.loss_weights) == 4, "model.loss_weights", "needs exactly 4 weights w1..w4")
+    _require(m.l2 >= 0, "model.l2", "must be >= 0")
+    _require(t.epochs >= 1, "train.epochs", "must be >= 1")
+    _require(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _require(t.lr > 0, "train.lr", "must be > 0")
+    _require(t.eval_every >= 1, "train.eval_every", "must be >= 1")
+    _require(t.patience >= 1, "train.patience", "must be >= 1")
+    _require(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
+             "must be auto, cpu or cuda[:N]")
+    e = config.environments
+    _require(e.n_envs >= 1, "environments.n_envs", "must be >= 1")
+    _require(e.max_iters >= 1 and e.env_epochs >= 1, "environments.max_iters", "iterations and epochs >= 1")
+    _require(0 <= e.change_tol < 1, "environments.change_tol", "must be in [0, 1)")
+    mk = config.mask
+    _require(mk.sigma > 0, "mask.sigma", "must be > 0")
+    _require(0.0 < mk.pref_ood < 1.0, "mask.pref_ood", "must be in (0, 1)")
+    n_objectives = 2 + (mk.extra_objective != "none")
+    if mk.preference:
+        _require(len(mk.preference) == n_objectives, "mask.preference",
+                 f"has {len(mk.preference)} components but there are {n_objectives} objectives")
+        _require(all(x >= 0 for x in mk.preference) and sum(mk.preference) > 0, "mask.preference",
+                 "must be non-negative with a positive sum (it is normalised onto the simplex)")
+    _require(mk.sparsity_weight >= 0, "mask.sparsity_weight", "must be >= 0")
+    _require(mk.epochs >= 1, "mask.epochs", "must be >= 1")
+    _require(config.painvrl.rounds >= 1, "painvrl.rounds", "must be >= 1")
+    _require(config.painvrl.schedule_factor > 0, "painvrl.schedule_factor", "must be > 0")
+    ev = config.eval
+    _require(len(ev.ks) >= 1 and all(k >= 1 for k in ev.ks), "eval.ks", "needs positive cut-offs")
+    metric, _, k = ev.selection_metric.partition("@")
+    _require(metric in ("recall", "precision", "ndcg", "hit") and k.isdigit() and int(k) in ev.ks,
+             "eval.selection_metric", f"{ev.selection_metric!r} must be recall|precision|ndcg|hit@K with K in "
+             f"eval.ks={ev.ks}")
+    _require(ev.chunk_size >= 1, "eval.chunk_size", "must be >= 1")
+    if config.method == "oracle":
+        _require(d.name == "synthetic", "method", "oracle needs ground truth: only dataset.name=synthetic has it")
+    if ev.selection_source == "ood":
+        _require(d.ood != "none", "eval.selection_source", "'ood' needs an OOD split (dataset.ood)")
+    s = config.scaling
+    _require(s.num_workers >= 0, "scaling.num_workers", "must be >= 0")
+    _require(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
+    _require(s.max_failures >= 0, "scaling.max_failures", "must be >= 0")

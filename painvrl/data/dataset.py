@@ -1,0 +1,162 @@
+"""InteractionData: the one in-memory form every loader produces and every model reads."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from painvrl.errors import PainvrlInputError
+
+
+@dataclass
+class GroundTruth:
+    """What only a synthetic benchmark knows: used for scoring HEI (ARI) and masks (AUC), never for training."""
+
+    train_env: np.ndarray | None = None
+    """int64 [n_train]: true environment of each training positive."""
+    invariant_dims: np.ndarray | None = None
+    """bool [d]: True for dims of the concatenated feature matrix that carry only invariant signal."""
+    val_env: np.ndarray | None = None
+    """int64 [n_val]: true environment of each validation positive."""
+    test_env: np.ndarray | None = None
+    """int64 [n_test]: true environment of each test positive."""
+
+
+def _check_pairs(pairs: np.ndarray, name: str, n_users: int, n_items: int, source: str) -> np.ndarray:
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise PainvrlInputError(f"{source}: split '{name}' must be an [N, 2] array of (user, item), got "
+                                f"shape {pairs.shape}")
+    if not np.issubdtype(pairs.dtype, np.integer):
+        raise PainvrlInputError(f"{source}: split '{name}' ids must be integers, got dtype {pairs.dtype}")
+    if len(pairs):
+        if pairs.min() < 0:
+            raise PainvrlInputError(f"{source}: split '{name}' has negative ids")
+        if pairs[:, 0].max() >= n_users:
+            raise PainvrlInputError(f"{source}: split '{name}' has user id {int(pairs[:, 0].max())} >= "
+                                    f"n_users={n_users}")
+        if pairs[:, 1].max() >= n_items:
+            raise PainvrlInputError(f"{source}: split '{name}' has item id {int(pairs[:, 1].max())} >= "
+                                    f"n_items={n_items}")
+    return pairs.astype(np.int64, copy=False)
+
+
+@dataclass
+class InteractionData:
+    """Users, items, positives per split, per-modality item features and optional ground truth.
+
+    Ids are 0-based and dense. Splits are int64 [N, 2] arrays of (user, item) positives.
+    """
+
+    name: str
+    n_users: int
+    n_items: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    features: dict[str, np.ndarray]
+    """modality -> float32 [n_items, d_m]; row i describes item i."""
+    ood_val: np.ndarray | None = None
+    ood_test: np.ndarray | None = None
+    feature_present: dict[str, np.ndarray] = field(default_factory=dict)
+    """modality -> bool [n_items], False where an item lacks that modality (its block is all zeros and,
+    having no bias, contributes nothing to the projection: missing, not a fake zero observation)."""
+    train_timestamps: np.ndarray | None = None
+    ground_truth: GroundTruth | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """Provenance: split builder, counts of dropped / deduplicated rows, source files."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        source = self.info.get("source", self.name)
+        if self.n_users < 1 or self.n_items < 1:
+            raise PainvrlInputError(f"{source}: needs at least one user and one item")
+        for split in ("train", "val", "test", "ood_val", "ood_test"):
+            pairs = getattr(self, split)
+            if pairs is not None:
+                setattr(self, split, _check_pairs(pairs, split, self.n_users, self.n_items, source))
+        if len(self.train) == 0:
+            raise PainvrlInputError(f"{source}: the training split is empty")
+        if len(self.val) == 0 or len(self.test) == 0:
+            raise PainvrlInputError(f"{source}: the {'val' if len(self.val) == 0 else 'test'} split is empty")
+        if not self.features:
+            raise PainvrlInputError(f"{source}: no item features (at least one modality is required)")
+        for modality, matrix in self.features.items():
+            if matrix.ndim != 2 or matrix.shape[0] != self.n_items:
+                raise PainvrlInputError(f"{source}: features '{modality}' have shape {matrix.shape}; expected "
+                                        f"[{self.n_items}, d] (one row per item)")
+            if not np.isfinite(matrix).all():
+                bad = int((~np.isfinite(matrix)).any(axis=1).sum())
+                raise PainvrlInputError(f"{source}: features '{modality}' contain NaN/inf in {bad} rows")
+            self.features[modality] = np.ascontiguousarray(matrix, dtype=np.float32)
+        for modality, present in self.feature_present.items():
+            if modality not in self.features or present.shape != (self.n_items,):
+                raise PainvrlInputError(f"{source}: presence mask '{modality}' does not match the features")
+
+    # ---------------------------------------------------------------------------------------------- features
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.features)
+
+    def modality_slices(self) -> dict[str, slice]:
+        """Column range of each modality block in feature_matrix()."""
+        slices, start = {}, 0
+        for modality, matrix in self.features.items():
+            slices[modality] = slice(start, start + matrix.shape[1])
+            start += matrix.shape[1]
+        return slices
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(m.shape[1] for m in self.features.values())
+
+    def feature_matrix(self) -> np.ndarray:
+        """float32 [n_items, d]: each block L2-normalised per row, concatenated (ALGORITHM.md section 0)."""
+        blocks = []
+        for modality, matrix in self.features.items():
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            block = matrix / np.maximum(norms, 1e-12)
+            present = self.feature_present.get(modality)
+            if present is not None:
+                block = block * present[:, None]
+            blocks.append(block.astype(np.float32, copy=False))
+        return np.ascontiguousarray(np.concatenate(blocks, axis=1))
+
+    # ------------------------------------------------------------------------------------------------- misc
+    def has_ood(self) -> bool:
+        return self.ood_val is not None and self.ood_test is not None and len(self.ood_test) > 0
+
+    def fingerprint(self) -> str:
+        """Content hash of splits and features (identifies the exact data a result was computed on)."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.n_users},{self.n_items}".encode())
+        for split in ("train", "val", "test", "ood_val", "ood_test"):
+            pairs = getattr(self, split)
+            digest.update(split.encode())
+            if pairs is not None:
+                digest.update(np.ascontiguousarray(pairs).tobytes())
+        for modality, matrix in self.features.items():
+            digest.update(modality.encode())
+            digest.update(np.ascontiguousarray(matrix).tobytes())
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": len(self.test),
+            "n_ood_val": 0 if self.ood_val is None else len(self.ood_val),
+            "n_ood_test": 0 if self.ood_test is None else len(self.ood_test),
+            "modalities": {m: int(x.shape[1]) for m, x in self.features.items()},
+            "fingerprint": self.fingerprint(),
+            **{k: v for k, v in self.info.items() if isinstance(v, int | float | str | bool)},
+        }
