@@ -193,7 +193,7 @@ def topk_unseen(
     with torch.no_grad():
         for start in range(0, users_arr.shape[0], chunk_size):
             chunk = users_arr[start : start + chunk_size]
-            scores = score_users(torch.from_numpy(chunk))
+            scores = score_users(torch.tensor(chunk, dtype=torch.long))  # a copy: users may be read-only
             if scores.ndim != 2 or scores.shape[0] != chunk.shape[0]:
                 raise PainvrlInputError(
                     f"topk_unseen: score_users returned shape {tuple(scores.shape)} "
