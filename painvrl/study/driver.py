@@ -1,0 +1,240 @@
+"""The study driver: Ray Tune + OptunaSearch (multi-objective) over PaInvRL trials, tracked in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from painvrl.study.spec import StudySpec, dump_study, validate_study
+
+logger = logging.getLogger(__name__)
+
+# Cuts per-trial Ray Train start/teardown (STACK.md: 140 s -> 88 s for 4 x 2-worker trials).
+RAY_TRAIN_FAST_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+}
+
+
+@dataclass
+class StudyOutcome:
+    spec: StudySpec
+    trials: pd.DataFrame
+    """One row per completed trial: trial_id, sampled params, objectives, test metrics, on_front."""
+    front: pd.DataFrame
+    hypervolume: float
+    reference_point: list[float]
+    parent_run_id: str
+    tracking_uri: str
+
+
+def build_sampler(spec: StudySpec) -> Any:
+    import optuna
+
+    s = spec.sampler
+    startup = s.n_startup_trials if s.n_startup_trials is not None else max(3, spec.num_samples // 3)
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True)
+    if s.name == "nsga2":
+        population = s.population_size or max(4, spec.num_samples // 3)
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def _init_ray(spec: StudySpec) -> None:
+    import ray
+
+    for key, value in RAY_TRAIN_FAST_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return
+    address = spec.ray_address or os.environ.get("RAY_ADDRESS")
+    env_vars = {k: os.environ[k] for k in RAY_TRAIN_FAST_ENV}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env_vars})
+        return
+    per_trial = spec.trial_cpus * (1 + spec.trial_num_workers)
+    num_cpus = spec.ray_num_cpus or max(int(per_trial * spec.max_concurrent_trials + 0.999), 1)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+             runtime_env={"env_vars": env_vars}, log_to_driver=True)
+
+
+def _versions() -> dict[str, str]:
+    from painvrl.training.results import package_versions
+
+    return package_versions()
+
+
+def _git_commit() -> str:
+    from painvrl.training.results import git_commit
+
+    return git_commit()
+
+
+def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
+    """Run (or resume) the study; returns the trials table and the front. Logs everything to MLflow."""
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from painvrl.data.registry import load_dataset
+    from painvrl.study import tracking
+    from painvrl.study.callbacks import MlflowTrialCallback
+    from painvrl.study.space import DefineByRunSpace
+    from painvrl.study.trial import run_trial
+
+    study_dir = spec.study_dir()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    base = spec.base_config()
+    # Bad data fails here, before any trial starts; the fingerprint identifies the data in MLflow.
+    data = load_dataset(base.dataset)
+    fingerprint = data.fingerprint()
+
+    _init_ray(spec)
+    validate_study(spec, cluster_cpus=float(ray.cluster_resources().get("CPU", 0)))
+    dump_study(spec, study_dir / "study.yaml")
+
+    tracking_uri = spec.mlflow_uri()
+    experiment_id = tracking.ensure_experiment(tracking_uri, spec.name, study_dir / "mlflow-artifacts")
+    parent_params = {"spec_hash": spec.spec_hash(), "num_samples": spec.num_samples,
+                     "sampler": spec.sampler.name, "sampler_seed": spec.sampler.seed,
+                     "objectives": ",".join(spec.metric_keys()), "optuna_storage": spec.optuna_url(),
+                     "dataset_fingerprint": fingerprint, "base_config_hash": base.config_hash(),
+                     **{f"search.{k}": f"{v.kind}:{v.low}:{v.high}" for k, v in spec.search.items()}}
+    parent_tags = {"painvrl.git_commit": _git_commit(),
+                   **{f"painvrl.version.{k}": v for k, v in _versions().items()}}
+    parent_run_id = tracking.start_parent_run(tracking_uri, experiment_id, spec.name, parent_params, parent_tags)
+    _client = tracking._client(tracking_uri)
+    _client.log_artifact(parent_run_id, str(study_dir / "study.yaml"))
+
+    reference = _reference_point(spec, data, tracking_uri, experiment_id, parent_run_id)
+
+    runs = tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name)
+    n_mask_objectives = 2 + (base.mask.extra_objective != "none")
+    searcher = OptunaSearch(space=DefineByRunSpace(spec, n_mask_objectives), metric=spec.metric_keys(),
+                            mode=["max" if d == "maximize" else "min" for d in spec.directions()],
+                            sampler=build_sampler(spec), study_name=spec.name,
+                            storage=_optuna_storage(spec.optuna_url()))
+    trainable = tune.with_resources(run_trial, {"cpu": spec.trial_cpus if spec.trial_num_workers == 0 else 1})
+    param_space = {"spec": spec.to_dict()}
+    tune_path = study_dir / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_path / spec.name)):
+        logger.info("resuming study from %s", tune_path / spec.name)
+        tuner = tune.Tuner.restore(str(tune_path / spec.name), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, param_space=param_space)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=spec.num_samples,
+                                        max_concurrent_trials=spec.max_concurrent_trials,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name=spec.name, storage_path=str(tune_path),
+                                      callbacks=[MlflowTrialCallback(runs)], verbose=1),
+        )
+    tuner.fit()
+    return summarise_study(spec, reference, tracking_uri, parent_run_id)
+
+
+def _optuna_storage(url: str) -> Any:
+    import optuna
+
+    if url.startswith("sqlite:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url) if "://" in url else \
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+
+
+def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
+                     parent_run_id: str) -> list[float]:
+    """Configured point, else the erm baseline's objectives (run once, cached on the parent run), else 0."""
+    if spec.reference_point is not None:
+        return list(spec.reference_point)
+    if not spec.erm_baseline:
+        return [0.0 if d == "maximize" else float("inf") for d in spec.directions()]
+    from painvrl.study import tracking
+    from painvrl.study.space import trial_config
+    from painvrl.study.trial import flatten_metrics
+    from painvrl.training.collective import LocalCollective
+    from painvrl.training.pipeline import run_pipeline
+
+    client = tracking._client(tracking_uri)
+    existing = tracking.find_run(tracking_uri, experiment_id, {tracking.STUDY_TAG: spec.name,
+                                                               tracking.ROLE_TAG: "erm-baseline"})
+    if existing is not None:
+        logged = client.get_run(existing).data.metrics
+        keys = [k.replace("@", "_at_") for k in spec.metric_keys()]
+        if all(k in logged for k in keys):
+            return [float(logged[k]) for k in keys]
+    config = trial_config(spec, {"method": "erm"})
+    config.scaling.num_workers = 0
+    flat = flatten_metrics(run_pipeline(config, data, LocalCollective(), None).metrics)
+    run = client.create_run(experiment_id, run_name="erm-baseline", tags={
+        tracking.PARENT_TAG: parent_run_id, tracking.STUDY_TAG: spec.name, tracking.ROLE_TAG: "erm-baseline"})
+    for key, value in flat.items():
+        client.log_metric(run.info.run_id, key.replace("@", "_at_"), value)
+    client.set_terminated(run.info.run_id)
+    return [flat[k] for k in spec.metric_keys()]
+
+
+def trials_table(spec: StudySpec) -> pd.DataFrame:
+    """Completed trials from the Optuna storage (the source of truth for the front)."""
+    import optuna
+
+    study = optuna.load_study(study_name=spec.name, storage=_optuna_storage(spec.optuna_url()))
+    rows = []
+    best = {t.number for t in study.best_trials}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        row: dict[str, Any] = {"number": trial.number, "on_optuna_front": trial.number in best}
+        row.update({k: v for k, v in trial.params.items() if not k.startswith("preference_u")})
+        row.update(dict(zip(spec.metric_keys(), trial.values, strict=True)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
+                    parent_run_id: str) -> StudyOutcome:
+    from painvrl.analysis.front import front_table, hypervolume, hypervolume_history
+    from painvrl.study import tracking
+
+    study_dir = spec.study_dir()
+    table = trials_table(spec)
+    keys, directions = spec.metric_keys(), spec.directions()
+    if table.empty:
+        raise RuntimeError(f"study {spec.name}: no completed trials (see the Tune logs in {study_dir / 'tune'})")
+    table = front_table(table, keys, directions)
+    front = table[table["on_front"]].reset_index(drop=True)
+    points = table[keys].to_numpy(dtype=float)
+    hv = float(hypervolume(points, reference, directions)) if len(keys) in (2, 3) else float("nan")
+    history = hypervolume_history(table.sort_values("number")[keys].to_numpy(dtype=float), reference,
+                                  directions) if len(keys) in (2, 3) else []
+    csv_path = study_dir / "front.csv"
+    front.to_csv(csv_path, index=False)
+    table.to_csv(study_dir / "trials.csv", index=False)
+    png_path: Path | None = study_dir / "front.png"
+    try:
+        from painvrl.analysis.plots import plot_front
+
+        plot_front(table, keys[0], keys[1] if len(keys) > 1 else keys[0], directions, png_path,
+                   title=f"{spec.name}: Pareto front ({len(front)} of {len(table)} trials)")
+    except Exception as exc:  # a plot must never lose the numbers
+        logger.warning("could not draw the front: %s", exc)
+        png_path = None
+    metrics = {"hypervolume": hv, "n_trials": float(len(table)), "front_size": float(len(front))}
+    for t, value in enumerate(history):
+        tracking._client(tracking_uri).log_metric(parent_run_id, "hypervolume_history", float(value), step=t)
+    tracking.log_front(tracking_uri, parent_run_id, csv_path, png_path, metrics,
+                       extra_files=[study_dir / "trials.csv"])
+    return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri)
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"

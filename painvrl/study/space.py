@@ -1,0 +1,69 @@
+"""Search space: the study's ranges as an Optuna define-by-run function, and trial params -> run config."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from painvrl.config import Config, apply_overrides, config_from_dict
+from painvrl.study.spec import StudySpec
+
+PREF_OOD_BOUNDS = (0.05, 0.95)
+
+
+def simplex_from_uniforms(uniforms: list[float]) -> list[float]:
+    """Map k values in (0, 1) to a point uniformly distributed on the simplex (normalised exponentials)."""
+    weights = [-math.log(max(1e-12, 1.0 - u)) for u in uniforms]
+    total = sum(weights)
+    return [w / total for w in weights] if total > 0 else [1.0 / len(weights)] * len(weights)
+
+
+class DefineByRunSpace:
+    """The callable OptunaSearch invokes per trial; returns constants merged into the trial's params.
+
+    A module-level class rather than a closure: Tune pickles the searcher (with plain pickle) for --resume.
+    """
+
+    def __init__(self, spec: StudySpec, n_mask_objectives: int) -> None:
+        self.ranges = dict(spec.search)
+        self.n_mask_objectives = n_mask_objectives
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        constants: dict[str, Any] = {}
+        for key, rng in self.ranges.items():
+            if key == "preference":
+                if self.n_mask_objectives == 2:
+                    low, high = (rng.low, rng.high) if rng.low is not None and rng.high is not None \
+                        else PREF_OOD_BOUNDS
+                    trial.suggest_float("mask.pref_ood", low, high)
+                else:
+                    uniforms = [trial.suggest_float(f"preference_u{j}", 0.0, 1.0)
+                                for j in range(self.n_mask_objectives)]
+                    constants["mask.preference"] = simplex_from_uniforms(uniforms)
+            elif rng.kind == "int":
+                assert rng.low is not None and rng.high is not None
+                trial.suggest_int(key, int(rng.low), int(rng.high))
+            elif rng.kind == "float":
+                trial.suggest_float(key, rng.low, rng.high)
+            elif rng.kind == "log":
+                trial.suggest_float(key, rng.low, rng.high, log=True)
+            elif rng.kind == "categorical":
+                trial.suggest_categorical(key, rng.choices)
+        return constants
+
+
+def trial_config(spec: StudySpec, params: dict[str, Any]) -> Config:
+    """The run config of one trial: base + sampled params (dotted keys) + per-trial scaling."""
+    overrides = [f"{key}={_yaml_literal(value)}" for key, value in params.items()
+                 if key != "spec" and not key.startswith("preference_u")]
+    overrides += [f"scaling.num_workers={spec.trial_num_workers}", f"scaling.use_gpu={spec.trial_use_gpu}",
+                  f"scaling.cpus_per_worker={spec.trial_cpus}", "train.progress=false"]
+    return config_from_dict(apply_overrides(spec.base, overrides))
+
+
+def _yaml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_yaml_literal(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,147 @@
+"""MLflow layout of a study: one experiment per study, a parent run per study, one child run per trial.
+
+All MLflow calls happen in the Tune driver process (the head node on a cluster): trials report to the driver
+through Ray, so worker nodes never need to reach the tracking server. Child runs are keyed by the Tune trial id
+(tag ``painvrl.trial_id``), so a retried or resumed trial reuses its run instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "painvrl.trial_id"
+STUDY_TAG = "painvrl.study"
+ROLE_TAG = "painvrl.role"
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
+    """Experiment id for the study, created with an explicit artifact location (never ./mlruns of the CWD)."""
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if artifact_root is not None and tracking_uri.startswith("sqlite:"):
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        location = artifact_root.resolve().as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def find_run(tracking_uri: str, experiment_id: str, tags: dict[str, str]) -> str | None:
+    client = _client(tracking_uri)
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_parent_run(tracking_uri: str, experiment_id: str, study: str, params: dict[str, Any],
+                     tags: dict[str, str]) -> str:
+    """The study's parent run (reused on --resume)."""
+    client = _client(tracking_uri)
+    existing = find_run(tracking_uri, experiment_id, {STUDY_TAG: study, ROLE_TAG: "study"})
+    if existing:
+        client.set_terminated(existing, status="RUNNING")
+        return existing
+    run = client.create_run(experiment_id, run_name=f"study:{study}",
+                            tags={STUDY_TAG: study, ROLE_TAG: "study", **tags})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key[:250], str(value)[:6000])
+    return str(run.info.run_id)
+
+
+def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[key.replace("@", "_at_")] = float(value)
+    return out
+
+
+class TrialRuns:
+    """Child runs of one study, created lazily and idempotently per trial id."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str) -> None:
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.study = parent_run_id, study
+        self._runs: dict[str, str] = {}
+        self._steps: dict[str, int] = {}
+
+    def run_id(self, trial_id: str, params: dict[str, Any] | None = None) -> str:
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        client = _client(self.tracking_uri)
+        existing = find_run(self.tracking_uri, self.experiment_id, {TRIAL_TAG: trial_id, STUDY_TAG: self.study})
+        if existing is None:
+            run = client.create_run(self.experiment_id, run_name=f"trial:{trial_id}", tags={
+                PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, STUDY_TAG: self.study, ROLE_TAG: "trial"})
+            existing = str(run.info.run_id)
+            for key, value in (params or {}).items():
+                client.log_param(existing, key[:250], str(value)[:6000])
+        else:
+            client.set_terminated(existing, status="RUNNING")
+        self._runs[trial_id] = existing
+        return existing
+
+    def log_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        run_id = self.run_id(trial_id)
+        step = self._steps.get(trial_id, 0)
+        self._steps[trial_id] = step + 1
+        client = _client(self.tracking_uri)
+        metrics = _finite_metrics({k: v for k, v in result.items() if k.startswith(("live.", "val.", "test."))})
+        if metrics:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def finish(self, trial_id: str, result: dict[str, Any] | None, failed: bool) -> None:
+        run_id = self.run_id(trial_id)
+        client = _client(self.tracking_uri)
+        if result:
+            payload = result.get("metrics_json")
+            if isinstance(payload, str):
+                with tempfile.TemporaryDirectory() as tmp:
+                    (Path(tmp) / "metrics.json").write_text(payload)
+                    client.log_artifact(run_id, str(Path(tmp) / "metrics.json"))
+                    mask = result.get("mask_json")
+                    if isinstance(mask, str):
+                        (Path(tmp) / "mask.json").write_text(mask)
+                        client.log_artifact(run_id, str(Path(tmp) / "mask.json"))
+                    envs = json.loads(payload).get("environments")
+                    if envs:
+                        (Path(tmp) / "environments.json").write_text(json.dumps(envs, indent=2))
+                        client.log_artifact(run_id, str(Path(tmp) / "environments.json"))
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def flat_params(config: dict[str, Any]) -> dict[str, Any]:
+    params = dict(config.get("params", config))
+    return {k: v for k, v in params.items() if not isinstance(v, dict)}
+
+
+def log_front(tracking_uri: str, parent_run_id: str, front_csv: Path, front_png: Path | None,
+              metrics: dict[str, float], extra_files: list[Path] | None = None) -> None:
+    client = _client(tracking_uri)
+    for path in [front_csv, front_png, *(extra_files or [])]:
+        if path is not None and path.exists():
+            client.log_artifact(parent_run_id, str(path))
+    for key, value in _finite_metrics(metrics).items():
+        client.log_metric(parent_run_id, key, value)
+    client.set_terminated(parent_run_id, status="FINISHED")

@@ -1,0 +1,77 @@
+"""One study trial: a Tune function trainable that trains in-process or launches a Ray Train run.
+
+The last report of every trial carries the selected epoch's metrics (OptunaSearch tells Optuna only the final
+values), plus metrics.json and the mask as JSON strings for the driver-side MLflow callback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from painvrl.study.space import trial_config
+from painvrl.study.spec import StudySpec, _build_spec
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread)."""
+    flat: dict[str, float] = {}
+    for section in ("val", "test"):
+        for split, block in (metrics.get(section) or {}).items():
+            if split == "envs" or not isinstance(block, dict):
+                continue
+            values = block.get("metrics", block)
+            for name, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and "@" in name:
+                    flat[f"{section}.{split}.{name}"] = float(value)
+    mask = metrics.get("mask") or {}
+    if isinstance(mask.get("density"), int | float):
+        flat["mask.density"] = float(mask["density"])
+    if isinstance(mask.get("auc"), int | float):
+        flat["mask.auc"] = float(mask["auc"])
+    envs = metrics.get("environments") or {}
+    if isinstance(envs.get("ari"), int | float):
+        flat["environments.ari"] = float(envs["ari"])
+    return flat
+
+
+def final_report(metrics: dict[str, Any], mask: Any | None) -> dict[str, Any]:
+    report: dict[str, Any] = {**flatten_metrics(metrics), "final": True,
+                              "metrics_json": json.dumps(metrics, default=float)}
+    if mask is not None:
+        report["mask_json"] = json.dumps([round(float(x), 6) for x in mask])
+    return report
+
+
+def run_trial(tune_config: dict[str, Any]) -> None:
+    """Tune function trainable. tune_config = {"params": sampled params, "spec": study spec as a dict}."""
+    import ray.tune
+
+    spec: StudySpec = _build_spec(dict(tune_config["spec"]))
+    params = {k: v for k, v in tune_config.items() if k != "spec"}
+    config = trial_config(spec, params)
+    objective_keys = spec.metric_keys()
+
+    if config.scaling.num_workers == 0:
+        from painvrl.data.registry import load_dataset
+        from painvrl.training.collective import LocalCollective
+        from painvrl.training.pipeline import run_pipeline
+
+        def reporter(update: dict[str, Any]) -> None:
+            live = {f"live.{k}": float(v) for k, v in update.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)}
+            ray.tune.report(live)
+
+        data = load_dataset(config.dataset)
+        result = run_pipeline(config, data, LocalCollective(), reporter)
+        report = final_report(result.metrics, result.mask)
+    else:
+        from painvrl.training.ray_train import fit_with_ray_train
+
+        outcome = fit_with_ray_train(config, run_name=f"trial-{ray.tune.get_context().get_trial_id()}",
+                                     storage_path=str(spec.study_dir() / "train"), forward_to_tune=False)
+        report = final_report(outcome.metrics, outcome.mask)
+    missing = [k for k in objective_keys if k not in report]
+    if missing:
+        raise KeyError(f"trial metrics lack objective(s) {missing}; available: {sorted(report)[:20]}")
+    ray.tune.report(report)
