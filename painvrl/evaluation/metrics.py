@@ -18,13 +18,13 @@ scores ndcg 1 whatever |P|), and seen items scored 1e-5 rather than -inf when ra
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from painvrl.errors import PainvrlInputError
-from painvrl.evaluation.ranking import PositiveSets, ScoreFn, as_user_ids, topk_unseen
+from painvrl.evaluation.ranking import PositiveSets, ScoreFn, as_user_ids, merge_topk_shards, topk_unseen
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +227,37 @@ def evaluate_positives(
     topk = topk_unseen(score_users, users, exclude, max(ks_list), chunk_size, legacy_seen_score=legacy_invrl)
     logger.debug("evaluate: ranked %d users over %d items (K=%d)", users.shape[0], n_items, max(ks_list))
     return split_metrics_from_topk(users, topk, pairs, n_items, ks_list, env_labels, legacy_invrl)
+
+
+def evaluate_positives_sharded(
+    score_users: ScoreFn,
+    n_items: int,
+    positives_pairs: np.ndarray,
+    exclude: PositiveSets | None,
+    ks: Sequence[int],
+    rank: int,
+    world_size: int,
+    gather: Callable[[object], list[object]],
+    chunk_size: int = 1024,
+    env_labels: np.ndarray | None = None,
+    legacy_invrl: bool = False,
+) -> SplitMetrics:
+    """evaluate_positives with the ranking split over ranks: each rank ranks a disjoint, contiguous shard of
+    the users, ``gather`` (an all-gather of Python objects) collects every shard's top-K lists, and metrics are
+    computed once from the union, identical on every rank and to the single-process result (never an average
+    of per-rank metrics)."""
+    if world_size == 1:
+        return evaluate_positives(score_users, n_items, positives_pairs, exclude, ks, chunk_size, env_labels,
+                                  legacy_invrl)
+    pairs = np.asarray(positives_pairs)
+    ks_list = _check_ks(ks, n_items)
+    n_users = int(pairs[:, 0].max()) + 1
+    if exclude is not None:
+        n_users = max(n_users, exclude.n_users)
+    users = PositiveSets.from_pairs(pairs, n_users, n_items).users_with_items()
+    shard = np.array_split(users, world_size)[rank]
+    topk = topk_unseen(score_users, shard, exclude, max(ks_list), chunk_size, legacy_seen_score=legacy_invrl) \
+        if len(shard) else np.zeros((0, max(ks_list)), dtype=np.int64)
+    shards = gather((shard, topk))
+    all_users, all_topk = merge_topk_shards([s for s in shards if len(s[0])])  # type: ignore[misc]
+    return split_metrics_from_topk(all_users, all_topk, pairs, n_items, ks_list, env_labels, legacy_invrl)

@@ -303,3 +303,43 @@ def test_sharded_merged_equals_unsharded() -> None:
         split_metrics_from_topk(shards[0][0], shards[0][1], test, n_items, ks)
     with pytest.raises(PainvrlInputError):
         merge_topk_shards([shards[0], shards[0]])
+
+
+def test_sharded_evaluation_equals_single_process() -> None:
+    """Ranks rank disjoint user shards; gathered top-K gives exactly the single-process metrics."""
+    from painvrl.evaluation.metrics import evaluate_positives, evaluate_positives_sharded
+
+    rng = np.random.default_rng(3)
+    n_users, n_items = 40, 60
+    scores = torch.tensor(rng.normal(size=(n_users, n_items)), dtype=torch.float32)
+    train = np.stack([rng.integers(0, n_users, 300), rng.integers(0, n_items, 300)], axis=1)
+    test = np.stack([rng.integers(0, n_users, 120), rng.integers(0, n_items, 120)], axis=1)
+    envs = rng.integers(0, 3, len(test))
+    exclude = PositiveSets.from_pairs(train, n_users, n_items)
+
+    def score_users(users: torch.Tensor) -> torch.Tensor:
+        return scores[users].clone()
+
+    single = evaluate_positives(score_users, n_items, test, exclude, [5, 10], env_labels=envs).to_dict()
+    world = 3
+    shard_results: list[object] = []
+    # simulate the all-gather: run every rank's local ranking first, then give all of them to each rank
+    local = []
+    for rank in range(world):
+        captured: list[object] = []
+
+        def gather(obj: object, captured: list[object] = captured) -> list[object]:
+            captured.append(obj)
+            raise StopIteration
+
+        try:
+            evaluate_positives_sharded(score_users, n_items, test, exclude, [5, 10], rank, world, gather,
+                                       env_labels=envs)
+        except StopIteration:
+            local.append(captured[0])
+    for rank in range(world):
+        shard_results.append(evaluate_positives_sharded(
+            score_users, n_items, test, exclude, [5, 10], rank, world, lambda _obj: list(local),
+            env_labels=envs).to_dict())
+    for result in shard_results:
+        assert result == single
