@@ -1,0 +1,180 @@
+"""Plots of Pareto fronts and hypervolume histories (PNG files).
+
+The front itself is computed by :mod:`painvrl.analysis.front`; this module only draws. matplotlib is imported
+inside the functions and figures are rendered through the Agg canvas directly (no pyplot, no global backend
+switch), so drawing is safe in headless processes, threads and Ray workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from painvrl.analysis.front import non_dominated_mask
+from painvrl.errors import PainvrlInputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["OKABE_ITO", "plot_front", "plot_hypervolume_history"]
+
+OKABE_ITO = (
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#009E73",  # bluish green
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+"""Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), most distinguishable colours first."""
+
+_GREY = "#999999"
+
+
+def _new_figure(width: float = 6.0, height: float = 4.5) -> Figure:
+    """A figure bound to an Agg canvas without touching pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as PNG to ``path`` (parent folders created) and return the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, format="png", dpi=150)
+    return target
+
+
+def _axis_label(column: str, direction: str, labels: Mapping[str, str] | None) -> str:
+    name = (labels or {}).get(column, column)
+    arrow = "higher is better" if direction == "maximize" else "lower is better"
+    return f"{name} ({arrow})"
+
+
+def _front_steps(front_xy: np.ndarray, directions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Staircase through the front points: between neighbours, pass through their common worst corner.
+
+    The staircase is the boundary of the region the front dominates, so any point on or behind it is
+    dominated and any point beyond it would improve the front.
+    """
+    order = np.lexsort((front_xy[:, 1], front_xy[:, 0]))
+    points = front_xy[order]
+    xs: list[float] = [float(points[0, 0])]
+    ys: list[float] = [float(points[0, 1])]
+    worst = [min if direction == "maximize" else max for direction in directions]
+    for previous, current in itertools.pairwise(points):
+        worse_x = worst[0](previous[0], current[0])
+        worse_y = worst[1](previous[1], current[1])
+        xs.extend([float(worse_x), float(current[0])])
+        ys.extend([float(worse_y), float(current[1])])
+    return np.asarray(xs), np.asarray(ys)
+
+
+def plot_front(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    directions: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotate: str | None = None,
+) -> Path:
+    """Scatter the trials of ``df`` on two objectives and draw their Pareto front as a staircase.
+
+    Args:
+        df: one row per trial; rows with a missing ``x`` or ``y`` are skipped.
+        x, y: objective column names.
+        directions: ``"maximize"`` / ``"minimize"`` for ``x`` and ``y``.
+        path: PNG file to write (parent folders are created).
+        title: figure title.
+        labels: display names for columns, e.g. ``{"val_iid_recall@20": "Recall@20 (IID)"}``.
+        annotate: optional column whose values label the front points (e.g. a trial id).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    for column in (x, y) + ((annotate,) if annotate else ()):
+        if column not in df.columns:
+            raise PainvrlInputError(f"column {column!r} not in the table; available: {list(df.columns)}")
+    if len(directions) != 2:
+        raise PainvrlInputError(f"plot_front needs 2 directions (for {x!r} and {y!r}), got {len(directions)}")
+    values = df[[x, y]].to_numpy(dtype=float)
+    finite = np.all(np.isfinite(values), axis=1)
+    on_front = non_dominated_mask(values, directions)
+
+    figure = _new_figure()
+    axes: Any = figure.add_subplot()
+    dominated = finite & ~on_front
+    axes.scatter(
+        values[dominated, 0], values[dominated, 1], s=22, color=_GREY, alpha=0.8, label="dominated trials"
+    )
+    if on_front.any():
+        front_xy = values[on_front]
+        step_x, step_y = _front_steps(front_xy, directions)
+        axes.plot(step_x, step_y, color=OKABE_ITO[3], linewidth=1.6, label="Pareto front")
+        axes.scatter(
+            front_xy[:, 0],
+            front_xy[:, 1],
+            s=40,
+            color=OKABE_ITO[4],
+            marker="D",
+            zorder=3,
+            label=f"front trials ({int(on_front.sum())})",
+        )
+        if annotate:
+            for (px, py), text in zip(front_xy, df.loc[on_front, annotate], strict=True):
+                axes.annotate(str(text), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel(_axis_label(x, directions[0], labels))
+    axes.set_ylabel(_axis_label(y, directions[1], labels))
+    axes.set_title(title if title is not None else f"Pareto front: {int(finite.sum())} trials")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return _save(figure, path)
+
+
+def plot_hypervolume_history(
+    histories: Mapping[str, np.ndarray | Sequence[float]],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Plot hypervolume against the number of finished trials, one line per study / sampler.
+
+    Args:
+        histories: name -> hypervolume of the first t trials (from
+            :func:`painvrl.analysis.front.hypervolume_history`).
+        path: PNG file to write (parent folders are created).
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not histories:
+        raise PainvrlInputError("plot_hypervolume_history needs at least one history")
+    figure = _new_figure()
+    axes: Any = figure.add_subplot()
+    for index, (name, history) in enumerate(histories.items()):
+        values = np.asarray(history, dtype=float)
+        if values.ndim != 1:
+            raise PainvrlInputError(f"history {name!r} must be 1-D, got shape {values.shape}")
+        trials = np.arange(1, values.size + 1)
+        axes.step(
+            trials, values, where="post", color=OKABE_ITO[index % len(OKABE_ITO)], linewidth=1.6, label=name
+        )
+    axes.set_xlabel("finished trials")
+    axes.set_ylabel("hypervolume (higher is better)")
+    axes.set_title(title if title is not None else "Hypervolume history")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return _save(figure, path)

@@ -1,0 +1,39 @@
+"""Tests for painvrl.analysis.plots: the PNG files are written and valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from painvrl.analysis.plots import plot_front, plot_hypervolume_history
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8) == PNG_MAGIC
+
+
+@pytest.mark.parametrize("directions", [["maximize", "minimize"], ["minimize", "minimize"]])
+def test_plot_front_writes_png(tmp_path: Path, directions: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"recall": rng.uniform(size=30), "gap": rng.uniform(size=30), "trial": range(30)})
+    df.loc[3, "recall"] = np.nan
+    target = tmp_path / "sub" / "front.png"
+    result = plot_front(
+        df, "recall", "gap", directions, target, title="t", labels={"recall": "Recall@20"}, annotate="trial"
+    )
+    assert result == target
+    assert target.stat().st_size > 1000
+    assert _is_png(target)
+
+
+def test_plot_hypervolume_history_writes_png(tmp_path: Path) -> None:
+    target = tmp_path / "hv.png"
+    result = plot_hypervolume_history({"tpe": np.linspace(0, 1, 20), "random": [0.0, 0.1, 0.1, 0.4]}, target)
+    assert result == target
+    assert _is_png(target)
