@@ -68,10 +68,18 @@ def run_trial(tune_config: dict[str, Any]) -> None:
     else:
         from painvrl.training.ray_train import fit_with_ray_train
 
+        # Train V2 pattern: the TorchTrainer's reports (per evaluation, then the final one built by rank 0 with
+        # final_report) reach Tune through TuneReportCallback; nothing is reported twice.
         outcome = fit_with_ray_train(config, run_name=f"trial-{ray.tune.get_context().get_trial_id()}",
-                                     storage_path=str(spec.study_dir() / "train"), forward_to_tune=False)
+                                     storage_path=str(spec.study_dir() / "train"), forward_to_tune=True)
         report = final_report(outcome.metrics, outcome.mask)
+        _check_objectives(report, objective_keys)
+        return
+    _check_objectives(report, objective_keys)
+    ray.tune.report(report)
+
+
+def _check_objectives(report: dict[str, Any], objective_keys: list[str]) -> None:
     missing = [k for k in objective_keys if k not in report]
     if missing:
         raise KeyError(f"trial metrics lack objective(s) {missing}; available: {sorted(report)[:20]}")
-    ray.tune.report(report)
