@@ -289,6 +289,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise PainvrlInputError(f"config field '{where}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-5" (no dot) as a string; accept any float literal.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PainvrlInputError(f"config field '{where}': expected a number, got {value!r}")
         return float(value)
@@ -331,18 +337,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_dotted(values: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set values[a][b]... = value in place, creating sections on the way."""
+    node = values
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise PainvrlInputError(f"'{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=VALUE`` overrides onto nested plain values (a deep copy is returned)."""
     result = json.loads(json.dumps(values))
     for text in overrides:
         path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise PainvrlInputError(f"--set {text!r}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(result, path, value)
     return result
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
-from painvrl.config import Config, apply_overrides, config_from_dict
+from painvrl.config import Config, config_from_dict, set_dotted
 from painvrl.study.spec import StudySpec
 
 PREF_OOD_BOUNDS = (0.05, 0.95)
@@ -54,16 +55,10 @@ class DefineByRunSpace:
 
 def trial_config(spec: StudySpec, params: dict[str, Any]) -> Config:
     """The run config of one trial: base + sampled params (dotted keys) + per-trial scaling."""
-    overrides = [f"{key}={_yaml_literal(value)}" for key, value in params.items()
-                 if key != "spec" and not key.startswith("preference_u")]
-    overrides += [f"scaling.num_workers={spec.trial_num_workers}", f"scaling.use_gpu={spec.trial_use_gpu}",
-                  f"scaling.cpus_per_worker={spec.trial_cpus}", "train.progress=false"]
-    return config_from_dict(apply_overrides(spec.base, overrides))
-
-
-def _yaml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ",".join(_yaml_literal(v) for v in value) + "]"
-    return repr(value) if isinstance(value, float) else str(value)
+    values = json.loads(json.dumps(spec.base))
+    settings = {key: value for key, value in params.items() if key != "spec" and not key.startswith("preference_u")}
+    settings.update({"scaling.num_workers": spec.trial_num_workers, "scaling.use_gpu": spec.trial_use_gpu,
+                     "scaling.cpus_per_worker": spec.trial_cpus, "train.progress": False})
+    for key, value in settings.items():
+        set_dotted(values, key.split("."), value)
+    return config_from_dict(values)

@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 import yaml
 
-from painvrl.config import Config, apply_overrides, config_from_dict, load_config_values
+from painvrl.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    load_config_values,
+    parse_override,
+    set_dotted,
+)
 from painvrl.errors import PainvrlInputError
 
 METRIC_SECTIONS = ("val", "test")
@@ -204,15 +211,14 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
             _fail(where, "int range needs integer bounds")
     # each sampled config must itself be valid: check the corners of the box
     for corner in ("low", "high"):
-        values = json.loads(json.dumps(base_values))
-        overrides = []
+        values = json.loads(json.dumps(spec.base))
         for key, rng in spec.search.items():
             if key == "preference" or rng.kind in ("categorical", "simplex"):
                 continue
             value = getattr(rng, corner)
-            overrides.append(f"{key}={int(value) if rng.kind == 'int' else value}")
+            set_dotted(values, key.split("."), int(value) if rng.kind == "int" else value)
         try:
-            config_from_dict(apply_overrides(values, overrides))
+            config_from_dict(values)
         except PainvrlInputError as exc:
             raise PainvrlInputError(f"study config field 'search' ({corner} corner): {exc}") from exc
     if spec.reference_point is not None and len(spec.reference_point) != len(spec.objectives):
@@ -240,7 +246,15 @@ def _build_spec(values: dict[str, Any]) -> StudySpec:
             kwargs["objectives"] = [Objective(**o) if isinstance(o, dict) else Objective(str(o))
                                     for o in kwargs["objectives"]]
         if "search" in kwargs:
-            kwargs["search"] = {k: ParamRange(**v) for k, v in (kwargs["search"] or {}).items()}
+            search = {}
+            for key, rng in (kwargs["search"] or {}).items():
+                if not isinstance(rng, dict):
+                    _fail(f"search.{key}", f"expected a mapping like {{kind: log, low: ..., high: ...}}, got {rng!r}")
+                unknown = set(rng) - {f.name for f in dataclasses.fields(ParamRange)}
+                if unknown:
+                    _fail(f"search.{key}", f"unknown range keys {sorted(unknown)} (known: kind, low, high, choices)")
+                search[key] = ParamRange(**rng)
+            kwargs["search"] = search
         if "sampler" in kwargs:
             kwargs["sampler"] = SamplerSpec(**kwargs["sampler"])
     except TypeError as exc:
@@ -265,7 +279,13 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
         # dataset.path inside base resolves against the study file too
         resolved = load_config_values_from_mapping(base, Path(path))
         values["base"] = resolved
-    values = apply_overrides(values, overrides or [])
+    for text in overrides or []:
+        path, value = parse_override(text)
+        if path[0] == "search" and len(path) > 1:
+            # search keys are dotted run-config fields: search.mask.sparsity_weight={kind: log, ...}
+            values.setdefault("search", {})[".".join(path[1:])] = value
+        else:
+            values = apply_overrides(values, [text])
     spec = _build_spec(values)
     resolve_ood_fallback(spec)
     validate_study(spec)
@@ -291,7 +311,7 @@ def resolve_ood_fallback(spec: StudySpec) -> None:
     if base.dataset.ood != "none":
         return
     for objective in spec.objectives:
-        section, split, metric = (objective.metric.split(".") + ["", "", ""])[:3]
+        section, split, metric = [*objective.metric.split("."), "", "", ""][:3]
         if split == "ood":
             objective.metric = f"{section}.worst_env.{metric}"
 

@@ -1,0 +1,104 @@
+"""Study config validation: bad configs fail before any trial starts, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from painvrl.errors import PainvrlInputError
+from painvrl.study.space import DefineByRunSpace, simplex_from_uniforms, trial_config
+from painvrl.study.spec import load_study, validate_study
+
+CONFIGS = Path(__file__).resolve().parents[2] / "tune" / "configs"
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "movielens", "gpu-cluster"])
+def test_shipped_study_configs_load(name: str) -> None:
+    spec = load_study(CONFIGS / f"{name}.yaml")
+    assert spec.name == name
+    assert Path(spec.storage_dir).is_absolute()
+    assert spec.metric_keys()[0] == "val.iid.recall@20"
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("objectives=[{metric: val.iid.recal@20}]", "objectives[0].metric"),
+    ("objectives=[{metric: test.iid.recall@20}]", "objectives[0].metric"),
+    ("objectives=[{metric: val.iid.recall@50}]", "objectives[0].metric"),
+    ("search.mask.sparsity_weight={kind: log, low: 0.1, high: 0.01}", "search.mask.sparsity_weight"),
+    ("search.mask.sparsity_weight={kind: log, low: 0.0, high: 0.01}", "search.mask.sparsity_weight"),
+    ("search.environments.n_envs={kind: int, low: 0, high: 1}", "search"),
+    ("search.preference={kind: simplex, choices: [0.2, 0.3, 0.5]}", "search.preference"),
+    ("search.train.nonexistent={kind: float, low: 0, high: 1}", "search.train.nonexistent"),
+    ("num_samples=0", "num_samples"),
+    ("reference_point=[0.1]", "reference_point"),
+    ("sampler={name: cmaes}", "sampler.name"),
+    ("bogus=1", "bogus"),
+    ("base.train.epochs=0", "train.epochs"),
+])
+def test_bad_study_configs_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(PainvrlInputError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        load_study(CONFIGS / "smoke.yaml", [override])
+
+
+def test_too_many_concurrent_trials_for_the_cluster() -> None:
+    spec = load_study(CONFIGS / "smoke.yaml", ["max_concurrent_trials=4", "trial_num_workers=2"])
+    with pytest.raises(PainvrlInputError, match="max_concurrent_trials"):
+        validate_study(spec, cluster_cpus=6)
+    validate_study(spec, cluster_cpus=12)
+
+
+def test_ood_objective_falls_back_to_worst_env_without_ood_split() -> None:
+    spec = load_study(CONFIGS / "smoke.yaml", ["base.dataset.ood=none"])
+    assert spec.metric_keys() == ["val.iid.recall@20", "val.worst_env.recall@20"]
+
+
+class _FakeTrial:
+    """Records suggestions like optuna's trial (only used to exercise the define-by-run mapping)."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, object] = {}
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        self.params[name] = (low + high) / 2
+        return (low + high) / 2
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        self.params[name] = low
+        return low
+
+    def suggest_categorical(self, name: str, choices: list[object]) -> object:
+        self.params[name] = choices[0]
+        return choices[0]
+
+
+def test_space_two_objectives_samples_pref_ood_and_builds_a_valid_trial_config() -> None:
+    spec = load_study(CONFIGS / "smoke.yaml")
+    trial = _FakeTrial()
+    constants = DefineByRunSpace(spec, n_mask_objectives=2)(trial)
+    assert constants == {}
+    assert set(trial.params) == {"environments.n_envs", "mask.sparsity_weight", "mask.pref_ood"}
+    config = trial_config(spec, {**trial.params, "spec": {}})
+    assert config.mask.pref_ood == pytest.approx(0.5)
+    assert config.environments.n_envs == 2
+    assert config.train.progress is False
+
+
+def test_space_three_objectives_gives_a_simplex_preference() -> None:
+    spec = load_study(CONFIGS / "smoke.yaml", ["base.mask.extra_objective=vrex"])
+    trial = _FakeTrial()
+    constants = DefineByRunSpace(spec, n_mask_objectives=3)(trial)
+    preference = constants["mask.preference"]
+    assert len(preference) == 3 and sum(preference) == pytest.approx(1.0)
+    config = trial_config(spec, {**trial.params, **constants})
+    assert config.mask.preference == pytest.approx(preference)
+
+
+def test_simplex_from_uniforms_is_on_the_simplex() -> None:
+    point = simplex_from_uniforms([0.1, 0.7, 0.99])
+    assert all(p > 0 for p in point) and sum(point) == pytest.approx(1.0)
+
+
+def test_unknown_range_key_is_named() -> None:
+    with pytest.raises(PainvrlInputError, match=r"search.mask.sparsity_weight.*unknown range keys \['lo'\]"):
+        load_study(CONFIGS / "smoke.yaml", ["search.mask.sparsity_weight={kind: log, lo: 0.1, high: 1.0}"])
