@@ -1,0 +1,123 @@
+"""Real studies end to end: real local Ray, real Optuna sqlite storage, real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "tune" / "configs" / "smoke.yaml"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO),
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _search(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "tune" / "search.py"), *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _mlflow_runs(study_dir: Path, name: str) -> pd.DataFrame:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    rows: list[dict[str, Any]] = [{"run_id": r.info.run_id, "status": r.info.status, **r.data.tags,
+                                   **{f"metric:{k}": v for k, v in r.data.metrics.items()}} for r in runs]
+    return pd.DataFrame(rows)
+
+
+def _assert_study_consistent(study_dir: Path, name: str, n_trials: int) -> None:
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == n_trials
+    assert len(study.trials) == n_trials, "no trial may be lost or duplicated in Optuna"
+
+    runs = _mlflow_runs(study_dir, name)
+    parent = runs[runs["painvrl.role"] == "study"]
+    trials = runs[runs["painvrl.role"] == "trial"]
+    assert len(parent) == 1
+    parent_id = parent["run_id"].iloc[0]
+    assert len(trials) == n_trials, "one child run per trial, never a second one"
+    assert trials["painvrl.trial_id"].is_unique
+    assert (trials["mlflow.parentRunId"] == parent_id).all()
+    assert (trials["status"] == "FINISHED").all()
+    assert "metric:val.iid.recall_at_20" in trials.columns
+    assert parent["metric:hypervolume"].iloc[0] > 0
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"front.csv", "front.png", "study.yaml"} <= artifacts
+    child_artifacts = {a.path for a in client.list_artifacts(trials["run_id"].iloc[0])}
+    assert "metrics.json" in child_artifacts
+
+    # the front logged to MLflow is exactly Optuna's non-dominated set
+    front = pd.read_csv(client.download_artifacts(parent_id, "front.csv"))
+    optuna_front = sorted(tuple(round(v, 9) for v in t.values) for t in study.best_trials)
+    logged_front = sorted(tuple(round(v, 9) for v in row) for row in
+                          front[["val.iid.recall@20", "val.ood.recall@20"]].itertuples(index=False))
+    assert logged_front == optuna_front
+
+
+def test_smoke_study_logs_trials_and_front(tmp_path: Path) -> None:
+    result = _search(["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Pareto front of study 'smoke'" in result.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+    _assert_study_consistent(tmp_path / "smoke", "smoke", n_trials=3)
+
+
+def test_bad_study_config_fails_before_any_trial(tmp_path: Path) -> None:
+    result = _search(["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}",
+                      "--set", "objectives=[{metric: val.iid.recall@99}]"], timeout=120)
+    assert result.returncode == 2
+    assert "objectives[0].metric" in result.stderr
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_killed_study_resumes_without_lost_or_duplicated_trials(tmp_path: Path) -> None:
+    import optuna
+
+    args = ["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}", "--set", "num_samples=4",
+            "--set", "name=resume"]
+    process = subprocess.Popen([sys.executable, str(REPO / "tune" / "search.py"), *args], cwd=REPO, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    storage = f"sqlite:///{tmp_path / 'resume' / 'optuna.db'}"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(1.0)
+            try:
+                study = optuna.load_study(study_name="resume", storage=storage)
+            except Exception:  # storage not created yet
+                continue
+            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            if len(done) >= 2:
+                break
+        else:
+            pytest.fail("the study never completed 2 trials")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        process.wait()
+    result = _search([*args, "--resume"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_study_consistent(tmp_path / "resume", "resume", n_trials=4)
