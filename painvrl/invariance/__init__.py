@@ -1,0 +1,1 @@
+"""Invariance: environment identification, IRM penalties, Pareto solvers and mask generation."""
