@@ -26,7 +26,7 @@ def _interactions(n_users: int = 40, n_items: int = 200, per_user: int = 20, see
     """Distinct pairs with a Zipf-like item popularity, and random timestamps."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, n_items + 1)
-    rows = []
+    rows: list[tuple[int, int]] = []
     for user in range(n_users):
         items = rng.choice(n_items, size=per_user, replace=False, p=weights / weights.sum())
         rows.extend((user, int(i)) for i in items)
