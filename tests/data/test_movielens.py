@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from painvrl.config import DatasetConfig
 from painvrl.data.movielens import (
     OFFICIAL_ZIP_URL,
+    download_movielens,
     feature_cache_dir,
     genre_year_features,
     load_movielens,
@@ -210,3 +213,22 @@ def test_missing_files_and_bad_config(tmp_path: Path) -> None:
 
 def test_official_url_is_the_grouplens_zip() -> None:
     assert OFFICIAL_ZIP_URL == "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
+
+
+def test_download_verifies_checksum_and_extracts_atomically(tmp_path: Path) -> None:
+    """A local file:// archive in the official layout (no network): good checksum -> a loadable folder;
+    bad checksum -> an error and no destination folder."""
+    archive = tmp_path / "ml.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-latest-small/ratings.csv", _ratings())
+        zf.writestr("ml-latest-small/movies.csv", MOVIES)
+        zf.writestr("ml-latest-small/README.txt", "licence")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with pytest.raises(PainvrlInputError, match="sha256"):
+        download_movielens(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
+    assert not (tmp_path / "bad").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ml-download")] == []
+    dest = download_movielens(tmp_path / "good", url=archive.as_uri(), sha256=digest)
+    assert sorted(p.name for p in dest.iterdir()) == ["README.txt", "movies.csv", "ratings.csv"]
+    assert load_movielens(dest, _cfg(modalities=["genre_year"])).n_items == 3
+    assert download_movielens(dest, url="file:///nonexistent.zip") == dest  # already there: no download
