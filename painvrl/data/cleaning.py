@@ -32,11 +32,24 @@ def pair_keys(pairs: np.ndarray, n_items: int | None = None) -> np.ndarray:
     return pairs[:, 0] * np.int64(n_items) + pairs[:, 1]
 
 
+def sorted_isin(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """bool mask: ``values[i]`` occurs in ``reference`` (sort + binary search; faster than np.isin's hashing
+    on millions of int64 keys)."""
+    if len(reference) == 0:
+        return np.zeros(len(values), dtype=bool)
+    ordered = np.sort(reference)
+    position = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return np.asarray(ordered[position] == values)
+
+
 def unique_pair_index(pairs: np.ndarray) -> np.ndarray:
     """Sorted row indices of the first occurrence of every distinct pair."""
     keys = pair_keys(pairs)
-    _, first = np.unique(keys, return_index=True)
-    return np.sort(first)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return np.sort(order[first])
 
 
 def dedupe_pairs(pairs: np.ndarray) -> tuple[np.ndarray, int]:
@@ -52,7 +65,7 @@ def drop_users_absent_from_train(train: np.ndarray, pairs: np.ndarray) -> tuple[
     Returns (kept pairs, number of dropped pairs).
     """
     train, pairs = _as_pairs(train), _as_pairs(pairs)
-    keep = np.isin(pairs[:, 0], np.unique(train[:, 0]))
+    keep = sorted_isin(pairs[:, 0], train[:, 0])
     return pairs[keep], int((~keep).sum())
 
 
@@ -63,7 +76,7 @@ def drop_pairs_in(reference: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray,
     if len(reference) == 0 or len(pairs) == 0:
         return pairs, 0
     bound = int(max(reference[:, 1].max(), pairs[:, 1].max())) + 1
-    keep = ~np.isin(pair_keys(pairs, bound), pair_keys(reference, bound))
+    keep = ~sorted_isin(pair_keys(pairs, bound), pair_keys(reference, bound))
     return pairs[keep], int((~keep).sum())
 
 

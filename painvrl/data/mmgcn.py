@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from painvrl.config import DatasetConfig
-from painvrl.data.cleaning import clean_splits, pair_keys
+from painvrl.data.cleaning import clean_splits, pair_keys, sorted_isin, unique_pair_index
 from painvrl.data.dataset import InteractionData
 from painvrl.data.safeio import as_feature_matrix, load_npy, load_object_array_npy, load_torch_tensor
 from painvrl.errors import PainvrlInputError
@@ -239,13 +239,13 @@ def _check_user_item_dict(train: np.ndarray, known: np.ndarray, path: Path, n_us
                           n_items: int) -> int:
     """Every training pair must be in user_item_dict; returns the number of dict pairs not in train."""
     known = _to_item_index(known, n_users, n_items, path) if len(known) else known
-    in_dict = np.isin(pair_keys(train, n_items), pair_keys(known, n_items))
+    in_dict = sorted_isin(pair_keys(train, n_items), pair_keys(known, n_items))
     if not in_dict.all():
         user, item = (int(v) for v in train[np.flatnonzero(~in_dict)[0]])
         raise PainvrlInputError(f"{path}: does not match train.npy: {int((~in_dict).sum())} training pairs "
                                 f"are missing from it (first: user {user}, item {item + n_users} offset); "
                                 "are the files from the same dataset?")
-    extra = len(np.unique(pair_keys(known, n_items))) - len(np.unique(pair_keys(train, n_items)))
+    extra = len(unique_pair_index(known)) - len(unique_pair_index(train))
     if extra:
         log.warning("%s: holds %d pairs that are not in train.npy (ignored)", path, extra)
     return extra

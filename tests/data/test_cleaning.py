@@ -9,6 +9,7 @@ from painvrl.data.cleaning import (
     drop_pairs_in,
     drop_users_absent_from_train,
     pair_keys,
+    sorted_isin,
     unique_pair_index,
 )
 
@@ -61,3 +62,13 @@ def test_clean_splits_counts_and_timestamps_follow_train() -> None:
     assert evaluation_out["test"].tolist() == [[1, 0]]
     assert counts == {"duplicates_train": 1, "duplicates_val": 1, "duplicates_test": 0,
                       "duplicates_removed": 2, "cold_user_pairs_dropped": 1, "seen_in_train_dropped": 1}
+
+
+def test_sorted_isin_and_unique_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    values, reference = rng.integers(0, 500, 2000), rng.integers(0, 500, 300)
+    np.testing.assert_array_equal(sorted_isin(values, reference), np.isin(values, reference))
+    assert not sorted_isin(values, reference[:0]).any()
+    pairs = rng.integers(0, 12, size=(400, 2))
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    np.testing.assert_array_equal(unique_pair_index(pairs), np.sort(first))

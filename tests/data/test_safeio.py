@@ -72,9 +72,10 @@ def test_load_npy_refuses_object_arrays(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- load_object_array_npy
-def test_object_array_of_ragged_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_object_array_of_ragged_rows(tmp_path: Path, protocol: int) -> None:
     path = tmp_path / "val_full.npy"
-    np.save(path, _object_array([0, 5, 6], np.array([1, 7], dtype=np.int64)), allow_pickle=True)
+    _save_object_npy(path, _object_array([0, 5, 6], np.array([1, 7], dtype=np.int64)), protocol)
     rows = load_object_array_npy(path)
     assert rows.dtype == object and rows.shape == (2,)
     assert list(rows[0]) == [0, 5, 6] and list(rows[1]) == [1, 7]
@@ -120,6 +121,14 @@ def test_restricted_unpickler_refuses_eval_and_arbitrary_classes() -> None:
     for payload in (pickle.dumps(eval), pickle.dumps(Path("x")), pickle.dumps(MakesDirectory)):
         with pytest.raises(pickle.UnpicklingError, match="is not allowed"):
             RestrictedUnpickler(io.BytesIO(payload)).load()
+
+
+def test_codecs_encode_only_for_text_encodings() -> None:
+    import io
+
+    assert RestrictedUnpickler(io.BytesIO(b"c_codecs\nencode\n(Vab\nVlatin1\ntR.")).load() == b"ab"
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing _codecs\.encode with encoding 'rot13'"):
+        RestrictedUnpickler(io.BytesIO(b"c_codecs\nencode\n(Vab\nVrot13\ntR.")).load()
 
 
 def test_object_array_corrupt_payload(tmp_path: Path) -> None:
