@@ -1,0 +1,82 @@
+"""The ``painvrl`` command: train, validate-config, data-summary.
+
+User mistakes (bad config, bad --set, bad data files, a non-empty output folder) are reported as
+``painvrl: error: <message>`` on stderr with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from painvrl.errors import PainvrlInputError
+
+EXIT_USAGE = 2
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.lr=0.001 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="painvrl", description="PaInvRL: Pareto invariant representation "
+                                     "learning for multimedia recommendation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one method on one dataset and write a run folder")
+    _add_config_args(train)
+    train.add_argument("--output", required=True, help="run folder to create (metrics.json, config.yaml, ...)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing non-empty run folder")
+
+    validate = commands.add_parser("validate-config", help="check a config and print it fully resolved")
+    _add_config_args(validate)
+
+    summary = commands.add_parser("data-summary", help="load the config's dataset and print its summary")
+    _add_config_args(summary)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from painvrl.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.command == "validate-config":
+        print(f"# config OK (hash {config.config_hash()})")
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.command == "data-summary":
+        from painvrl.data.registry import load_dataset
+
+        print(json.dumps(load_dataset(config.dataset).summary(), indent=2, default=str))
+        return 0
+    from painvrl.runner import train
+
+    metrics = train(config, args.output, overwrite=args.overwrite)
+    selection = metrics["selection"]
+    print(json.dumps({"output": args.output, "method": metrics["method"], "selection": selection,
+                      "test": {k: v for k, v in metrics["test"].items() if k in ("iid", "ood", "worst_env")}},
+                     indent=2, default=float))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return _run(args)
+    except PainvrlInputError as exc:
+        print(f"painvrl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("painvrl: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,93 @@
+"""``train(config, output_dir)``: one run, written atomically into a run folder.
+
+Layout of a finished run folder (the contract of ``painvrl train`` and ``painvrl.load_run``)::
+
+    DIR/metrics.json       see DESIGN.md and painvrl.training.pipeline
+    DIR/config.yaml        the fully resolved config
+    DIR/checkpoint/        model.pt (state_dict of the selected final model) + meta.json (encoder spec)
+    DIR/mask.npy           float32 [d] mask, when the method has one (painvrl, invrl, oracle)
+
+Everything is built in a hidden sibling folder ``.DIR.tmp-XXXX`` and renamed into place at the end, so a
+failure leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from painvrl.config import Config, dump_config
+from painvrl.errors import PainvrlInputError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+MASK_FILE = "mask.npy"
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty existing output folder unless ``overwrite``; refuse a file."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise PainvrlInputError(f"--output {output_dir}: exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise PainvrlInputError(f"--output {output_dir}: folder exists and is not empty (use --overwrite)")
+
+
+def _train_in_process(config: Config, folder: Path) -> dict[str, Any]:
+    from painvrl.data.registry import load_dataset
+    from painvrl.training.checkpoint import save_model
+    from painvrl.training.pipeline import run_pipeline
+    from painvrl.training.results import write_metrics
+
+    data = load_dataset(config.dataset)
+    logger.info("dataset %s: %d users, %d items, %d train positives", data.name, data.n_users, data.n_items,
+                len(data.train))
+    result = run_pipeline(config, data)
+    write_metrics(result.metrics, folder / METRICS_FILE)
+    save_model(folder / CHECKPOINT_DIR, result.model_state, result.model_meta)
+    if result.mask is not None:
+        np.save(folder / MASK_FILE, np.asarray(result.mask, dtype=np.float32), allow_pickle=False)
+    return result.metrics
+
+
+def _train_with_ray(config: Config, output_dir: Path) -> dict[str, Any]:
+    """Ray Train path (scaling.num_workers >= 1): must write the same files into ``output_dir``."""
+    raise NotImplementedError("Ray Train path: issue 4")
+
+
+def train(config: Config, output_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config.method`` and write the run folder atomically; returns the metrics dict."""
+    output_dir = Path(output_dir).expanduser().resolve()
+    check_output_dir(output_dir, overwrite)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700; a run folder gets the usual permissions
+    try:
+        dump_config(config, tmp / CONFIG_FILE)
+        if config.scaling.num_workers == 0:
+            metrics = _train_in_process(config, tmp)
+        else:
+            metrics = _train_with_ray(config, tmp)
+        if output_dir.exists():
+            check_output_dir(output_dir, overwrite)  # re-check: something may have appeared meanwhile
+            old = output_dir.with_name(f".{output_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            output_dir.rename(old)
+            tmp.rename(output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("run written to %s", output_dir)
+    return metrics

@@ -1,0 +1,198 @@
+"""Early-stopped training of a Backbone on the ERM objective, written for the global-batch design.
+
+Read top to bottom: for each epoch, for each global batch (this rank's slice), loss = (sum of per-example
+losses over the slice + L2 of the slice's embeddings) / GLOBAL batch size + L2 of shared parameters /
+world_size; backward; ``collective.sync_gradients``; Adam step. With one process this is exactly the batch
+mean of ``Backbone.loss``; with N ranks the synced gradient equals the single-process gradient of the union.
+Every ``eval_every`` epochs the model is evaluated on VALIDATION data only, the best state is kept and training
+stops after ``patience`` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from painvrl.config import Config
+from painvrl.model.backbone import Backbone
+from painvrl.training.collective import Collective, LocalCollective
+from painvrl.training.sampling import EpochBatches
+
+logger = logging.getLogger(__name__)
+
+ValEval = Callable[[Backbone], dict[str, float]]
+
+
+@dataclass
+class LoopConfig:
+    """What one early-stopped training run needs (built from Config with :meth:`from_config`)."""
+
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 1e-3
+    patience: int = 5
+    eval_every: int = 1
+    seed: int = 0
+    progress: bool = True
+    selection_key: str = "iid.recall@20"
+    """Key of the dict returned by the validation evaluator that is maximised."""
+    n_negatives: int = 50
+    negative_pool: int = 0
+    """Per-step shared negative pool (0: independent uniform negatives); see sampling.py."""
+
+    @classmethod
+    def from_config(cls, config: Config, selection_key: str, epochs: int | None = None) -> LoopConfig:
+        t, m = config.train, config.model
+        return cls(epochs=t.epochs if epochs is None else epochs, batch_size=t.batch_size, lr=t.lr,
+                   patience=t.patience, eval_every=t.eval_every, seed=t.seed, progress=t.progress,
+                   selection_key=selection_key, n_negatives=m.n_negatives,
+                   negative_pool=int(getattr(m, "negative_pool", DEFAULT_NEGATIVE_POOL)))
+
+
+DEFAULT_NEGATIVE_POOL = 4096
+"""Default pool size when the config has no ``model.negative_pool`` field (see benchmarks/bench_backbone_epoch)."""
+
+
+@dataclass
+class TrainOutcome:
+    best_state: dict[str, torch.Tensor]
+    """CPU copy of the state_dict at the best validation evaluation."""
+    best_epoch: int
+    best_value: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One record per evaluation: phase, epoch, loss, seconds, validation metrics."""
+    epochs_run: int = 0
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def in_ray_worker() -> bool:
+    """True inside a Ray worker process (progress bars are switched off there)."""
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return False
+    try:
+        return bool(ray.is_initialized()) and ray.get_runtime_context().worker.mode == 1  # WORKER_MODE
+    except Exception:  # any Ray internals mismatch means "not sure": keep progress on
+        return False
+
+
+def step_loss(model: Backbone, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
+              global_size: int, world_size: int) -> torch.Tensor:
+    """This rank's share of the global mean ERM loss (sums divided by the GLOBAL batch size)."""
+    pos_scores, neg_scores, _ = model.batch_scores(users, pos_items, neg_items)
+    per_example = model.per_example_loss(users, pos_items, pos_scores, neg_items, neg_scores)
+    embedding_l2 = (model.user_embedding[users].pow(2).sum() + model.item_embedding[pos_items].pow(2).sum())
+    shared_l2 = sum((p.pow(2).sum() for p in model.encoder.parameters()), torch.zeros((), device=users.device))
+    return (per_example.sum() + model.l2 * embedding_l2) / global_size + model.l2 * shared_l2 / world_size
+
+
+def train_recommender(
+    model: Backbone,
+    train_pairs: np.ndarray,
+    val_eval: ValEval,
+    cfg: LoopConfig,
+    collective: Collective | None = None,
+    phase: str = "train",
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    params_to_train: Iterable[torch.nn.Parameter] | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    snapshot: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainOutcome:
+    """Train ``model`` with Adam on ``train_pairs`` [N, 2]; select on ``val_eval(model)[cfg.selection_key]``.
+
+    ``on_evaluation(record)`` gets each evaluation record; ``snapshot(loop_state)`` (optional) gets a resumable
+    state (model, optimiser, best state, history) after each evaluation, and ``resume=loop_state`` continues
+    from one. The model is left holding its LAST state; ``TrainOutcome.best_state`` holds the selected one.
+    """
+    collective = collective or LocalCollective()
+    device = model.user_embedding.device
+    params = [p for p in (params_to_train if params_to_train is not None else model.parameters())
+              if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    users_all = torch.as_tensor(np.asarray(train_pairs)[:, 0], dtype=torch.long)
+    items_all = torch.as_tensor(np.asarray(train_pairs)[:, 1], dtype=torch.long)
+
+    history: list[dict[str, Any]] = []
+    best_state, best_epoch, best_value, bad_evals, start_epoch = _cpu_state(model), -1, -float("inf"), 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        best_state, best_epoch = resume["best_state"], int(resume["best_epoch"])
+        best_value, bad_evals = float(resume["best_value"]), int(resume["bad_evals"])
+        history, start_epoch = list(resume["history"]), int(resume["epoch"]) + 1
+        logger.info("%s: resuming at epoch %d (best %.5f at epoch %d)", phase, start_epoch, best_value,
+                    best_epoch)
+
+    show_progress = cfg.progress and collective.rank == 0 and not in_ray_worker()
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        if bad_evals >= cfg.patience:
+            break
+        model.train()
+        started = time.perf_counter()
+        batches = EpochBatches(len(users_all), cfg.batch_size, cfg.seed, epoch, collective.rank,
+                               collective.world_size, phase=phase, n_items=model.n_items,
+                               n_negatives=cfg.n_negatives, negative_pool=cfg.negative_pool)
+        iterator: Iterable[Any] = batches
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(batches, total=len(batches), desc=f"{phase} epoch {epoch}", leave=False)
+        loss_sum = torch.zeros((), device=device)
+        for batch in iterator:
+            users = users_all[batch.rows].to(device, non_blocking=True)
+            pos_items = items_all[batch.rows].to(device, non_blocking=True)
+            assert batch.negatives is not None
+            neg_items = batch.negatives.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = step_loss(model, users, pos_items, neg_items, batch.global_size, collective.world_size)
+            loss.backward()
+            collective.sync_gradients(params)
+            optimizer.step()
+            loss_sum += loss.detach() * batch.global_size
+        epoch_loss = float(collective.all_reduce_sum(loss_sum).item()) / len(users_all)
+        seconds = time.perf_counter() - started
+        logger.info("%s epoch %d: loss %.5f (%.1fs)", phase, epoch, epoch_loss, seconds)
+
+        if (epoch + 1) % cfg.eval_every != 0 and epoch != cfg.epochs - 1:
+            continue
+        model.eval()
+        with torch.no_grad():
+            metrics = val_eval(model)
+        if cfg.selection_key not in metrics:
+            raise KeyError(f"validation metrics lack the selection key {cfg.selection_key!r}: {sorted(metrics)}")
+        value = float(metrics[cfg.selection_key])
+        improved = value > best_value
+        if improved:
+            best_state, best_epoch, best_value, bad_evals = _cpu_state(model), epoch, value, 0
+        else:
+            bad_evals += 1
+        record = {"phase": phase, "epoch": epoch, "loss": epoch_loss, "seconds": seconds,
+                  "selection": value, "best": best_value, "improved": improved, **metrics}
+        history.append(record)
+        logger.info("%s epoch %d: val %s = %.5f%s", phase, epoch, cfg.selection_key, value,
+                    " (best)" if improved else "")
+        if on_evaluation is not None:
+            on_evaluation(record)
+        if snapshot is not None:
+            snapshot({"epoch": epoch, "model_state": _cpu_state(model),
+                      "optimizer_state": copy.deepcopy(optimizer.state_dict()), "best_state": best_state,
+                      "best_epoch": best_epoch, "best_value": best_value, "bad_evals": bad_evals,
+                      "history": history})
+        if bad_evals >= cfg.patience:
+            logger.info("%s: early stop at epoch %d (best epoch %d)", phase, epoch, best_epoch)
+            break
+    return TrainOutcome(best_state=best_state, best_epoch=best_epoch, best_value=best_value, history=history,
+                        epochs_run=epoch + 1)
