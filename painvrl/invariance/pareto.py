@@ -116,17 +116,15 @@ def _check_gram(C: Tensor) -> np.ndarray:
 MgdaMethod = Literal["auto", "exact", "frank_wolfe"]
 
 
-def mgda_from_gram(
-    C: Tensor, method: MgdaMethod = "auto", max_iter: int = 2000, tol: float = 1e-14
-) -> Tensor:
+def mgda_from_gram(C: Tensor, method: MgdaMethod = "auto", max_iter: int = 2000, tol: float = 1e-14) -> Tensor:
     """Min-norm point of the convex hull of the gradients, given their Gram matrix; alpha on the simplex (float64).
 
     Solves ``min_alpha alpha^T C alpha`` over the simplex. m = 1: alpha = (1,). m = 2: closed form
     ``t = clip((C22 - C12) / (C11 + C22 - 2 C12), 0, 1)``, alpha = (t, 1 - t). m > 2: ``method="exact"``
     enumerates supports (active sets) and solves each face's KKT system (used by "auto" for m <= 8);
     ``method="frank_wolfe"`` (used by "auto" for m > 8) runs away-step Frank-Wolfe with exact line search
-    (Frank-Wolfe as in Sener & Koltun, NeurIPS 2018, plus away steps) from the best pair, stopping when the duality gap falls below
-    ``tol * max(1, max|C|)`` or after ``max_iter`` iterations.
+    (Frank-Wolfe as in Sener & Koltun, NeurIPS 2018, plus away steps) from the best pair, stopping when the
+    duality gap falls below ``tol * max(1, max|C|)`` or after ``max_iter`` iterations.
     """
     c = _check_gram(C)
     m = c.shape[0]

@@ -46,7 +46,7 @@ def test_validate_preference_normalises_and_rejects_bad_vectors() -> None:
     r = validate_preference([1.0, 3.0], m=2)
     assert r.dtype == torch.float64
     assert torch.allclose(r, torch.tensor([0.25, 0.75], dtype=torch.float64))
-    bad_cases = [
+    bad_cases: list[tuple[object, int | None, str]] = [
         ([0.5, -0.1, 0.6], None, "non-negative"),
         ([0.5, 0.5], 3, "2 components but there are 3 objectives"),
         ([0.0, 0.0], 2, "positive sum"),
@@ -56,7 +56,7 @@ def test_validate_preference_normalises_and_rejects_bad_vectors() -> None:
     ]
     for values, m, message in bad_cases:
         with pytest.raises(PainvrlInputError, match=message):
-            validate_preference(values, m)
+            validate_preference(values, m)  # type: ignore[arg-type]
     assert issubclass(PainvrlInputError, ValueError)
 
 
@@ -275,8 +275,9 @@ def test_epo_rejects_negative_losses() -> None:
         epo_weights(torch.tensor([-1.0, 1.0]), torch.eye(2), torch.tensor([0.5, 0.5]))
 
 
-@pytest.mark.parametrize(("pref_ood", "eps", "gap"), [(0.2, 1e-10, 1e-4), (0.5, 1e-10, 1e-4), (0.8, 1e-10, 1e-4),
-                                                   (0.8, 1e-4, 2e-2)])
+@pytest.mark.parametrize(
+    ("pref_ood", "eps", "gap"), [(0.2, 1e-10, 1e-4), (0.5, 1e-10, 1e-4), (0.8, 1e-10, 1e-4), (0.8, 1e-4, 2e-2)]
+)
 def test_epo_iterates_to_the_exact_pareto_point(pref_ood: float, eps: float, gap: float) -> None:
     """Two quadratics L_j = |x - c_j|^2 / 2 + 0.05: EPO steps reach the Pareto point with r1 L1 = r2 L2.
 

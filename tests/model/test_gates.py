@@ -31,8 +31,9 @@ def test_training_forward_is_noisy_clamped_and_reproducible() -> None:
     gate.train()
     gen = torch.Generator().manual_seed(0)
     g = gate(generator=gen).detach()
-    expected = torch.clamp(gate.mu.detach() + 0.5 + 0.1 * torch.randn(1000, generator=torch.Generator().manual_seed(0)),
-                           0.0, 1.0)
+    expected = torch.clamp(
+        gate.mu.detach() + 0.5 + 0.1 * torch.randn(1000, generator=torch.Generator().manual_seed(0)), 0.0, 1.0
+    )
     assert torch.allclose(g, expected)
     assert float(g.min()) >= 0.0 and float(g.max()) <= 1.0
     assert g[998].item() == 1.0 and g[999].item() == 0.0
@@ -86,6 +87,7 @@ def test_expected_l0_and_l2() -> None:
     assert torch.allclose(gate.mu.grad, pdf, rtol=1e-5)
     gate.mu.grad = None
     gate.l2().backward()
+    assert gate.mu.grad is not None
     assert torch.allclose(gate.mu.grad, 2 * gate.mu.detach())
 
 

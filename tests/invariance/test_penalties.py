@@ -1,0 +1,193 @@
+"""Tests for painvrl.invariance.penalties: gradvar, IRMv1 and V-REx."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from painvrl.invariance.penalties import (
+    gradient_variance,
+    gradient_variance_from_sums,
+    gradvar_penalty,
+    irmv1_penalty,
+    masked_variance_penalty,
+    per_env_param_grads,
+    vrex_penalty,
+    weighted_bce_with_logits,
+)
+from painvrl.model.gates import StochasticGate
+
+# ---------------------------------------------------------------------------------------------- gradvar
+
+
+def test_gradvar_hand_computed() -> None:
+    env_grads = torch.tensor([[[1.0, 2.0]], [[3.0, 2.0]]])  # E=2, r=1, c=2
+    # mean (2, 2); V = ((1-2)^2 + (3-2)^2, 0) = (2, 0); scaled (2 * 0.5, 0) -> squared sum 1
+    assert torch.allclose(gradient_variance(env_grads), torch.tensor([[2.0, 0.0]]))
+    assert gradvar_penalty(env_grads, torch.tensor([0.5, 1.0])).item() == pytest.approx(1.0)
+    # three environments, two rows: V_rc = sum_k (G_k - mean)^2
+    g = torch.tensor([[[0.0, 1.0], [2.0, 0.0]], [[3.0, 1.0], [2.0, 1.0]], [[0.0, 4.0], [2.0, 2.0]]])
+    v = torch.tensor([[6.0, 6.0], [0.0, 2.0]])  # e.g. column 0 row 0: (0,3,0) mean 1 -> 1+4+1
+    assert torch.allclose(gradient_variance(g), v)
+    scale = torch.tensor([2.0, 0.5])
+    assert gradvar_penalty(g, scale).item() == pytest.approx(12.0**2 + 3.0**2 + 0.0 + 1.0**2)
+
+
+def test_gradient_variance_from_sums_matches_direct() -> None:
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)
+    direct = gradient_variance(g)
+    from_sums = gradient_variance_from_sums(g.sum(0), (g**2).sum(0), n_envs=4)
+    assert torch.allclose(direct, from_sums)
+    # equal gradients in every environment: no variance, no penalty
+    same = torch.ones(3, 2, 4)
+    assert torch.equal(gradient_variance(same), torch.zeros(2, 4))
+    assert gradvar_penalty(same, torch.ones(4)).item() == 0.0
+
+
+def test_masked_variance_penalty_rejects_mismatched_scale() -> None:
+    with pytest.raises(ValueError, match="mask_scale"):
+        masked_variance_penalty(torch.ones(2, 3), torch.ones(4))
+
+
+def _toy_gradvar(weight: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """A tiny gated projection scorer with two environments; returns the gradvar penalty."""
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    users = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    labels = (torch.arange(12) % 2).to(torch.float64)
+    env = torch.arange(12) < 6
+    gates = torch.clamp(mu + 0.5, 0.0, 1.0)
+    scores = (users * ((features * gates) @ weight.T)).sum(dim=1)
+    losses = [F.binary_cross_entropy_with_logits(scores[idx], labels[idx]) for idx in (env, ~env)]
+    env_grads = per_env_param_grads(losses, weight)
+    assert env_grads.shape == (2, *weight.shape)
+    return gradvar_penalty(env_grads, mu + 0.5)
+
+
+def test_gradvar_gradient_flows_to_mask_and_projection() -> None:
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.randn(3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    mu = (0.1 * torch.randn(4, generator=gen, dtype=torch.float64)).requires_grad_()
+    penalty = _toy_gradvar(weight, mu)
+    assert penalty.item() > 0.0
+    penalty.backward()
+    assert weight.grad is not None and float(weight.grad.abs().sum()) > 0.0
+    assert mu.grad is not None and bool((mu.grad != 0).all())
+    # and the gradients are right (finite differences through the double backward)
+    assert torch.autograd.gradcheck(_toy_gradvar, (weight.detach().requires_grad_(), mu.detach().requires_grad_()))
+
+
+def test_per_env_param_grads_with_stochastic_gate_module() -> None:
+    torch.manual_seed(0)
+    gate = StochasticGate(4)
+    weight = torch.nn.Parameter(torch.randn(2, 4))
+    features = torch.randn(8, 4)
+    gates = gate()
+    losses = [((features[:4] * gates) @ weight.T).pow(2).mean(), ((features[4:] * gates) @ weight.T).mean()]
+    penalty = gradvar_penalty(per_env_param_grads(losses, weight), gate.mask_scale())
+    penalty.backward()
+    assert gate.mu.grad is not None and float(gate.mu.grad.abs().sum()) > 0.0
+    assert weight.grad is not None and float(weight.grad.abs().sum()) > 0.0
+
+
+def test_per_env_param_grads_unused_param_and_bad_input() -> None:
+    w = torch.ones(3, requires_grad=True)
+    other = torch.ones(3, requires_grad=True)
+    grads = per_env_param_grads([(w * 2).sum(), other.sum()], w)
+    assert torch.equal(grads, torch.tensor([[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="scalars"):
+        per_env_param_grads([w * 2], w)
+    with pytest.raises(ValueError, match="at least one"):
+        per_env_param_grads([], w)
+
+
+# ---------------------------------------------------------------------------------------------------- IRMv1
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_irmv1_hand_computed() -> None:
+    scores = [torch.tensor([1.0, -2.0]), torch.tensor([0.5])]
+    targets = [torch.tensor([1.0, 0.0]), torch.tensor([0.0])]
+    # d/dw mean BCE(w s, y) at w = 1 is mean((sigmoid(s) - y) * s)
+    g1 = ((_sigmoid(1.0) - 1.0) * 1.0 + (_sigmoid(-2.0) - 0.0) * -2.0) / 2.0
+    g2 = (_sigmoid(0.5) - 0.0) * 0.5
+    assert irmv1_penalty(scores, targets).item() == pytest.approx(g1**2 + g2**2, rel=1e-6)
+    # per-example weights enter the mean
+    weights = [torch.tensor([2.0, 0.0]), torch.tensor([3.0])]
+    gw1 = (2.0 * (_sigmoid(1.0) - 1.0) * 1.0) / 2.0
+    gw2 = 3.0 * (_sigmoid(0.5) - 0.0) * 0.5
+    assert irmv1_penalty(scores, targets, weights).item() == pytest.approx(gw1**2 + gw2**2, rel=1e-6)
+
+
+def test_irmv1_custom_loss_fn() -> None:
+    def squared(scores: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        return ((scores - targets) ** 2).mean()
+
+    # d/dw mean((w s - y)^2) = mean(2 (s - y) s) at w = 1: s=(1,2), y=(0,0) -> (2 + 8)/2 = 5
+    value = irmv1_penalty([torch.tensor([1.0, 2.0])], [torch.zeros(2)], None, squared)
+    assert value.item() == pytest.approx(25.0)
+
+
+def test_irmv1_is_zero_at_the_logistic_optimum_and_positive_elsewhere() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 3, generator=gen, dtype=torch.float64)
+    true_theta = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    y = (torch.rand(200, generator=gen, dtype=torch.float64) < torch.sigmoid(x @ true_theta)).to(torch.float64)
+    # Newton's method for the logistic regression optimum
+    theta = torch.zeros(3, dtype=torch.float64)
+    for _ in range(50):
+        p = torch.sigmoid(x @ theta)
+        grad = x.T @ (p - y) / len(y)
+        hessian = (x.T * (p * (1 - p))) @ x / len(y)
+        theta = theta - torch.linalg.solve(hessian, grad)
+    perm = torch.randperm(200, generator=gen)
+    env_x, env_y = [x, x[perm]], [y, y[perm]]  # two environments sharing the same optimum
+    at_optimum = irmv1_penalty([ex @ theta for ex in env_x], env_y)
+    assert at_optimum.item() < 1e-20
+    off = irmv1_penalty([ex @ (1.5 * theta) for ex in env_x], env_y)
+    assert off.item() > 1e-4
+
+
+def test_irmv1_backpropagates_into_scores() -> None:
+    theta = torch.tensor([0.3, -0.7], requires_grad=True)
+    x = torch.tensor([[1.0, 2.0], [0.5, -1.0], [2.0, 0.0]])
+    y = torch.tensor([1.0, 0.0, 1.0])
+    penalty = irmv1_penalty([x[:2] @ theta, x[2:] @ theta], [y[:2], y[2:]])
+    penalty.backward()
+    assert theta.grad is not None and float(theta.grad.abs().sum()) > 0.0
+
+
+def test_irmv1_validates_lengths() -> None:
+    with pytest.raises(ValueError, match="one target tensor per environment"):
+        irmv1_penalty([torch.zeros(2)], [torch.zeros(2), torch.zeros(2)])
+    with pytest.raises(ValueError, match="weight tensors"):
+        irmv1_penalty([torch.zeros(2)], [torch.zeros(2)], [torch.ones(2), torch.ones(2)])
+
+
+def test_weighted_bce_with_logits_matches_torch() -> None:
+    s, y, w = torch.tensor([0.2, -1.0]), torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.5])
+    expected = (w * F.binary_cross_entropy_with_logits(s, y, reduction="none")).mean()
+    assert torch.allclose(weighted_bce_with_logits(s, y, w), expected)
+    assert torch.allclose(weighted_bce_with_logits(s, y, None), F.binary_cross_entropy_with_logits(s, y))
+
+
+# ----------------------------------------------------------------------------------------------------- V-REx
+
+
+def test_vrex_penalty() -> None:
+    assert vrex_penalty(torch.tensor([0.7, 0.7, 0.7])).item() == 0.0
+    # population variance of (1, 2, 3, 6): mean 3, squares (4, 1, 0, 9) -> 14 / 4
+    assert vrex_penalty(torch.tensor([1.0, 2.0, 3.0, 6.0])).item() == pytest.approx(3.5)
+    losses = torch.tensor([1.0, 3.0], requires_grad=True)
+    vrex_penalty(losses).backward()
+    assert losses.grad is not None
+    assert torch.allclose(losses.grad, torch.tensor([-1.0, 1.0]))  # d/dL_k of mean (L - mean)^2 = (L_k - mean)
+    with pytest.raises(ValueError, match=r"\[E\]"):
+        vrex_penalty(torch.ones(2, 2))
