@@ -40,6 +40,9 @@ class DatasetConfig:
     ood: Literal["none", "temporal", "popularity", "explicit", "synthetic"] = "none"
     """OOD split builder: later period, popularity-flattened test, the files' own OOD rows, or the synthetic
     benchmark's shifted environment."""
+    temporal_scope: Literal["global", "user"] = "global"
+    """Temporal builders: one global time cut, or each user's latest interactions (MovieLens users are active
+    in short windows, so a global cut leaves few OOD users with training data)."""
     ood_fraction: float = 0.2
     """Fraction of interactions moved into the OOD split by the temporal / popularity builders."""
     rating_threshold: float = 4.0
