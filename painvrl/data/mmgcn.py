@@ -195,9 +195,16 @@ def bag_of_words(word_pairs: np.ndarray, n_items: int, path: Path,
 
 def _read_feature(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Returns (dense matrix, None) or (None, word pairs)."""
+    import torch
+
     if path.suffix == ".npy":
         return as_feature_matrix(load_npy(path), path), None
-    array = load_torch_tensor(path).numpy()
+    tensor = load_torch_tensor(path).detach().cpu()
+    if tensor.is_sparse:
+        tensor = tensor.to_dense()
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.float()  # float16 / bfloat16 have no (or no lossless) numpy view
+    array = tensor.numpy()
     if path.name == TORCH_FEATURES["textual"]:
         pairs = _word_pairs(array)
         if pairs is not None:

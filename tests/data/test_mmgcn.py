@@ -264,3 +264,15 @@ def test_duplicates_and_cold_users(tmp_path: Path) -> None:
             for r in np.load(folder / name, allow_pickle=True) if r[0] == 10))
     assert 10 not in data.val[:, 0] and 10 not in data.test[:, 0]
     assert len(data.train) == int((~user_10).sum())
+
+
+def test_torch_features_in_half_precision_sparse_or_with_grad(tmp_path: Path) -> None:
+    folder = write_mmgcn(tmp_path, "tiktok")
+    visual = torch.load(folder / "feat_v.pt", weights_only=True)
+    torch.save(visual.to(torch.bfloat16), folder / "feat_v.pt")
+    torch.save(torch.load(folder / "feat_a.pt", weights_only=True).to_sparse(), folder / "feat_a.pt")
+    data = load_mmgcn(folder, CFG)
+    np.testing.assert_allclose(data.features["visual"], visual.numpy(), rtol=1e-2, atol=1e-2)
+    assert data.features["acoustic"].shape == (60, 6)
+    torch.save(visual.requires_grad_(), folder / "feat_v.pt")
+    np.testing.assert_array_equal(load_mmgcn(folder, CFG).features["visual"], visual.detach().numpy())
