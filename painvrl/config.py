@@ -373,12 +373,19 @@ def load_config_values(path: str | Path | None) -> dict[str, Any]:
         raise PainvrlInputError(f"config file {file}: not valid YAML ({exc})") from exc
     if not isinstance(values, dict):
         raise PainvrlInputError(f"config file {file}: top level must be a mapping")
-    dataset = values.get("dataset")
-    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
-        data_path = Path(dataset["path"]).expanduser()
-        if not data_path.is_absolute():
-            dataset["path"] = str((file.parent / data_path).resolve())
+    resolve_dataset_paths(values.get("dataset"), file.parent)
     return values
+
+
+def resolve_dataset_paths(dataset: Any, folder: Path) -> None:
+    """Relative dataset.path / dataset.feature_cache resolve against the folder of the file naming them."""
+    if not isinstance(dataset, dict):
+        return
+    for key in ("path", "feature_cache"):
+        if isinstance(dataset.get(key), str):
+            value = Path(dataset[key]).expanduser()
+            if not value.is_absolute():
+                dataset[key] = str((folder / value).resolve())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

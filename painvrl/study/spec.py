@@ -276,9 +276,7 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
     values = load_config_values(path) if path else {}
     base = values.get("base")
     if isinstance(base, dict) and path:
-        # dataset.path inside base resolves against the study file too
-        resolved = load_config_values_from_mapping(base, Path(path))
-        values["base"] = resolved
+        resolve_dataset_paths(base.get("dataset"), Path(path).parent)
     for text in overrides or []:
         path, value = parse_override(text)
         if path[0] == "search" and len(path) > 1:
@@ -291,15 +289,6 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
     validate_study(spec)
     spec.storage_dir = str(Path(spec.storage_dir).expanduser().resolve())
     return spec
-
-
-def load_config_values_from_mapping(base: dict[str, Any], study_file: Path) -> dict[str, Any]:
-    dataset = base.get("dataset")
-    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
-        data_path = Path(dataset["path"]).expanduser()
-        if not data_path.is_absolute():
-            dataset["path"] = str((study_file.parent / data_path).resolve())
-    return base
 
 
 def resolve_ood_fallback(spec: StudySpec) -> None:
