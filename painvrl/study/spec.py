@@ -22,6 +22,7 @@ from painvrl.config import (
     config_from_dict,
     load_config_values,
     parse_override,
+    resolve_dataset_paths,
     set_dotted,
 )
 from painvrl.errors import PainvrlInputError
