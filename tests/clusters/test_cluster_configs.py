@@ -97,6 +97,13 @@ def test_cloud_head_takes_no_work_and_workers_have_gpus(name: str) -> None:
     for worker in workers.values():
         assert worker["resources"]["GPU"] >= 1 and worker["resources"]["CPU"] >= 1
         assert 0 <= worker["min_workers"] <= worker["max_workers"] <= cfg["max_workers"]
+    # node_config is free-form in Ray's schema (the cloud API checks it at launch): check the keys we rely on
+    machine_key = {"aws": "InstanceType", "gcp": "machineType"}[cfg["provider"]["type"]]
+    for node_type in types.values():
+        assert machine_key in node_type["node_config"]
+    if cfg["provider"]["type"] == "gcp":
+        for worker in workers.values():
+            assert worker["node_config"]["guestAccelerators"][0]["acceleratorCount"] == worker["resources"]["GPU"]
     spot_markers = [json.dumps(w["node_config"]) for w in workers.values()]
     assert any('"spot"' in m.lower() for m in spot_markers), "no spot worker type"
     assert any('"spot"' not in m.lower() for m in spot_markers), "no on-demand worker type"
