@@ -454,31 +454,65 @@ class ParetoStep:
 
 
 def solve_weights(
-    solver: str, losses: Tensor, grads: Tensor, preference: Tensor | Sequence[float] | None = None
+    solver: str,
+    losses: Tensor,
+    grads: Tensor,
+    preference: Tensor | Sequence[float] | None = None,
+    eps: float = 1e-4,
 ) -> ParetoStep:
     """Dispatch to the ``mgda`` | ``epo`` | ``linear`` solver and gather logging quantities.
 
     ``losses`` should already be normalised (:func:`normalise_losses`). EPO and linear need a preference;
-    MGDA ignores it (it only enters the logged non-uniformity). alpha has grads' dtype and device.
+    MGDA ignores it (it only enters the logged non-uniformity). ``eps`` is EPO's balance threshold. The Gram
+    matrix is computed once (:func:`gram`); alpha has grads' dtype and device.
     """
-    if solver not in SOLVERS:
-        raise PainvrlInputError(f"unknown Pareto solver {solver!r} (known: {', '.join(SOLVERS)})")
     if grads.ndim != 2 or losses.numel() != grads.shape[0]:
         raise ValueError(f"need losses [m] and grads [m, p], got {tuple(losses.shape)} and {tuple(grads.shape)}")
-    m = grads.shape[0]
+    step = solve_weights_from_gram(solver, losses, gram(grads), preference, eps)
+    return ParetoStep(
+        alpha=step.alpha.to(dtype=grads.dtype, device=grads.device),
+        mode=step.mode,
+        non_uniformity=step.non_uniformity,
+        cosine=step.cosine,
+        lp_feasible=step.lp_feasible,
+    )
+
+
+def cosine_from_gram(C: Tensor) -> float:
+    """Cosine between the first two gradients from their Gram matrix (0.0 when either is zero or m < 2)."""
+    if C.shape[0] < 2:
+        return 0.0
+    n0, n1 = float(C[0, 0]), float(C[1, 1])
+    if n0 <= 0.0 or n1 <= 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, float(C[0, 1]) / math.sqrt(n0 * n1)))
+
+
+def solve_weights_from_gram(
+    solver: str,
+    losses: Tensor,
+    C: Tensor,
+    preference: Tensor | Sequence[float] | None = None,
+    eps: float = 1e-4,
+) -> ParetoStep:
+    """:func:`solve_weights` on a precomputed Gram matrix ``[m, m]``; alpha is float64 on the CPU."""
+    if solver not in SOLVERS:
+        raise PainvrlInputError(f"unknown Pareto solver {solver!r} (known: {', '.join(SOLVERS)})")
+    m = C.shape[0]
+    if C.ndim != 2 or losses.numel() != m:
+        raise ValueError(f"need losses [m] and C [m, m], got {tuple(losses.shape)} and {tuple(C.shape)}")
     if preference is None:
         if solver != "mgda":
             raise PainvrlInputError(f"the {solver!r} solver needs a preference vector")
         r = torch.full((m,), 1.0 / m, dtype=torch.float64)
     else:
         r = validate_preference(preference, m)
-    cosine = gradient_cosine(grads)
+    cosine = cosine_from_gram(C)
     if solver == "epo":
-        step = epo_weights(losses, grads, r)
+        step = epo_from_gram(losses, C, r, eps)
         return ParetoStep(step.alpha, step.mode, step.non_uniformity, cosine, step.lp_feasible)
     mu = non_uniformity(losses, r)
     if solver == "mgda":
-        return ParetoStep(mgda_weights(grads), "mgda", mu, cosine)
+        return ParetoStep(mgda_from_gram(C), "mgda", mu, cosine)
     assert preference is not None
-    alpha = linear_weights(preference).to(dtype=grads.dtype, device=grads.device)
-    return ParetoStep(alpha, "linear", mu, cosine)
+    return ParetoStep(linear_weights(preference), "linear", mu, cosine)

@@ -12,6 +12,7 @@ from painvrl.errors import PainvrlInputError
 from painvrl.invariance.pareto import (
     EpoLinearProgram,
     build_epo_lp,
+    cosine_from_gram,
     epo_from_gram,
     epo_weights,
     gradient_cosine,
@@ -340,3 +341,21 @@ def test_solve_weights_dispatches_every_solver() -> None:
         solve_weights("epo", losses, grads)
     with pytest.raises(PainvrlInputError, match="3 components"):
         solve_weights("epo", losses, grads, [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="grads"):
+        solve_weights("mgda", torch.ones(3), grads)
+
+
+def test_solve_weights_eps_controls_the_epo_mode() -> None:
+    grads = torch.tensor([[1.0, 0.2], [0.1, 1.0]], dtype=torch.float64)
+    losses = torch.tensor([1.0, 1.02], dtype=torch.float64)  # mu ~ 1e-4 under r = (1/2, 1/2)
+    r = [0.5, 0.5]
+    mu = non_uniformity(losses, torch.tensor(r, dtype=torch.float64))
+    assert solve_weights("epo", losses, grads, r, eps=mu / 2).mode == "balance"
+    assert solve_weights("epo", losses, grads, r, eps=mu * 2).mode == "descent"
+
+
+def test_cosine_from_gram_matches_direct() -> None:
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(3, 50, generator=gen, dtype=torch.float64)
+    assert cosine_from_gram(grads @ grads.T) == pytest.approx(gradient_cosine(grads), rel=1e-12)
+    assert cosine_from_gram(torch.zeros(2, 2, dtype=torch.float64)) == 0.0
