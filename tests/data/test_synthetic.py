@@ -1,0 +1,182 @@
+"""Tests of the synthetic spurious-correlation benchmark (painvrl/data/synthetic.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+import painvrl.data.synthetic as synthetic
+from painvrl.config import DatasetConfig
+from painvrl.data.dataset import InteractionData
+from painvrl.data.synthetic import make_synthetic, make_synthetic_with_latents
+from painvrl.errors import PainvrlInputError
+
+SMALL = DatasetConfig(n_users=120, n_items=300, interactions_per_user=30, seed=3)
+
+
+def _cfg(**changes: Any) -> DatasetConfig:
+    return dataclasses.replace(SMALL, **changes)
+
+
+def _ground_truth(data: InteractionData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    gt = data.ground_truth
+    assert gt is not None
+    assert gt.invariant_dims is not None and gt.train_env is not None
+    assert gt.val_env is not None and gt.test_env is not None
+    return gt.invariant_dims, gt.train_env, gt.val_env, gt.test_env
+
+
+def test_default_config_is_fast_and_labelled_as_synthetic_ood() -> None:
+    data = make_synthetic(DatasetConfig())
+    assert data.name == "synthetic"
+    assert data.info["ood"] == "synthetic"
+    assert data.has_ood()
+    assert data.info["train_env_strengths"] == [2.0, 1.0]
+    assert data.info["ood_env_strength"] == -1.0
+
+
+def test_deterministic_in_seed() -> None:
+    a, b = make_synthetic(SMALL), make_synthetic(SMALL)
+    assert a.fingerprint() == b.fingerprint()
+    for left, right in zip(_ground_truth(a), _ground_truth(b), strict=True):
+        np.testing.assert_array_equal(left, right)
+    c = make_synthetic(_cfg(seed=4))
+    assert c.fingerprint() != a.fingerprint()
+
+
+def test_sampling_in_user_chunks_does_not_change_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = make_synthetic(SMALL).fingerprint()
+    monkeypatch.setattr(synthetic, "CHUNK_ELEMENTS", SMALL.n_items * 7)  # 7 users per chunk
+    assert make_synthetic(SMALL).fingerprint() == reference
+
+
+def test_shapes_counts_and_environment_labels() -> None:
+    cfg = _cfg(modality_dims=[10, 6, 8], train_env_strengths=[2.0, 1.0, 0.5], interactions_per_user=40)
+    data = make_synthetic(cfg)
+    invariant, train_env, val_env, test_env = _ground_truth(data)
+    assert list(data.features) == ["m0", "m1", "m2"]
+    assert [m.shape for m in data.features.values()] == [(300, 10), (300, 6), (300, 8)]
+    assert invariant.dtype == np.bool_ and invariant.shape == (data.feature_dim,)
+    assert int(invariant.sum()) == sum(data.info["invariant_columns_per_block"])
+    for block in data.modality_slices().values():  # every block has both kinds of dims
+        assert 0 < invariant[block].sum() < block.stop - block.start
+    per_env = data.info["positives_per_env"]
+    assert sum(per_env) == cfg.interactions_per_user and len(per_env) == 4
+    n_train, n_val, n_test = data.info["user_split"]
+    assert (len(data.train), len(data.val), len(data.test)) == (120 * n_train, 120 * n_val, 120 * n_test)
+    assert data.ood_val is not None and data.ood_test is not None
+    assert len(data.ood_val) + len(data.ood_test) == 120 * per_env[-1]
+    assert len(train_env) == len(data.train) and len(val_env) == len(data.val) and len(test_env) == len(data.test)
+    # Environment labels: every training environment appears in proportion to its share of positives.
+    counts = np.bincount(np.concatenate([train_env, val_env, test_env]), minlength=3)
+    np.testing.assert_array_equal(counts, 120 * np.array(per_env[:-1]))
+    assert data.info["ood_env"] == 3
+
+
+def test_splits_are_disjoint_and_every_user_is_in_every_split() -> None:
+    data = make_synthetic(SMALL)
+    assert data.ood_val is not None and data.ood_test is not None
+    splits = [data.train, data.val, data.test, data.ood_val, data.ood_test]
+    everything = np.concatenate(splits)
+    assert len(np.unique(everything, axis=0)) == len(everything)
+    for pairs in splits:
+        assert np.array_equal(np.unique(pairs[:, 0]), np.arange(SMALL.n_users))
+    assert everything[:, 1].max() < SMALL.n_items
+
+
+def test_invariant_dims_are_driven_only_by_invariant_factors() -> None:
+    data, latents = make_synthetic_with_latents(_cfg(feature_noise=0.05))
+    invariant, *_ = _ground_truth(data)
+    raw = np.concatenate(list(data.features.values()), axis=1).astype(np.float64)
+
+    def r_squared(z: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(z, raw, rcond=None)
+        residual = raw - z @ coef
+        return 1.0 - residual.var(axis=0) / raw.var(axis=0)
+
+    r2_inv, r2_sp = r_squared(latents.item_invariant), r_squared(latents.item_spurious)
+    assert r2_inv[invariant].min() > 0.95 and r2_sp[invariant].max() < 0.1
+    assert r2_sp[~invariant].min() > 0.95 and r2_inv[~invariant].max() < 0.1
+
+
+def _user_mean(features: np.ndarray, pairs: np.ndarray, n_users: int) -> np.ndarray:
+    sums = np.zeros((n_users, features.shape[1]))
+    np.add.at(sums, pairs[:, 0], features[pairs[:, 1]])
+    return sums / np.bincount(pairs[:, 0], minlength=n_users)[:, None]
+
+
+def test_ood_spurious_correlation_flips_sign_measured_in_features() -> None:
+    """Per user, the spurious feature profile of OOD positives points AWAY from the profile of training
+    positives, while IID test positives point the same way; invariant dims agree in both."""
+    data = make_synthetic(DatasetConfig(seed=1))
+    invariant, *_ = _ground_truth(data)
+    assert data.ood_test is not None and data.ood_val is not None
+    features = data.feature_matrix().astype(np.float64)
+    features -= features.mean(axis=0)
+    n = data.n_users
+    train = _user_mean(features, data.train, n)
+    iid = _user_mean(features, np.concatenate([data.val, data.test]), n)
+    ood = _user_mean(features, np.concatenate([data.ood_val, data.ood_test]), n)
+
+    def agreement(a: np.ndarray, b: np.ndarray, dims: np.ndarray) -> float:
+        return float((a[:, dims] * b[:, dims]).sum(axis=1).mean())
+
+    assert agreement(train, iid, ~invariant) > 0
+    assert agreement(train, ood, ~invariant) < 0
+    assert agreement(train, ood, invariant) > 0
+    assert agreement(train, iid, invariant) > 0
+
+
+def test_spurious_utility_of_positives_follows_environment_strengths() -> None:
+    data, latents = make_synthetic_with_latents(SMALL)
+    _, train_env, _, _ = _ground_truth(data)
+    assert data.ood_test is not None
+    spurious = latents.spurious_utility(data.train[:, 0], data.train[:, 1])
+    env0, env1 = spurious[train_env == 0].mean(), spurious[train_env == 1].mean()
+    ood = latents.spurious_utility(data.ood_test[:, 0], data.ood_test[:, 1]).mean()
+    assert env0 > env1 > 0 > ood  # strengths +2, +1, -1
+    invariant_ood = latents.invariant_utility(data.ood_test[:, 0], data.ood_test[:, 1]).mean()
+    assert invariant_ood > 0.3  # users still prefer items through z_inv out of distribution
+
+
+def test_item_exposure_is_balanced() -> None:
+    data = make_synthetic(DatasetConfig())
+    degree = np.bincount(data.train[:, 1], minlength=data.n_items)
+    assert degree.min() >= 1
+    assert degree.max() <= 3 * degree.mean()
+
+
+def test_without_spurious_factors_every_dim_is_invariant() -> None:
+    data = make_synthetic(_cfg(n_spurious_factors=0, modality_dims=[4, 1]))
+    invariant, *_ = _ground_truth(data)
+    assert invariant.all() and invariant.shape == (5,)
+
+
+def test_many_items_few_users() -> None:
+    data = make_synthetic(_cfg(n_users=7, n_items=40_000, interactions_per_user=12))
+    assert len(data.train) > 0 and data.train[:, 1].max() < 40_000
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"interactions_per_user": 301}, "dataset.interactions_per_user"),
+        ({"interactions_per_user": 4}, "dataset.interactions_per_user"),
+        ({"interactions_per_user": 6, "train_env_strengths": [1.0, 1.0, 1.0, 1.0, 1.0]},
+         "dataset.interactions_per_user"),
+        ({"n_users": 0}, "dataset.n_users"),
+        ({"n_invariant_factors": 0}, "dataset.n_invariant_factors"),
+        ({"n_spurious_factors": -1}, "dataset.n_spurious_factors"),
+        ({"modality_dims": []}, "dataset.modality_dims"),
+        ({"modality_dims": [8, 1]}, "dataset.modality_dims"),
+        ({"train_env_strengths": []}, "dataset.train_env_strengths"),
+        ({"train_env_strengths": [float("nan")]}, "dataset.train_env_strengths"),
+        ({"feature_noise": -0.1}, "dataset.feature_noise"),
+    ],
+)
+def test_impossible_configs_name_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(PainvrlInputError, match=field.replace(".", r"\.")):
+        make_synthetic(_cfg(**changes))
