@@ -93,10 +93,12 @@ def test_cloud_head_takes_no_work_and_workers_have_gpus(name: str) -> None:
     head = types[cfg["head_node_type"]]
     assert head["resources"].get("CPU") == 0 and head["resources"].get("GPU", 0) == 0
     workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
-    assert len(workers) >= 2, "expected spot and on-demand GPU worker types"
     for worker in workers.values():
-        assert worker["resources"]["GPU"] >= 1 and worker["resources"]["CPU"] >= 1
+        assert worker["resources"]["CPU"] >= 1
         assert 0 <= worker["min_workers"] <= worker["max_workers"] <= cfg["max_workers"]
+    assert any(w["resources"].get("GPU", 0) == 0 for w in workers.values()), "no CPU type for trial drivers"
+    workers = {k: v for k, v in workers.items() if v["resources"].get("GPU", 0) >= 1}
+    assert len(workers) >= 2, "expected spot and on-demand GPU worker types"
     # node_config is free-form in Ray's schema (the cloud API checks it at launch): check the keys we rely on
     machine_key = {"aws": "InstanceType", "gcp": "machineType"}[cfg["provider"]["type"]]
     for node_type in types.values():
