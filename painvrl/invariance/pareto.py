@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -73,7 +74,7 @@ def validate_preference(preference: Tensor | Sequence[float], m: int | None = No
 
 def preference_from_pref_ood(pref_ood: float) -> Tensor:
     """Two-objective preference r = (1 - pref_ood, pref_ood) over (ERM, IRM); larger pref_ood asks lower IRM."""
-    if not isinstance(pref_ood, int | float) or isinstance(pref_ood, bool):
+    if not isinstance(pref_ood, numbers.Real) or isinstance(pref_ood, bool):
         raise PainvrlInputError(f"pref_ood must be a number in (0, 1), got {pref_ood!r}")
     value = float(pref_ood)
     if not math.isfinite(value) or not 0.0 < value < 1.0:

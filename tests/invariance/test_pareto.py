@@ -64,6 +64,7 @@ def test_validate_preference_normalises_and_rejects_bad_vectors() -> None:
 def test_preference_from_pref_ood() -> None:
     r = preference_from_pref_ood(0.2)
     assert torch.allclose(r, torch.tensor([0.8, 0.2], dtype=torch.float64))
+    assert torch.allclose(preference_from_pref_ood(np.float64(0.25)), torch.tensor([0.75, 0.25], dtype=torch.float64))
     for bad in (0.0, 1.0, -0.5, 1.5, math.nan):
         with pytest.raises(PainvrlInputError, match="strictly between 0 and 1"):
             preference_from_pref_ood(bad)
