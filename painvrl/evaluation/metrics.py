@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -258,6 +259,6 @@ def evaluate_positives_sharded(
     shard = np.array_split(users, world_size)[rank]
     topk = topk_unseen(score_users, shard, exclude, max(ks_list), chunk_size, legacy_seen_score=legacy_invrl) \
         if len(shard) else np.zeros((0, max(ks_list)), dtype=np.int64)
-    shards = gather((shard, topk))
-    all_users, all_topk = merge_topk_shards([s for s in shards if len(s[0])])  # type: ignore[misc]
+    shards = cast(list[tuple[np.ndarray, np.ndarray]], gather((shard, topk)))
+    all_users, all_topk = merge_topk_shards([s for s in shards if len(s[0])])
     return split_metrics_from_topk(all_users, all_topk, pairs, n_items, ks_list, env_labels, legacy_invrl)

@@ -61,6 +61,9 @@ class Backbone(nn.Module):
         self.register_buffer("features", features.to(torch.float32), persistent=False)
         self.register_buffer("b_user", b_user, persistent=False)
         self.register_buffer("b_item", b_item, persistent=False)
+        self.features: torch.Tensor
+        self.b_user: torch.Tensor
+        self.b_item: torch.Tensor
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.l2 = float(l2)
 

@@ -149,8 +149,11 @@ def _optuna_storage(url: str) -> Any:
 
     if url.startswith("sqlite:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url) if "://" in url else \
-        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
 def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
@@ -214,7 +217,7 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     front = table[table["on_front"]].reset_index(drop=True)
     points = table[keys].to_numpy(dtype=float)
     hv = float(hypervolume(points, reference, directions)) if len(keys) in (2, 3) else float("nan")
-    history = hypervolume_history(table.sort_values("number")[keys].to_numpy(dtype=float), reference,
+    history: Any = hypervolume_history(table.sort_values("number")[keys].to_numpy(dtype=float), reference,
                                   directions) if len(keys) in (2, 3) else []
     csv_path = study_dir / "front.csv"
     front.to_csv(csv_path, index=False)
@@ -223,7 +226,7 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     try:
         from painvrl.analysis.plots import plot_front
 
-        plot_front(table, keys[0], keys[1] if len(keys) > 1 else keys[0], directions, png_path,
+        plot_front(table, keys[0], keys[1] if len(keys) > 1 else keys[0], directions, study_dir / "front.png",
                    title=f"{spec.name}: Pareto front ({len(front)} of {len(table)} trials)")
     except Exception as exc:  # a plot must never lose the numbers
         logger.warning("could not draw the front: %s", exc)

@@ -279,10 +279,10 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
     if isinstance(base, dict) and path:
         resolve_dataset_paths(base.get("dataset"), Path(path).parent)
     for text in overrides or []:
-        path, value = parse_override(text)
-        if path[0] == "search" and len(path) > 1:
+        keys, value = parse_override(text)
+        if keys[0] == "search" and len(keys) > 1:
             # search keys are dotted run-config fields: search.mask.sparsity_weight={kind: log, ...}
-            values.setdefault("search", {})[".".join(path[1:])] = value
+            values.setdefault("search", {})[".".join(keys[1:])] = value
         else:
             values = apply_overrides(values, [text])
     spec = _build_spec(values)

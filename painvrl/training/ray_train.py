@@ -118,7 +118,7 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
     from ray.train.torch import TorchConfig, TorchTrainer
 
     scaling = config.scaling
-    callbacks = []
+    callbacks: list[Any] = []
     if forward_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
 
