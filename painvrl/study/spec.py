@@ -285,6 +285,9 @@ def load_study(path: str | Path | None, overrides: list[str] | None = None) -> S
             values.setdefault("search", {})[".".join(keys[1:])] = value
         else:
             values = apply_overrides(values, [text])
+    if "storage_dir" not in values and os.environ.get("PAINVRL_STORAGE_PATH"):
+        # clusters set this to their shared mount (clusters/README.md)
+        values["storage_dir"] = os.environ["PAINVRL_STORAGE_PATH"]
     spec = _build_spec(values)
     resolve_ood_fallback(spec)
     validate_study(spec)
