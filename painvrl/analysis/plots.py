@@ -21,7 +21,14 @@ from painvrl.errors import PainvrlInputError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["OKABE_ITO", "plot_front", "plot_hypervolume_history"]
+__all__ = [
+    "OKABE_ITO",
+    "plot_front",
+    "plot_front_hyperparameters",
+    "plot_fronts_overlay",
+    "plot_grouped_bars",
+    "plot_hypervolume_history",
+]
 
 OKABE_ITO = (
     "#E69F00",  # orange
@@ -175,6 +182,167 @@ def plot_hypervolume_history(
     axes.set_xlabel("finished trials")
     axes.set_ylabel("hypervolume (higher is better)")
     axes.set_title(title if title is not None else "Hypervolume history")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return _save(figure, path)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def plot_grouped_bars(
+    table: pd.DataFrame,
+    group: str,
+    series: str,
+    value: str,
+    path: str | Path,
+    ylabel: str,
+    title: str | None = None,
+    xlabel: str | None = None,
+) -> Path:
+    """Grouped bar chart of a long table: one group of bars per ``group`` value, one colour per ``series``.
+
+    Used for per-environment metrics of front trials (group = trial, series = environment) and for mask
+    density per modality (group = trial, series = modality). Bars carry hatches as well as Okabe-Ito colours.
+
+    Args:
+        table: long table with columns ``group``, ``series`` and ``value`` (missing combinations are left out).
+        group, series, value: column names.
+        path: PNG file to write (parent folders are created).
+        ylabel: y-axis label, with units.
+        title: figure title.
+        xlabel: x-axis label (default: ``group``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    for column in (group, series, value):
+        if column not in table.columns:
+            raise PainvrlInputError(f"column {column!r} not in the table; available: {list(table.columns)}")
+    if table.empty:
+        raise PainvrlInputError("plot_grouped_bars needs a non-empty table")
+    groups = list(dict.fromkeys(table[group].astype(str)))
+    names = list(dict.fromkeys(table[series].astype(str)))
+    width = 0.8 / len(names)
+    hatches = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
+    figure = _new_figure(width=max(6.0, 0.5 * len(groups) * max(1, len(names)) ** 0.5 + 2.0))
+    axes: Any = figure.add_subplot()
+    for index, name in enumerate(names):
+        rows = table[table[series].astype(str) == name]
+        by_group = dict(zip(rows[group].astype(str), rows[value].astype(float), strict=False))
+        xs = [i + (index - (len(names) - 1) / 2) * width for i, g in enumerate(groups) if g in by_group]
+        heights = [by_group[g] for g in groups if g in by_group]
+        axes.bar(xs, heights, width=width, color=OKABE_ITO[index % len(OKABE_ITO)], edgecolor="black",
+                 linewidth=0.4, hatch=hatches[index % len(hatches)], label=name)
+    axes.set_xticks(range(len(groups)), groups, rotation=30 if len(groups) > 6 else 0, ha="right"
+                    if len(groups) > 6 else "center", fontsize=8)
+    axes.set_xlabel(xlabel if xlabel is not None else group)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title if title is not None else f"{value} by {group} and {series}")
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(loc="best", fontsize=8, title=series, title_fontsize=8)
+    return _save(figure, path)
+
+
+def plot_front_hyperparameters(
+    front: pd.DataFrame,
+    objective: str,
+    direction: str,
+    parameters: Sequence[str],
+    path: str | Path,
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """The chosen hyperparameters along the front: one panel per parameter, value against ``objective``.
+
+    Front points are joined in objective order so trends along the front show; categorical parameters are
+    drawn on a categorical axis.
+
+    Args:
+        front: one row per front trial.
+        objective: the objective column on the x axis.
+        direction: its direction (``"maximize"`` / ``"minimize"``), shown in the axis label.
+        parameters: hyperparameter columns, one panel each.
+        path: PNG file to write (parent folders are created).
+        labels: display names for columns.
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    missing = [c for c in (objective, *parameters) if c not in front.columns]
+    if missing:
+        raise PainvrlInputError(f"column(s) {missing} not in the table; available: {list(front.columns)}")
+    if not parameters:
+        raise PainvrlInputError("plot_front_hyperparameters needs at least one parameter column")
+    n = len(parameters)
+    n_cols = min(3, n)
+    n_rows = (n + n_cols - 1) // n_cols
+    figure = _new_figure(width=3.4 * n_cols + 0.6, height=2.8 * n_rows + 0.6)
+    ordered = front.sort_values(objective, kind="mergesort")
+    xs = ordered[objective].to_numpy(dtype=float)
+    for index, parameter in enumerate(parameters):
+        axes: Any = figure.add_subplot(n_rows, n_cols, index + 1)
+        values = ordered[parameter]
+        if pd.api.types.is_numeric_dtype(values):
+            ys: Any = values.to_numpy(dtype=float)
+        else:
+            ys = values.astype(str).to_numpy()
+        colour = OKABE_ITO[index % len(OKABE_ITO)]
+        axes.plot(xs, ys, color=colour, linewidth=1.2, marker=_MARKERS[index % len(_MARKERS)], markersize=5)
+        axes.set_xlabel(_axis_label(objective, direction, labels), fontsize=8)
+        axes.set_ylabel((labels or {}).get(parameter, parameter), fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(True, alpha=0.3)
+    figure.suptitle(title if title is not None else f"Hyperparameters along the front ({len(front)} trials)")
+    return _save(figure, path)
+
+
+def plot_fronts_overlay(
+    tables: Mapping[str, pd.DataFrame],
+    x: str,
+    y: str,
+    directions: Sequence[str],
+    path: str | Path,
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Several studies' trials and Pareto fronts on shared axes, one colour and marker per study.
+
+    Args:
+        tables: study name -> one row per trial with columns ``x`` and ``y``.
+        x, y: objective columns (the same objectives in every study).
+        directions: directions of ``x`` and ``y``.
+        path: PNG file to write (parent folders are created).
+        labels: display names for columns.
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not tables:
+        raise PainvrlInputError("plot_fronts_overlay needs at least one study")
+    if len(directions) != 2:
+        raise PainvrlInputError(f"plot_fronts_overlay needs 2 directions, got {len(directions)}")
+    figure = _new_figure(width=6.5)
+    axes: Any = figure.add_subplot()
+    for index, (name, df) in enumerate(tables.items()):
+        for column in (x, y):
+            if column not in df.columns:
+                raise PainvrlInputError(f"study {name!r}: column {column!r} not in its table")
+        values = df[[x, y]].to_numpy(dtype=float)
+        values = values[np.all(np.isfinite(values), axis=1)]
+        colour, marker = OKABE_ITO[index % len(OKABE_ITO)], _MARKERS[index % len(_MARKERS)]
+        axes.scatter(values[:, 0], values[:, 1], s=14, color=colour, marker=marker, alpha=0.35)
+        if len(values):
+            front_xy = values[non_dominated_mask(values, directions)]
+            step_x, step_y = _front_steps(front_xy, directions)
+            axes.plot(step_x, step_y, color=colour, linewidth=1.6)
+            axes.scatter(front_xy[:, 0], front_xy[:, 1], s=40, color=colour, marker=marker, edgecolor="black",
+                         linewidth=0.5, zorder=3, label=f"{name}: front {len(front_xy)} of {len(values)}")
+    axes.set_xlabel(_axis_label(x, directions[0], labels))
+    axes.set_ylabel(_axis_label(y, directions[1], labels))
+    axes.set_title(title if title is not None else "Pareto fronts (faint: dominated trials)")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
     return _save(figure, path)
