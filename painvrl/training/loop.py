@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from painvrl.config import Config
 from painvrl.model.backbone import Backbone
@@ -29,6 +30,11 @@ from painvrl.training.sampling import EpochBatches
 logger = logging.getLogger(__name__)
 
 ValEval = Callable[[Backbone], dict[str, float]]
+
+DEFAULT_NEGATIVE_POOL = 512
+"""Pool size used while the config has no ``model.negative_pool`` field (benchmarks/bench_backbone_epoch.py)."""
+DEFAULT_SPARSE_EMBEDDINGS = True
+"""Lazy Adam on P / Q while the config has no ``train.sparse_embeddings`` field."""
 
 
 @dataclass
@@ -45,8 +51,10 @@ class LoopConfig:
     selection_key: str = "iid.recall@20"
     """Key of the dict returned by the validation evaluator that is maximised."""
     n_negatives: int = 50
-    negative_pool: int = 0
+    negative_pool: int = DEFAULT_NEGATIVE_POOL
     """Per-step shared negative pool (0: independent uniform negatives); see sampling.py."""
+    sparse_embeddings: bool = DEFAULT_SPARSE_EMBEDDINGS
+    """SparseAdam (lazy Adam) for the P / Q tables instead of dense Adam; see :class:`Optimisers`."""
 
     @classmethod
     def from_config(cls, config: Config, selection_key: str, epochs: int | None = None) -> LoopConfig:
@@ -54,11 +62,8 @@ class LoopConfig:
         return cls(epochs=t.epochs if epochs is None else epochs, batch_size=t.batch_size, lr=t.lr,
                    patience=t.patience, eval_every=t.eval_every, seed=t.seed, progress=t.progress,
                    selection_key=selection_key, n_negatives=m.n_negatives,
-                   negative_pool=int(getattr(m, "negative_pool", DEFAULT_NEGATIVE_POOL)))
-
-
-DEFAULT_NEGATIVE_POOL = 4096
-"""Default pool size when the config has no ``model.negative_pool`` field (see benchmarks/bench_backbone_epoch)."""
+                   negative_pool=int(getattr(m, "negative_pool", DEFAULT_NEGATIVE_POOL)),
+                   sparse_embeddings=bool(getattr(t, "sparse_embeddings", DEFAULT_SPARSE_EMBEDDINGS)))
 
 
 @dataclass
@@ -87,14 +92,82 @@ def in_ray_worker() -> bool:
         return False
 
 
+def _item_vectors(model: Backbone, items: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """[len(items), k_id + k_f], like Backbone.item_vectors but with optionally sparse ID-embedding gradients."""
+    ids = F.embedding(items, model.item_embedding, sparse=sparse)
+    return torch.cat([ids, model.encoder(model.features[items])], dim=1)
+
+
 def step_loss(model: Backbone, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
-              global_size: int, world_size: int) -> torch.Tensor:
-    """This rank's share of the global mean ERM loss (sums divided by the GLOBAL batch size)."""
-    pos_scores, neg_scores, _ = model.batch_scores(users, pos_items, neg_items)
+              global_size: int, world_size: int, *, pool: torch.Tensor | None = None,
+              pool_positions: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
+    """This rank's share of the global mean ERM loss (sums divided by the GLOBAL batch size).
+
+    Equals ``Backbone.loss`` on one process. With a negative pool (``neg_items == pool[pool_positions]``) the
+    negatives are scored as one [b, P] matrix product against the P pool items instead of gathering [b, n_neg]
+    item vectors. ``sparse=True`` makes the P / Q gradients sparse (only the batch's rows; for SparseAdam).
+    """
+    user_vectors = F.embedding(users, model.user_embedding, sparse=sparse)
+    if pool is not None and pool_positions is not None:
+        vectors = _item_vectors(model, torch.cat([pos_items, pool]), sparse)  # one encoder call
+        pos_vectors, pool_vectors = vectors[:users.shape[0]], vectors[users.shape[0]:]
+        neg_scores = torch.gather(user_vectors @ pool_vectors.T, 1, pool_positions)
+    else:
+        batch = users.shape[0]
+        unique, inverse = torch.unique(torch.cat([pos_items, neg_items.reshape(-1)]), return_inverse=True)
+        vectors = _item_vectors(model, unique, sparse)
+        pos_vectors = vectors[inverse[:batch]]
+        neg_vectors = vectors[inverse[batch:]].view(batch, -1, vectors.shape[1])
+        neg_scores = torch.bmm(neg_vectors, user_vectors.unsqueeze(2)).squeeze(2)
+    pos_scores = (user_vectors * pos_vectors).sum(-1)
     per_example = model.per_example_loss(users, pos_items, pos_scores, neg_items, neg_scores)
-    embedding_l2 = (model.user_embedding[users].pow(2).sum() + model.item_embedding[pos_items].pow(2).sum())
+    k_id = model.item_embedding.shape[1]
+    embedding_l2 = user_vectors.pow(2).sum() + pos_vectors[:, :k_id].pow(2).sum()
     shared_l2 = sum((p.pow(2).sum() for p in model.encoder.parameters()), torch.zeros((), device=users.device))
     return (per_example.sum() + model.l2 * embedding_l2) / global_size + model.l2 * shared_l2 / world_size
+
+
+class Optimisers:
+    """Adam for dense parameters; with ``sparse``, SparseAdam ("lazy Adam": only the batch's rows and their
+    moments are updated) for the P and Q embedding tables, whose dense Adam update would otherwise cost more
+    than the whole rest of a step on large catalogues."""
+
+    def __init__(self, model: Backbone, params: list[torch.nn.Parameter], lr: float, sparse: bool) -> None:
+        tables = {id(model.user_embedding), id(model.item_embedding)}
+        self.sparse_params = [p for p in params if sparse and id(p) in tables]
+        self.dense_params = [p for p in params if id(p) not in {id(q) for q in self.sparse_params}]
+        self.optimisers: list[torch.optim.Optimizer] = []
+        if self.dense_params:
+            self.optimisers.append(torch.optim.Adam(self.dense_params, lr=lr))
+        if self.sparse_params:
+            self.optimisers.append(torch.optim.SparseAdam(self.sparse_params, lr=lr))
+
+    def zero_grad(self) -> None:
+        for optimiser in self.optimisers:
+            optimiser.zero_grad(set_to_none=True)
+
+    def sync(self, collective: Collective) -> None:
+        """Sum gradients over ranks. Sparse gradients are summed densely and made row-sparse again."""
+        if collective.world_size > 1:
+            for p in self.sparse_params:
+                if p.grad is not None and p.grad.is_sparse:
+                    p.grad = p.grad.to_dense()
+        collective.sync_gradients(self.dense_params + self.sparse_params)
+        if collective.world_size > 1:
+            for p in self.sparse_params:
+                if p.grad is not None and not p.grad.is_sparse:
+                    p.grad = p.grad.to_sparse(sparse_dim=1)
+
+    def step(self) -> None:
+        for optimiser in self.optimisers:
+            optimiser.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o.state_dict()) for o in self.optimisers]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        for optimiser, state in zip(self.optimisers, states, strict=True):
+            optimiser.load_state_dict(state)
 
 
 def train_recommender(
@@ -120,7 +193,7 @@ def train_recommender(
     device = model.user_embedding.device
     params = [p for p in (params_to_train if params_to_train is not None else model.parameters())
               if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = Optimisers(model, params, cfg.lr, cfg.sparse_embeddings)
     users_all = torch.as_tensor(np.asarray(train_pairs)[:, 0], dtype=torch.long)
     items_all = torch.as_tensor(np.asarray(train_pairs)[:, 1], dtype=torch.long)
 
@@ -156,10 +229,13 @@ def train_recommender(
             pos_items = items_all[batch.rows].to(device, non_blocking=True)
             assert batch.negatives is not None
             neg_items = batch.negatives.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(model, users, pos_items, neg_items, batch.global_size, collective.world_size)
+            pool = None if batch.pool is None else batch.pool.to(device, non_blocking=True)
+            positions = None if batch.pool_positions is None else batch.pool_positions.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            loss = step_loss(model, users, pos_items, neg_items, batch.global_size, collective.world_size,
+                             pool=pool, pool_positions=positions, sparse=cfg.sparse_embeddings)
             loss.backward()
-            collective.sync_gradients(params)
+            optimizer.sync(collective)
             optimizer.step()
             loss_sum += loss.detach() * batch.global_size
         epoch_loss = float(collective.all_reduce_sum(loss_sum).item()) / len(users_all)
@@ -188,7 +264,7 @@ def train_recommender(
             on_evaluation(record)
         if snapshot is not None:
             snapshot({"epoch": epoch, "model_state": _cpu_state(model),
-                      "optimizer_state": copy.deepcopy(optimizer.state_dict()), "best_state": best_state,
+                      "optimizer_state": optimizer.state_dict(), "best_state": best_state,
                       "best_epoch": best_epoch, "best_value": best_value, "bad_evals": bad_evals,
                       "history": history})
         if bad_evals >= cfg.patience:

@@ -49,10 +49,26 @@ def draw_negatives(generator: torch.Generator, n_rows: int, n_negatives: int, n_
 
     A pool at least as large as ``n_items`` gives no saving and is replaced by independent draws.
     """
-    if negative_pool <= 0 or negative_pool >= n_items:
+    if not pool_active(negative_pool, n_items):
         return torch.randint(n_items, (n_rows, n_negatives), generator=generator)
+    pool, positions = draw_negative_pool(generator, n_rows, n_negatives, n_items, negative_pool)
+    return pool[positions]
+
+
+def draw_negative_pool(generator: torch.Generator, n_rows: int, n_negatives: int, n_items: int,
+                       negative_pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pool [P], positions [n_rows, n_negatives]): the negatives are ``pool[positions]``.
+
+    Consumes the generator exactly like :func:`draw_negatives` with the same pool size, so both give the same
+    negatives; this form lets a step score every user against the P pool items with one matrix product.
+    """
     pool = torch.randint(n_items, (negative_pool,), generator=generator)
-    return pool[torch.randint(negative_pool, (n_rows, n_negatives), generator=generator)]
+    return pool, torch.randint(negative_pool, (n_rows, n_negatives), generator=generator)
+
+
+def pool_active(negative_pool: int, n_items: int) -> bool:
+    """A pool smaller than the item count is used; otherwise negatives are drawn independently."""
+    return 0 < negative_pool < n_items
 
 
 @dataclass
@@ -82,6 +98,10 @@ class Batch:
     """int64 [b, n_neg] item ids (this rank's slice of the global batch's negatives), or None."""
     global_size: int
     """Number of positives in the GLOBAL batch (the divisor of every per-step loss sum)."""
+    pool: torch.Tensor | None = None
+    """int64 [P] the step's shared negative pool (the same on every rank), when a pool is used."""
+    pool_positions: torch.Tensor | None = None
+    """int64 [b, n_neg] positions into ``pool`` (``negatives == pool[pool_positions]``), when a pool is used."""
 
 
 class EpochBatches:
@@ -116,15 +136,19 @@ class EpochBatches:
         for step in range(len(self)):
             rows = order[step * self.batch_size:(step + 1) * self.batch_size]
             global_size = int(rows.shape[0])
-            negatives = None
-            if self.n_negatives > 0:
-                negatives = draw_negatives(generator, global_size, self.n_negatives, self.n_items,
-                                           self.negative_pool)
+            negatives = pool = positions = None
+            if self.n_negatives > 0 and pool_active(self.negative_pool, self.n_items):
+                pool, positions = draw_negative_pool(generator, global_size, self.n_negatives, self.n_items,
+                                                     self.negative_pool)
+                negatives = pool[positions]
+            elif self.n_negatives > 0:
+                negatives = draw_negatives(generator, global_size, self.n_negatives, self.n_items)
             if step < self.start_step:
                 continue
             part = shard_slice(global_size, self.rank, self.world_size)
             yield Batch(step=step, rows=rows[part],
-                        negatives=None if negatives is None else negatives[part], global_size=global_size)
+                        negatives=None if negatives is None else negatives[part], global_size=global_size,
+                        pool=pool, pool_positions=None if positions is None else positions[part])
 
 
 def environment_balanced_batches(labels: np.ndarray, n_envs: int, per_env_batch: int, seed: int, epoch: int,
