@@ -236,6 +236,12 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
         tracking._client(tracking_uri).log_metric(parent_run_id, "hypervolume_history", float(value), step=t)
     tracking.log_front(tracking_uri, parent_run_id, csv_path, png_path, metrics,
                        extra_files=[study_dir / "trials.csv"])
+    try:  # the full report (fronts, per-environment metrics, masks) logged beside the front
+        from painvrl.analysis.report import build_report
+
+        build_report(tracking_uri, [spec.name], study_dir / "report")
+    except Exception as exc:  # a report must never fail a finished study
+        logger.warning("could not build the study report: %s", exc)
     return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri)
 
 
