@@ -22,13 +22,13 @@ class _SumForwardIdentityBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
         reduced = tensor.detach().clone()
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
         return reduced
 
     @staticmethod
-    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> torch.Tensor:
         return grad_outputs[0]
 
 
