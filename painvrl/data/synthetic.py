@@ -171,11 +171,9 @@ def _sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_
     for start in range(0, n_users, chunk):
         stop = min(start + chunk, n_users)
         base = w[start:stop].astype(np.float32) @ inv_items
-        # Gumbel noise in place: -log(-log(U)), U in (0, 1).
-        noise = rng.random((stop - start, n_items), dtype=np.float32)
-        np.clip(noise, 1e-12, 1.0 - 1e-7, out=noise)
-        np.log(noise, out=noise)
-        np.negative(noise, out=noise)
+        # Gumbel noise in place: -log(X) with X ~ Exp(1) (= -log(-log U)); one log per value.
+        noise = rng.standard_exponential((stop - start, n_items), dtype=np.float32)
+        np.maximum(noise, np.float32(1e-30), out=noise)
         np.log(noise, out=noise)
         base -= UTILITY_NOISE * noise
         del noise
