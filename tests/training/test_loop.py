@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.training.checkpoint import load_pipeline_state, save_pipeline_state
+from painvrl.training.loop import LoopConfig, Optimisers, step_loss, train_recommender
+from painvrl.training.sampling import draw_negative_pool, make_generator
+
+N_USERS, N_ITEMS, DIM = 30, 40, 12
+
+
+def _pairs(seed: int = 0, n: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, N_USERS, n), rng.integers(0, N_ITEMS, n)], axis=1)
+
+
+def _model(train: np.ndarray, seed: int = 0) -> Backbone:
+    rng = np.random.default_rng(0)  # features are data: the same whatever the init seed
+    features = torch.from_numpy(rng.standard_normal((N_ITEMS, DIM)).astype(np.float32))
+    b_user, b_item = degree_weights(train, N_USERS, N_ITEMS)
+    torch.manual_seed(seed)
+    return Backbone(N_USERS, N_ITEMS, features, FeatureProjection(DIM, 4, 0.1), b_user, b_item, k_id=4, k_f=4,
+                    init_std=0.1)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    train = _pairs()
+    generator = make_generator(0, "t")
+    rows = torch.randint(len(train), (16,), generator=generator)
+    pool, positions = draw_negative_pool(generator, 16, 5, N_ITEMS, 10)
+    users, items = torch.from_numpy(train[:, 0])[rows], torch.from_numpy(train[:, 1])[rows]
+    return users, items, pool[positions], pool, positions
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_step_loss_equals_backbone_loss_with_and_without_pool(sparse: bool) -> None:
+    model = _model(_pairs())
+    users, items, negatives, pool, positions = _batch()
+    expected = model.loss(users, items, negatives)
+    plain = step_loss(model, users, items, negatives, 16, 1, sparse=sparse)
+    pooled = step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions, sparse=sparse)
+    assert torch.allclose(plain, expected, atol=1e-6) and torch.allclose(pooled, expected, atol=1e-6)
+
+
+def test_rank_shares_sum_to_the_single_process_gradient() -> None:
+    """Two ranks with B/2 each, losses divided by the GLOBAL size, gradients summed == one rank with B."""
+    users, items, negatives, pool, positions = _batch()
+    single = _model(_pairs())
+    step_loss(single, users, items, negatives, 16, 1, pool=pool, pool_positions=positions).backward()
+    split = _model(_pairs())
+    for part in (slice(0, 8), slice(8, 16)):
+        step_loss(split, users[part], items[part], negatives[part], 16, 2, pool=pool,
+                  pool_positions=positions[part]).backward()  # gradients accumulate = sync_gradients' sum
+    for (name, a), (_, b) in zip(single.named_parameters(), split.named_parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+def test_sparse_optimiser_updates_only_batch_rows_of_embeddings() -> None:
+    model = _model(_pairs())
+    users, items, negatives, pool, positions = _batch()
+    before = model.user_embedding.detach().clone()
+    optimiser = Optimisers(model, list(model.parameters()), 0.01, sparse=True)
+    optimiser.zero_grad()
+    step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions, sparse=True).backward()
+    optimiser.step()
+    changed = (model.user_embedding.detach() != before).any(dim=1)
+    assert set(torch.nonzero(changed).reshape(-1).tolist()) == set(users.unique().tolist())
+
+
+def _scripted(values: list[float], states: list[dict[str, torch.Tensor]]):  # type: ignore[no-untyped-def]
+    def val_eval(model: Backbone) -> dict[str, float]:
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"iid.recall@20": values[len(states) - 1]}
+
+    return val_eval
+
+
+def test_early_stopping_keeps_the_best_validation_epoch() -> None:
+    train = _pairs()
+    model = _model(train)
+    states: list[dict[str, torch.Tensor]] = []
+    records: list[dict] = []
+    cfg = LoopConfig(epochs=10, batch_size=64, lr=0.05, patience=2, progress=False, n_negatives=3,
+                     negative_pool=0, selection_key="iid.recall@20")
+    outcome = train_recommender(model, train, _scripted([0.1, 0.5, 0.3, 0.2, 0.9, 0.9], states), cfg,
+                                on_evaluation=records.append)
+    assert outcome.best_epoch == 1 and outcome.best_value == 0.5
+    assert len(outcome.history) == 4 and outcome.epochs_run == 4  # stopped after 2 evaluations without gain
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    for key, value in outcome.best_state.items():
+        assert torch.equal(value, states[1][key]), key
+    assert not torch.equal(outcome.best_state["user_embedding"], states[3]["user_embedding"])
+
+
+def test_resume_from_a_snapshot_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    train = _pairs()
+    cfg = LoopConfig(epochs=4, batch_size=64, lr=0.05, patience=10, progress=False, n_negatives=3,
+                     negative_pool=8, selection_key="x")
+
+    def val_eval(model: Backbone) -> dict[str, float]:
+        return {"x": float(model.user_embedding.sum())}
+
+    full = train_recommender(_model(train), train, val_eval, cfg)
+    snapshots: list[dict] = []
+    short = LoopConfig(**{**cfg.__dict__, "epochs": 2})
+    train_recommender(_model(train), train, val_eval, short, snapshot=snapshots.append)
+    save_pipeline_state({"loop": snapshots[-1], "mask": np.arange(3.0)}, tmp_path / "ckpt")
+    state = load_pipeline_state(tmp_path / "ckpt")
+    assert np.array_equal(state["mask"], np.arange(3.0))
+    resumed = train_recommender(_model(train, seed=5), train, val_eval, cfg, resume=state["loop"])
+    assert resumed.best_epoch == full.best_epoch
+    for key, value in full.best_state.items():
+        assert torch.allclose(value, resumed.best_state[key], atol=1e-6), key
