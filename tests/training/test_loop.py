@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_sparse_optimiser_updates_only_batch_rows_of_embeddings() -> None:
     assert set(torch.nonzero(changed).reshape(-1).tolist()) == set(users.unique().tolist())
 
 
-def _scripted(values: list[float], states: list[dict[str, torch.Tensor]]):  # type: ignore[no-untyped-def]
+def _scripted(values: list[float], states: list[dict[str, torch.Tensor]]) -> Callable[[Backbone], dict[str, float]]:
     def val_eval(model: Backbone) -> dict[str, float]:
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"iid.recall@20": values[len(states) - 1]}
