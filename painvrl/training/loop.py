@@ -260,13 +260,13 @@ def train_recommender(
         history.append(record)
         logger.info("%s epoch %d: val %s = %.5f%s", phase, epoch, cfg.selection_key, value,
                     " (best)" if improved else "")
-        if on_evaluation is not None:
-            on_evaluation(record)
-        if snapshot is not None:
+        if snapshot is not None:  # before on_evaluation, so a reporter can attach this state to this record
             snapshot({"epoch": epoch, "model_state": _cpu_state(model),
                       "optimizer_state": optimizer.state_dict(), "best_state": best_state,
                       "best_epoch": best_epoch, "best_value": best_value, "bad_evals": bad_evals,
-                      "history": history})
+                      "history": list(history)})
+        if on_evaluation is not None:
+            on_evaluation(record)
         if bad_evals >= cfg.patience:
             logger.info("%s: early stop at epoch %d (best epoch %d)", phase, epoch, best_epoch)
             break

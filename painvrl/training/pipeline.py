@@ -248,13 +248,16 @@ class _Run:
         resume = self.resume.get("loop") if self.resume.get("phase") == phase else None
 
         def on_evaluation(record: dict[str, Any]) -> None:
-            self.history.append({k: v for k, v in record.items() if k != "improved"})
+            entry = {k: v for k, v in record.items() if k != "improved"}
+            self.history.append(entry)
+            if self._pending is not None:  # the state snapshot was taken just before this record
+                self._pending["history"] = [*self._pending["history"], entry]
             self.report(dict(record))
 
         def snapshot(loop_state: dict[str, Any]) -> None:
             if self.with_state:
-                self._pending = {**self.state, "phase": phase, "loop": loop_state, "history": self.history,
-                                 "timing": self.timing}
+                self._pending = {**self.state, "completed": dict(self.state["completed"]), "phase": phase,
+                                 "loop": loop_state, "history": list(self.history), "timing": dict(self.timing)}
 
         started = time.perf_counter()
         outcome = train_recommender(model, self.data.train, self.evaluator.selection_metrics, cfg,

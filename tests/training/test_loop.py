@@ -118,3 +118,30 @@ def test_resume_from_a_snapshot_reproduces_the_uninterrupted_run(tmp_path: Path)
     assert resumed.best_epoch == full.best_epoch
     for key, value in full.best_state.items():
         assert torch.allclose(value, resumed.best_state[key], atol=1e-6), key
+
+
+def test_pipeline_reports_resumable_state_and_resumes_to_the_same_result(tmp_path: Path) -> None:
+    from painvrl.config import load_config
+    from painvrl.data.registry import load_dataset
+    from painvrl.training.pipeline import run_pipeline
+
+    config = load_config(None, ["dataset.n_users=40", "dataset.n_items=60", "dataset.interactions_per_user=8",
+                                "dataset.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
+                                "train.epochs=3", "train.batch_size=64", "train.progress=false",
+                                "train.device=cpu"])
+    data = load_dataset(config.dataset)
+    updates: list[dict] = []
+    states: list[tuple[int, dict]] = []
+
+    def reporter(update: dict, state: dict | None = None) -> None:
+        if state is not None:
+            states.append((update["epoch"], state))
+
+    full = run_pipeline(config, data, reporter=reporter)
+    run_pipeline(config, data, reporter=updates.append)  # a one-argument reporter gets updates only
+    assert [e for e, _ in states] == [0, 1, 2] and [u["epoch"] for u in updates] == [0, 1, 2]
+    save_pipeline_state(states[0][1], tmp_path / "ckpt")
+    resumed = run_pipeline(config, data, resume_state=load_pipeline_state(tmp_path / "ckpt"))
+    assert resumed.metrics["selection"] == full.metrics["selection"]
+    assert resumed.metrics["test"] == full.metrics["test"]
+    assert len(resumed.metrics["history"]) == 3
