@@ -145,3 +145,37 @@ def test_pipeline_reports_resumable_state_and_resumes_to_the_same_result(tmp_pat
     assert resumed.metrics["selection"] == full.metrics["selection"]
     assert resumed.metrics["test"] == full.metrics["test"]
     assert len(resumed.metrics["history"]) == 3
+
+
+def _distributed_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    from painvrl.training.distributed import TorchCollective
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    train = _pairs()
+    model = _model(train)
+    cfg = LoopConfig(epochs=2, batch_size=64, lr=0.05, patience=5, progress=False, n_negatives=3,
+                     negative_pool=8, selection_key="x")
+    train_recommender(model, train, lambda m: {"x": 0.0}, cfg, TorchCollective())
+    if rank == 0:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_file)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_train_exactly_like_one_process(tmp_path: Path) -> None:
+    """Global batch B on one process == two torch.distributed ranks with B/2 each (sparse lazy-Adam path)."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "two.pt"
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    train = _pairs()
+    model = _model(train)
+    cfg = LoopConfig(epochs=2, batch_size=64, lr=0.05, patience=5, progress=False, n_negatives=3,
+                     negative_pool=8, selection_key="x")
+    train_recommender(model, train, lambda m: {"x": 0.0}, cfg)
+    two = torch.load(out, weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.allclose(value, two[key], atol=1e-5), key
