@@ -10,6 +10,12 @@ Methods (ALGORITHM.md section 5):
 The same function runs in-process (LocalCollective) and in every Ray Train worker (TorchCollective): all random
 draws that must agree across ranks come from generators seeded from (seed, phase, ...), and models are
 initialised from the same seed on every rank. Test data is only read once, after selection.
+
+Evaluation (ALGORITHM.md section 6): full ranking; items excluded per user are the training positives for val,
+training + val positives for test; for OOD, training positives for ood_val and training + val + ood_val for
+ood_test. Environment labels of val/test positives come from the learned environment models (painvrl, invrl),
+else from the synthetic ground truth, else there is one environment "all". The selection key is
+``<eval.selection_source>.<eval.selection_metric>`` on VALIDATION (worst_env without labels = iid).
 """
 
 from __future__ import annotations
