@@ -46,7 +46,7 @@ def test_attention_is_convex_combination_per_item() -> None:
 
 
 def test_bad_mode_and_mask_shape() -> None:
-    with pytest.raises(PainvrlInputError, match="convert.mode"):
+    with pytest.raises(PainvrlInputError, match=r"convert\.mode"):
         build_final_encoder("sum", torch.zeros(4), 4, 2)
     with pytest.raises(PainvrlInputError, match="mask"):
         build_final_encoder("attention", torch.zeros(3), 4, 2)
