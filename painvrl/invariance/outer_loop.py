@@ -1,0 +1,122 @@
+"""Outer loop of PaInvRL (ALGORITHM.md section 5): alternate HEI and IMG for a number of rounds.
+
+m <- 0.5 everywhere; each round: environments from HEI(m), then the mask from IMG(environments); the sparsity
+and penalty weights (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by
+painvrl.schedule_factor after every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight)
+and the ||mu||^2 regulariser (the pipeline forces its invariant_only convert module).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from painvrl.config import Config
+from painvrl.data.dataset import InteractionData
+from painvrl.invariance.environments import (
+    EnvironmentModels,
+    adjusted_rand_index,
+    identify_environments,
+    seeded_generator,
+)
+from painvrl.invariance.masks import learn_mask, resolve_settings
+from painvrl.model.backbone import Backbone
+from painvrl.training.collective import Collective, LocalCollective
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class MaskResult:
+    """What mask learning hands to the final recommender and the evaluation."""
+
+    mask: np.ndarray
+    """float32 [d] in [0, 1]."""
+    env_labels: np.ndarray
+    """int64 [n_train] final environment of every training positive."""
+    env_sizes: list[int]
+    label_pairs: Callable[[np.ndarray], np.ndarray]
+    """Labels (user, item) pairs (val/test positives) with the final environment models."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Per-round HEI stats and per-epoch IMG stats."""
+    ari: float | None = None
+    """Adjusted Rand index of the final labels against the synthetic ground truth (None without one)."""
+
+
+def mask_auc(mask: np.ndarray, invariant_dims: np.ndarray) -> float:
+    """ROC-AUC of mask values as a score for "dimension is invariant" (ties count one half)."""
+    pos, neg = mask[invariant_dims], mask[~invariant_dims]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def learn_invariant_mask(
+    config: Config,
+    data: InteractionData,
+    pretrained: Backbone,
+    collective: Collective | None = None,
+    log: LogFn | None = None,
+) -> MaskResult:
+    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (P, Q of ``pretrained`` stay frozen)."""
+    collective = collective or LocalCollective()
+    env_cfg, mask_cfg, model_cfg, train_cfg = config.environments, config.mask, config.model, config.train
+    features = pretrained.features
+    d = int(features.shape[1])
+    device = features.device
+    progress = train_cfg.progress and collective.rank == 0
+    mask = torch.full((d,), 0.5, device=device)
+    sparsity_weight, irm_weight, l1_rho = mask_cfg.sparsity_weight, mask_cfg.irm_weight, env_cfg.l1_rho
+    truth = data.ground_truth.train_env if data.ground_truth is not None else None
+    invariant_dims = data.ground_truth.invariant_dims if data.ground_truth is not None else None
+    history: list[dict[str, Any]] = []
+    labels: np.ndarray | None = None
+    hei = None
+    ari: float | None = None
+
+    def emit(record: dict[str, Any]) -> None:
+        history.append(record)
+        if log is not None:
+            log(record)
+
+    for round_index in range(config.painvrl.rounds):
+        models = EnvironmentModels(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
+                                   model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index))
+        init = labels if (env_cfg.warm_start and labels is not None) else None
+        hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
+                                    n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
+                                    round_index=round_index, init_labels=init, collective=collective,
+                                    progress=progress)
+        labels = hei.labels
+        ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
+        emit({"phase": "hei", "round": round_index, "env_sizes": hei.sizes, "churn": hei.churn,
+              "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
+              "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
+        settings = resolve_settings(mask_cfg, config.method, sparsity_weight, irm_weight)
+        img = learn_mask(pretrained, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
+                         batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
+                         round_index=round_index, k_f=model_cfg.k_f, init_std=model_cfg.init_std,
+                         collective=collective, progress=progress)
+        for record in img.history:
+            emit(record)
+        mask = torch.as_tensor(img.mask, device=device)
+        auc = mask_auc(img.mask, invariant_dims) if invariant_dims is not None else None
+        emit({"phase": "round", "round": round_index, "density": float(img.mask.mean()),
+              "fraction_open": float((img.mask > 0.5).mean()), "mask_auc": auc, "ari": ari,
+              "sparsity_weight": sparsity_weight, "irm_weight": irm_weight, "l1_rho": l1_rho,
+              "solver": settings.solver, "preference": settings.preference})
+        logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, hei.sizes,
+                    ari, float(img.mask.mean()), auc)
+        factor = config.painvrl.schedule_factor
+        sparsity_weight, irm_weight, l1_rho = sparsity_weight * factor, irm_weight * factor, l1_rho * factor
+    assert hei is not None and labels is not None and hei.label_pairs is not None
+    return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
+                      env_sizes=hei.sizes, label_pairs=hei.label_pairs, history=history, ari=ari)
