@@ -173,7 +173,8 @@ def compute_objectives(
     need_irmv1 = not erm_only and "irmv1" in (settings.penalty, settings.extra_objective)
     scales = None
     if need_irmv1:
-        scales = [torch.ones((), device=model.weight.device, requires_grad=True) for _ in active]
+        scales = [torch.ones((), device=model.weight.device, dtype=model.weight.dtype, requires_grad=True)
+                  for _ in active]
     gates = model.gates(eps)
     env_losses = collective.all_reduce_sum(model.env_partial_losses(gates, active, scales))
     erm = env_losses.mean() + _replicated(model.l2 * model.weight.pow(2).sum(), ws)

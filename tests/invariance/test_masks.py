@@ -1,0 +1,221 @@
+"""IMG: objective gradients vs finite differences, 2-rank formulation == one process, preference wiring."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from painvrl.config import MaskConfig
+from painvrl.invariance.masks import (
+    EnvBatch,
+    MaskModel,
+    StepSettings,
+    compute_objectives,
+    learn_mask,
+    mask_step,
+    resolve_settings,
+)
+from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.training.collective import LocalCollective, shard_slice
+
+
+def _backbone(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Backbone, np.ndarray]:
+    gen = torch.Generator().manual_seed(seed)
+    n_users, n_items, d = 20, 30, 8
+    features = torch.nn.functional.normalize(torch.randn(n_items, d, generator=gen), dim=1)
+    train = np.stack([np.arange(n_users).repeat(3), (np.arange(n_users * 3) * 7) % n_items], axis=1)
+    b_u, b_i = degree_weights(train, n_users, n_items)
+    model = Backbone(n_users, n_items, features, FeatureProjection(d, 4), b_u, b_i, k_id=3, k_f=4)
+    with torch.no_grad():
+        model.user_embedding.copy_(torch.randn(n_users, 7, generator=gen))
+        model.item_embedding.copy_(torch.randn(n_items, 3, generator=gen) * 0.3)
+    return model.to(dtype), train.astype(np.int64)
+
+
+def _batches(train: np.ndarray, rank: int = 0, world: int = 1, seed: int = 1) -> list[EnvBatch]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for env in range(2):
+        rows = torch.as_tensor(train[env * 10: env * 10 + 7])
+        negs = torch.randint(30, (7, 3), generator=gen)
+        part = shard_slice(7, rank, world)
+        out.append(EnvBatch(rows[part, 0], rows[part, 1], negs[part], 7))
+    return out
+
+
+def _mask_model(backbone: Backbone, dtype: torch.dtype = torch.float32) -> MaskModel:
+    model = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5)).to(dtype)
+    with torch.no_grad():
+        model.gate.mu.copy_(torch.linspace(-0.3, 0.3, 8))
+    return model
+
+
+@pytest.mark.parametrize("penalty", ["gradvar", "irmv1", "vrex"])
+def test_objective_gradients_match_finite_differences(penalty: str) -> None:
+    backbone, train = _backbone(dtype=torch.float64)
+    model = _mask_model(backbone, torch.float64)
+    batches = _batches(train)
+    eps = torch.randn(8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    settings = StepSettings(penalty=penalty)
+    params = model.trainable()
+
+    def values() -> list[float]:
+        objs, _ = compute_objectives(model, batches, eps, settings, LocalCollective())
+        return [float(o.detach()) for o in objs]
+
+    objs, _ = compute_objectives(model, batches, eps, settings, LocalCollective())
+    for j, obj in enumerate(objs):
+        grads = torch.autograd.grad(obj, params, retain_graph=True, allow_unused=True)
+        for param, grad in zip(params, grads, strict=True):
+            assert grad is not None
+            flat = param.data.view(-1)
+            for idx in range(0, flat.numel(), 3):
+                old = float(flat[idx])
+                h = 1e-6
+                flat[idx] = old + h
+                up = values()[j]
+                flat[idx] = old - h
+                down = values()[j]
+                flat[idx] = old
+                numeric = (up - down) / (2 * h)
+                tolerance = 1e-9 + 1e-4 * abs(float(obj))
+                assert float(grad.view(-1)[idx]) == pytest.approx(numeric, rel=1e-4, abs=tolerance), (j, idx)
+
+
+class ThreadCollective:
+    """Two ranks simulated by threads of ONE process: sums exchanged through shared slots and a barrier."""
+
+    def __init__(self, rank: int, world_size: int, shared: dict[str, Any]) -> None:
+        self.rank, self.world_size, self.shared = rank, world_size, shared
+
+    def _exchange(self, obj: Any) -> list[Any]:
+        self.shared["slots"][self.rank] = obj
+        self.shared["barrier"].wait()
+        values = list(self.shared["slots"])
+        self.shared["barrier"].wait()
+        return values
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        parts = self._exchange(tensor.detach().clone())
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return tensor + (total - tensor).detach() if tensor.requires_grad else total
+
+    def sync_gradients(self, params: Any) -> None:
+        params = [p for p in params if p.grad is not None]
+        summed = self.all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
+        offset = 0
+        for p in params:
+            p.grad.copy_(summed[offset: offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        return self._exchange(obj)
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        return self._exchange(obj)[src]
+
+    def barrier(self) -> None:
+        self.shared["barrier"].wait()
+
+
+def _run_two_ranks(fn: Any) -> list[Any]:
+    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(fn, ThreadCollective(r, 2, shared)) for r in range(2)]
+        return [f.result(timeout=60) for f in futures]
+
+
+@pytest.mark.parametrize("penalty,extra,solver", [("gradvar", "none", "epo"), ("irmv1", "vrex", "mgda"),
+                                                  ("vrex", "none", "linear")])
+def test_two_rank_step_equals_single_process(penalty: str, extra: str, solver: str) -> None:
+    torch.set_num_threads(1)
+    backbone, train = _backbone(dtype=torch.float64)
+    base = _mask_model(backbone, torch.float64)
+    eps = torch.randn(8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    n_obj = 2 + (extra != "none")
+    settings = StepSettings(penalty=penalty, extra_objective=extra, solver=solver,
+                            preference=[0.3, 0.7] if n_obj == 2 else [0.2, 0.4, 0.4], sparsity_weight=0.05)
+
+    def run(collective: Any) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
+        model = copy.deepcopy(base)
+        opt = torch.optim.Adam(model.trainable(), lr=0.05)
+        initial = None
+        stats = None
+        for step in range(3):
+            batches = _batches(train, collective.rank, collective.world_size, seed=step)
+            stats, initial = mask_step(model, opt, batches, eps, settings, collective, initial)
+        assert stats is not None
+        return model.gate.mu.detach().clone(), model.weight.detach().clone(), stats.alpha, stats.losses
+
+    single = run(LocalCollective())
+    ranks = _run_two_ranks(run)
+    for result in ranks:
+        torch.testing.assert_close(result[0], single[0], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(result[1], single[1], rtol=1e-9, atol=1e-10)
+        assert result[2] == pytest.approx(single[2], rel=1e-9, abs=1e-12)
+        assert result[3] == pytest.approx(single[3], rel=1e-9, abs=1e-14)
+
+
+def test_higher_ood_preference_weights_irm_more() -> None:
+    backbone, train = _backbone()
+    batches = _batches(train)
+    eps = torch.zeros(8)
+    alphas = {}
+    for pref in (0.2, 0.8):
+        model = _mask_model(backbone)
+        opt = torch.optim.Adam(model.trainable(), lr=1e-3)
+        settings = resolve_settings(MaskConfig(pref_ood=pref), "painvrl", 1e-3, 1.0)
+        assert settings.preference == pytest.approx([1 - pref, pref])
+        # Start of round: both normalised losses are 1, so r*l is non-uniform and EPO is in balance mode.
+        stats, _ = mask_step(model, opt, batches, eps, settings, LocalCollective(), None)
+        assert stats.mode == "balance"
+        alphas[pref] = stats.alpha[1]
+    assert alphas[0.8] > alphas[0.2]
+
+
+def test_resolve_settings_methods() -> None:
+    cfg = MaskConfig(irm_weight=3.0, solver="epo", sparsity="l0")
+    invrl = resolve_settings(cfg, "invrl", 0.1, 3.0)
+    assert (invrl.solver, invrl.sparsity) == ("linear", "l2") and invrl.preference == pytest.approx([0.25, 0.75])
+    three = resolve_settings(MaskConfig(extra_objective="vrex", pref_ood=0.6), "painvrl", 0.1, 1.0)
+    assert three.n_objectives == 3 and three.preference == pytest.approx([0.4, 0.3, 0.3])
+    explicit = resolve_settings(MaskConfig(preference=[1.0, 3.0]), "painvrl", 0.1, 1.0)
+    assert explicit.preference == pytest.approx([0.25, 0.75])
+
+
+def test_warmup_is_erm_only_and_gate_regulariser_applies() -> None:
+    backbone, train = _backbone()
+    model = _mask_model(backbone)
+    opt = torch.optim.SGD(model.trainable(), lr=0.0)
+    settings = StepSettings(sparsity="l2", sparsity_weight=0.5)
+    stats, initial = mask_step(model, opt, _batches(train), torch.zeros(8), settings, LocalCollective(), None,
+                               warmup=True)
+    assert stats.mode == "warmup" and stats.alpha == [1.0, 0.0] and initial.shape == (2,)
+    objs, _ = compute_objectives(model, _batches(train), torch.zeros(8), settings, LocalCollective(), True)
+    (erm_grad,) = torch.autograd.grad(objs[0], model.gate.mu)
+    expected = erm_grad / initial[0].float() + 0.5 * 2 * model.gate.mu.detach()
+    torch.testing.assert_close(model.gate.mu.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_learn_mask_logs_epochs() -> None:
+    backbone, train = _backbone()
+    labels = np.arange(len(train)) % 2
+    cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3)
+    settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+    result = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0)
+    assert result.mask.shape == (8,) and result.mask.dtype == np.float32
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    first, second = result.history
+    assert first["modes"] == {"warmup": 2, "balance": 1} or sum(first["modes"].values()) == 3
+    assert second["alpha"] is not None and sum(second["alpha"]) == pytest.approx(1.0)
+    assert 0.0 <= second["density"] <= 1.0 and 0.0 <= second["fraction_open"] <= 1.0
+    again = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0)
+    np.testing.assert_array_equal(result.mask, again.mask)
