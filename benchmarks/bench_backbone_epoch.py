@@ -161,8 +161,19 @@ def memory_child(n_users: int, n_items: int, n_positives: int, dims: list[int]) 
     started = time.perf_counter()
     train_recommender(model, data.train, lambda m: {"x": 0.0}, cfg)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(f"{peak} {seconds}")
+    print(f"{peak_rss_bytes()} {seconds}")
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process. VmHWM (Linux) belongs to the current address space; ru_maxrss would also
+    carry the parent's peak across fork + exec."""
+    try:
+        for line in open("/proc/self/status").read().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def main() -> None:
