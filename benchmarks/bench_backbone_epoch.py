@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -196,6 +197,10 @@ def main() -> None:
         return
 
     steps = args.steps or (5 if args.quick else 7)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy > 0.5:
+        print(f"WARNING: load average {busy:.1f} before starting: other processes compete for the cores; with "
+              "oversubscribed OpenMP threads small-op steps slow down by 10-100x. Time on a quiet machine.")
     shapes = QUICK if args.quick else FULL
     print(f"|loss(naive) - loss(ours)| on a small batch: {check_same_loss():.2e}")
     print(f"batch {args.batch_size}, {args.negatives} negatives, {args.threads} threads, {steps} timed steps")
