@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=0.001 (repeatable)")
 

@@ -88,6 +88,10 @@ class ModelConfig:
     """UltraGCN weights w1..w4 (positive, positive degree-weighted, negative, negative degree-weighted)."""
     l2: float = 1e-4
     """L2 weight on the batch's embeddings and the projection."""
+    negative_pool: int = 512
+    """Per-step shared pool of uniformly drawn items from which every positive draws its n_negatives (each
+    negative stays marginally uniform; negatives within one step are correlated). 0 = independent uniform
+    negatives per positive. The pool is what makes a step cost O(batch) instead of O(batch x n_negatives)."""
 
 
 @dataclass
@@ -110,6 +114,8 @@ class TrainConfig:
     """Ask torch for deterministic algorithms."""
     progress: bool = True
     """tqdm progress bars (forced off inside Ray workers)."""
+    sparse_embeddings: bool = True
+    """Lazy Adam (SparseAdam) on the P/Q tables: a step updates only its batch's rows."""
 
 
 @dataclass

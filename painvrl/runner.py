@@ -58,9 +58,32 @@ def _train_in_process(config: Config, folder: Path) -> dict[str, Any]:
     return result.metrics
 
 
-def _train_with_ray(config: Config, output_dir: Path) -> dict[str, Any]:
-    """Ray Train path (scaling.num_workers >= 1): must write the same files into ``output_dir``."""
-    raise NotImplementedError("Ray Train path: issue 4")
+def _train_with_ray(config: Config, folder: Path) -> dict[str, Any]:
+    """Ray Train path (scaling.num_workers >= 1): the same files, written from rank 0's final checkpoint.
+
+    Connects to RAY_ADDRESS when set, else starts a local Ray sized for the workers. Ray Train's own run folder
+    (per-evaluation checkpoints for failure recovery) lives in a unique folder beside the run and is removed
+    once the final result is copied.
+    """
+    import uuid
+
+    from painvrl.training.ray_train import ensure_ray, fit_with_ray_train
+    from painvrl.training.results import write_metrics
+
+    ensure_ray(config)
+    storage = folder.parent / f".{folder.name}.ray-train"
+    try:
+        outcome = fit_with_ray_train(config, run_name=f"painvrl-{uuid.uuid4().hex[:12]}",
+                                     storage_path=str(storage))
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    assert outcome.checkpoint_dir is not None
+    write_metrics(outcome.metrics, folder / METRICS_FILE)
+    shutil.copytree(outcome.checkpoint_dir / "checkpoint", folder / CHECKPOINT_DIR)
+    if outcome.mask is not None:
+        np.save(folder / MASK_FILE, np.asarray(outcome.mask, dtype=np.float32), allow_pickle=False)
+    shutil.rmtree(outcome.checkpoint_dir, ignore_errors=True)
+    return outcome.metrics
 
 
 def train(config: Config, output_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     from painvrl.config import config_from_dict
     from painvrl.data.registry import load_dataset
     from painvrl.study.trial import final_report
-    from painvrl.training.checkpoint import load_pipeline_state, save_pipeline_state
+    from painvrl.training.checkpoint import load_pipeline_state, save_model, save_pipeline_state
     from painvrl.training.distributed import TorchCollective
     from painvrl.training.pipeline import run_pipeline
 
@@ -99,8 +99,8 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
             if result.mask is not None:
-                np.save(Path(tmp) / "mask.npy", np.asarray(result.mask, dtype=np.float32))
-            torch.save(result.model_state, Path(tmp) / "model.pt")
+                np.save(Path(tmp) / "mask.npy", np.asarray(result.mask, dtype=np.float32), allow_pickle=False)
+            save_model(Path(tmp) / "checkpoint", result.model_state, result.model_meta)
             (Path(tmp) / "FINAL").write_text("complete\n")
             ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:
@@ -147,9 +147,10 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
         mask = np.load(folder_path / "mask.npy", allow_pickle=False) if (folder_path / "mask.npy").exists() \
             else None
         keep = Path(tempfile.mkdtemp(prefix="painvrl-final-"))
-        for name in ("metrics.json", "mask.npy", "model.pt"):
+        for name in ("metrics.json", "mask.npy"):
             if (folder_path / name).exists():
                 shutil.copy2(folder_path / name, keep / name)
+        shutil.copytree(folder_path / "checkpoint", keep / "checkpoint")
     return RayTrainOutcome(metrics, mask, keep)
 
 
