@@ -29,8 +29,8 @@ from torch import nn
 
 from painvrl.config import EnvironmentsConfig
 from painvrl.model.backbone import Backbone
-from painvrl.training.collective import Collective, LocalCollective
-from painvrl.training.sampling import EpochBatches, make_generator
+from painvrl.training.collective import Collective, LocalCollective, shard_slice
+from painvrl.training.sampling import EpochBatches, make_generator, pool_active
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,34 @@ class EnvironmentModels(nn.Module):
         neg_vectors = vectors[inverse[b:]].view(b, -1, vectors.shape[1])
         neg_scores = torch.bmm(neg_vectors, user_vectors.unsqueeze(2)).squeeze(2)
         return self._per_example_loss(users, pos_items, pos_scores, neg_items, neg_scores)
+
+    def env_example_losses_pooled(
+        self, env: int, users: torch.Tensor, pos_items: torch.Tensor, pool: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """[b] loss under model ``env`` with negatives ``pool[positions]``: the b positives and the P pool items
+        are encoded once and every user is scored against the pool with one matrix product."""
+        b = users.shape[0]
+        vectors = self.item_vectors(torch.cat([pos_items, pool]), env)
+        user_vectors = self.user_embedding[users]
+        pos_scores = (user_vectors * vectors[:b]).sum(-1)
+        neg_scores = torch.gather(user_vectors @ vectors[b:].T, 1, positions)
+        return self._per_example_loss(users, pos_items, pos_scores, pool[positions], neg_scores)
+
+    def example_losses_pooled(
+        self, users: torch.Tensor, pos_items: torch.Tensor, pools: torch.Tensor, positions: torch.Tensor,
+        envs: torch.Tensor
+    ) -> torch.Tensor:
+        """[B] own-environment losses; environment k's negatives come from its own pool ``pools[k]`` [P_k]."""
+        out = torch.zeros(users.shape[0], device=users.device, dtype=self.weight.dtype)
+        parts, rows = [], []
+        for env in torch.unique(envs).tolist():
+            sel = torch.nonzero(envs == env, as_tuple=True)[0]
+            parts.append(self.env_example_losses_pooled(int(env), users[sel], pos_items[sel], pools[int(env)],
+                                                        positions[sel]))
+            rows.append(sel)
+        if not parts:
+            return out
+        return out.index_put((torch.cat(rows),), torch.cat(parts))
 
     def example_losses(
         self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, envs: torch.Tensor
@@ -278,8 +306,13 @@ def train_environment_models(
     keys: tuple[int, ...],
     collective: Collective,
     progress: bool = False,
+    negative_pool: int = 0,
 ) -> list[float]:
     """Train the E models jointly for ``epochs`` passes over the positives; model k sees only label-k rows.
+
+    ``negative_pool = P > 0``: each step draws one pool of ``max(1, P // E)`` uniform items per environment
+    (so a step encodes about B + P items in all, as the backbone's pooled step does) and every positive draws
+    its negatives from its environment's pool; ``0``: independent uniform negatives.
 
     Returns the mean training loss of each epoch (global, identical on every rank).
     """
@@ -297,14 +330,24 @@ def train_environment_models(
 
         bar = tqdm(total=epochs * math.ceil(n / batch_size), desc="HEI train", leave=False)
     phase = "hei_train:" + ":".join(str(k) for k in keys)
+    pool_size = max(1, negative_pool // models.n_envs)
+    pooled = pool_active(pool_size, n_items) and negative_pool > 0
     for epoch in range(epochs):
         total = torch.zeros((), device=device)
         for batch in EpochBatches(n, batch_size, seed, epoch, rank, ws, phase=phase, n_items=n_items,
-                                  n_negatives=n_negatives):
+                                  n_negatives=0 if pooled else n_negatives):
             rows = train_t[batch.rows].to(device)
-            assert batch.negatives is not None
-            per = models.example_losses(rows[:, 0], rows[:, 1], batch.negatives.to(device),
-                                        labels_t[batch.rows].to(device))
+            envs = labels_t[batch.rows].to(device)
+            if pooled:
+                gen = make_generator(seed, phase + ":pool", epoch, batch.step)
+                pools = torch.randint(n_items, (models.n_envs, pool_size), generator=gen)
+                positions = torch.randint(pool_size, (batch.global_size, n_negatives), generator=gen)
+                positions = positions[shard_slice(batch.global_size, rank, ws)]
+                per = models.example_losses_pooled(rows[:, 0], rows[:, 1], pools.to(device), positions.to(device),
+                                                   envs)
+            else:
+                assert batch.negatives is not None
+                per = models.example_losses(rows[:, 0], rows[:, 1], batch.negatives.to(device), envs)
             data_loss = per.sum() / batch.global_size
             loss = data_loss + _replicated(models.penalty(), ws)
             optimizer.zero_grad(set_to_none=False)
@@ -332,6 +375,7 @@ def identify_environments(
     init_labels: np.ndarray | None = None,
     collective: Collective | None = None,
     progress: bool = False,
+    negative_pool: int = 0,
 ) -> HEIResult:
     """Hard-EM: train the E models jointly, relabel every positive, repeat until <= change_tol labels change.
 
@@ -353,7 +397,7 @@ def identify_environments(
         keys = (round_index, iteration)
         result.epoch_losses.extend(train_environment_models(
             models, train, labels, cfg.env_epochs, cfg.lr, batch_size, n_negatives, seed, keys, collective,
-            progress))
+            progress, negative_pool))
         new_labels, _ = _labels_of(models, train, cfg.relabel, n_negatives, seed, keys, collective)
         churn = float(np.mean(new_labels != labels))
         labels = new_labels

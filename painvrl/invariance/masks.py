@@ -44,7 +44,7 @@ from painvrl.invariance.penalties import gradient_variance, masked_variance_pena
 from painvrl.model.backbone import Backbone
 from painvrl.model.gates import StochasticGate
 from painvrl.training.collective import Collective, LocalCollective, shard_slice
-from painvrl.training.sampling import environment_balanced_batches, make_generator
+from painvrl.training.sampling import environment_balanced_batches, make_generator, pool_active
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class EnvBatch:
     neg_items: torch.Tensor
     global_count: int
     """Rows of the environment's GLOBAL batch (the divisor of its loss partial sum)."""
+    pool: torch.Tensor | None = None
+    """Optional negative pool [P] shared by all environments of the step (``neg_items == pool[positions]``)."""
+    positions: torch.Tensor | None = None
+    """[b, n_neg] positions into ``pool``."""
 
 
 @dataclass
@@ -126,9 +130,15 @@ class MaskModel(nn.Module):
         environment's scores (IRMv1's dummy classifier scale).
         """
         device = self.weight.device
-        items = [torch.cat([b.pos_items, b.neg_items.reshape(-1)]) for b in batches]
-        unique, inverse = torch.unique(torch.cat(items), return_inverse=True)
+        pool = batches[0].pool if batches else None
+        if pool is not None:
+            items = [b.pos_items for b in batches]
+        else:
+            items = [torch.cat([b.pos_items, b.neg_items.reshape(-1)]) for b in batches]
+        unique, inverse = torch.unique(torch.cat([*items, *([pool] if pool is not None else [])]),
+                                       return_inverse=True)
         vectors = torch.cat([self.item_embedding[unique], (self.features[unique] * gates) @ self.weight.T], dim=1)
+        pool_vectors = vectors[inverse[-pool.shape[0]:]] if pool is not None else None
         out = []
         offset = 0
         for k, batch in enumerate(batches):
@@ -141,8 +151,11 @@ class MaskModel(nn.Module):
                 continue
             users = self.user_embedding[batch.users]
             pos_scores = (users * vectors[idx[:b]]).sum(-1)
-            neg_vectors = vectors[idx[b:]].view(b, -1, vectors.shape[1])
-            neg_scores = torch.bmm(neg_vectors, users.unsqueeze(2)).squeeze(2)
+            if pool_vectors is not None and batch.positions is not None:
+                neg_scores = torch.gather(users @ pool_vectors.T, 1, batch.positions)
+            else:
+                neg_vectors = vectors[idx[b:]].view(b, -1, vectors.shape[1])
+                neg_scores = torch.bmm(neg_vectors, users.unsqueeze(2)).squeeze(2)
             if scales is not None:
                 pos_scores, neg_scores = pos_scores * scales[k], neg_scores * scales[k]
             per = self._per_example_loss(batch.users, batch.pos_items, pos_scores, batch.neg_items, neg_scores)
@@ -290,6 +303,7 @@ def learn_mask(
     init_std: float = 0.01,
     collective: Collective | None = None,
     progress: bool = False,
+    negative_pool: int = 0,
 ) -> MaskRound:
     """Train gates and a fresh projection for ``cfg.epochs`` epochs of environment-balanced steps."""
     collective = collective or LocalCollective()
@@ -304,6 +318,7 @@ def learn_mask(
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / (max(active, 1) * per_env)))
     global_counts = [0 if s == 0 else min(int(s), per_env) for s in sizes]
     train_t = torch.as_tensor(train)
+    pooled = pool_active(negative_pool, pretrained.n_items)
     initial: torch.Tensor | None = None
     history: list[dict[str, Any]] = []
     step_index = 0
@@ -320,12 +335,19 @@ def learn_mask(
             gen = make_generator(seed, f"img_step:{round_index}", epoch, step)
             eps = torch.randn(model.feature_dim, generator=gen)
             batches = []
+            pool = torch.randint(pretrained.n_items, (negative_pool,), generator=gen) if pooled else None
             for k, rows in enumerate(env_rows):
-                negs = torch.randint(pretrained.n_items, (global_counts[k], n_negatives), generator=gen)
-                negs = negs[shard_slice(global_counts[k], rank, ws)]
                 pairs = train_t[torch.as_tensor(rows, dtype=torch.long)]
-                batches.append(EnvBatch(pairs[:, 0].to(device), pairs[:, 1].to(device), negs.to(device),
-                                        global_counts[k]))
+                part = shard_slice(global_counts[k], rank, ws)
+                if pool is not None:
+                    positions = torch.randint(negative_pool, (global_counts[k], n_negatives), generator=gen)[part]
+                    batches.append(EnvBatch(pairs[:, 0].to(device), pairs[:, 1].to(device),
+                                            pool[positions].to(device), global_counts[k], pool.to(device),
+                                            positions.to(device)))
+                else:
+                    negs = torch.randint(pretrained.n_items, (global_counts[k], n_negatives), generator=gen)[part]
+                    batches.append(EnvBatch(pairs[:, 0].to(device), pairs[:, 1].to(device), negs.to(device),
+                                            global_counts[k]))
             stats, initial = mask_step(model, optimizer, batches, eps, settings, collective, initial,
                                        warmup=step_index < cfg.warmup_steps)
             records.append(stats)

@@ -94,7 +94,7 @@ def learn_invariant_mask(
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                     round_index=round_index, init_labels=init, collective=collective,
-                                    progress=progress)
+                                    progress=progress, negative_pool=model_cfg.negative_pool)
         labels = hei.labels
         ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
         emit({"phase": "hei", "round": round_index, "env_sizes": hei.sizes, "churn": hei.churn,
@@ -104,7 +104,7 @@ def learn_invariant_mask(
         img = learn_mask(pretrained, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                          round_index=round_index, k_f=model_cfg.k_f, init_std=model_cfg.init_std,
-                         collective=collective, progress=progress)
+                         collective=collective, progress=progress, negative_pool=model_cfg.negative_pool)
         for record in img.history:
             emit(record)
         mask = torch.as_tensor(img.mask, device=device)

@@ -65,6 +65,35 @@ def test_batched_models_equal_separate_models() -> None:
         torch.testing.assert_close(all_losses, per.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_pooled_negatives_equal_explicit_negatives() -> None:
+    backbone, train = _backbone()
+    models = EnvironmentModels(3, backbone, torch.full((12,), 0.4), k_f=6, init_std=0.5,
+                               generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(4)
+    users, pos = torch.as_tensor(train[:30, 0]), torch.as_tensor(train[:30, 1])
+    envs = torch.randint(3, (30,), generator=gen)
+    pools = torch.randint(50, (3, 7), generator=gen)
+    positions = torch.randint(7, (30, 5), generator=gen)
+    negs = torch.stack([pools[e][p] for e, p in zip(envs.tolist(), positions, strict=True)])
+    torch.testing.assert_close(models.example_losses_pooled(users, pos, pools, positions, envs),
+                               models.example_losses(users, pos, negs, envs))
+
+
+def test_pooled_training_runs_and_is_deterministic() -> None:
+    backbone, train = _backbone()
+    labels = np.arange(len(train)) % 3
+
+    def run() -> torch.Tensor:
+        models = EnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6,
+                                   generator=torch.Generator().manual_seed(0))
+        losses = train_environment_models(models, train, labels, 2, 0.01, 32, 4, 0, (0, 0), LocalCollective(),
+                                          negative_pool=30)
+        assert len(losses) == 2 and all(np.isfinite(losses))
+        return models.weight.detach().clone()
+
+    torch.testing.assert_close(run(), run(), rtol=0, atol=0)
+
+
 def test_variant_input_masks_features() -> None:
     backbone, _ = _backbone()
     mask = torch.zeros(12)

@@ -38,15 +38,30 @@ def _backbone(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Backbo
     return model.to(dtype), train.astype(np.int64)
 
 
-def _batches(train: np.ndarray, rank: int = 0, world: int = 1, seed: int = 1) -> list[EnvBatch]:
+def _batches(train: np.ndarray, rank: int = 0, world: int = 1, seed: int = 1, pooled: bool = False
+             ) -> list[EnvBatch]:
     gen = torch.Generator().manual_seed(seed)
+    pool = torch.randint(30, (9,), generator=gen)
     out = []
     for env in range(2):
         rows = torch.as_tensor(train[env * 10: env * 10 + 7])
-        negs = torch.randint(30, (7, 3), generator=gen)
         part = shard_slice(7, rank, world)
-        out.append(EnvBatch(rows[part, 0], rows[part, 1], negs[part], 7))
+        if pooled:
+            positions = torch.randint(9, (7, 3), generator=gen)[part]
+            out.append(EnvBatch(rows[part, 0], rows[part, 1], pool[positions], 7, pool, positions))
+        else:
+            negs = torch.randint(30, (7, 3), generator=gen)
+            out.append(EnvBatch(rows[part, 0], rows[part, 1], negs[part], 7))
     return out
+
+
+def test_pooled_env_losses_equal_explicit_negatives() -> None:
+    backbone, train = _backbone()
+    model = _mask_model(backbone)
+    gates = model.gates(torch.zeros(8))
+    pooled = _batches(train, pooled=True)
+    explicit = [EnvBatch(b.users, b.pos_items, b.neg_items, b.global_count) for b in pooled]
+    torch.testing.assert_close(model.env_partial_losses(gates, pooled), model.env_partial_losses(gates, explicit))
 
 
 def _mask_model(backbone: Backbone, dtype: torch.dtype = torch.float32) -> MaskModel:
@@ -133,9 +148,11 @@ def _run_two_ranks(fn: Any) -> list[Any]:
         return [f.result(timeout=60) for f in futures]
 
 
-@pytest.mark.parametrize("penalty,extra,solver", [("gradvar", "none", "epo"), ("irmv1", "vrex", "mgda"),
-                                                  ("vrex", "none", "linear")])
-def test_two_rank_step_equals_single_process(penalty: str, extra: str, solver: str) -> None:
+@pytest.mark.parametrize("penalty,extra,solver,pooled", [("gradvar", "none", "epo", False),
+                                                         ("gradvar", "none", "epo", True),
+                                                         ("irmv1", "vrex", "mgda", False),
+                                                         ("vrex", "none", "linear", True)])
+def test_two_rank_step_equals_single_process(penalty: str, extra: str, solver: str, pooled: bool) -> None:
     torch.set_num_threads(1)
     backbone, train = _backbone(dtype=torch.float64)
     base = _mask_model(backbone, torch.float64)
@@ -150,7 +167,7 @@ def test_two_rank_step_equals_single_process(penalty: str, extra: str, solver: s
         initial = None
         stats = None
         for step in range(3):
-            batches = _batches(train, collective.rank, collective.world_size, seed=step)
+            batches = _batches(train, collective.rank, collective.world_size, seed=step, pooled=pooled)
             stats, initial = mask_step(model, opt, batches, eps, settings, collective, initial)
         assert stats is not None
         return model.gate.mu.detach().clone(), model.weight.detach().clone(), stats.alpha, stats.losses
@@ -210,12 +227,14 @@ def test_learn_mask_logs_epochs() -> None:
     labels = np.arange(len(train)) % 2
     cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3)
     settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
-    result = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0)
+    result = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0,
+                        negative_pool=10)
     assert result.mask.shape == (8,) and result.mask.dtype == np.float32
     assert [h["epoch"] for h in result.history] == [0, 1]
     first, second = result.history
     assert first["modes"] == {"warmup": 2, "balance": 1} or sum(first["modes"].values()) == 3
     assert second["alpha"] is not None and sum(second["alpha"]) == pytest.approx(1.0)
     assert 0.0 <= second["density"] <= 1.0 and 0.0 <= second["fraction_open"] <= 1.0
-    again = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0)
+    again = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0,
+                       negative_pool=10)
     np.testing.assert_array_equal(result.mask, again.mask)
