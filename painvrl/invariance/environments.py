@@ -136,17 +136,36 @@ class EnvironmentModels(nn.Module):
         self, users: torch.Tensor, pos_items: torch.Tensor, pools: torch.Tensor, positions: torch.Tensor,
         envs: torch.Tensor
     ) -> torch.Tensor:
-        """[B] own-environment losses; environment k's negatives come from its own pool ``pools[k]`` [P_k]."""
-        out = torch.zeros(users.shape[0], device=users.device, dtype=self.weight.dtype)
-        parts, rows = [], []
-        for env in torch.unique(envs).tolist():
-            sel = torch.nonzero(envs == env, as_tuple=True)[0]
-            parts.append(self.env_example_losses_pooled(int(env), users[sel], pos_items[sel], pools[int(env)],
-                                                        positions[sel]))
-            rows.append(sel)
-        if not parts:
-            return out
-        return out.index_put((torch.cat(rows),), torch.cat(parts))
+        """[B] own-environment losses; environment k's negatives are ``pools[k][positions]`` (pools [E, P]).
+
+        Fully batched over environments: rows are grouped by environment into a padded [E, max_b, ...] layout,
+        so positives, pools and user-pool scores of all E models each take ONE bmm (no Python loop over E).
+        """
+        n_envs, d = self.n_envs, self.feature_dim
+        b = users.shape[0]
+        order = torch.argsort(envs, stable=True)
+        sorted_envs = envs[order]
+        counts = torch.bincount(envs, minlength=n_envs)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(b, device=users.device) - starts[sorted_envs]
+        max_b = int(counts.max()) if b else 0
+        users_s, pos_s, positions_s = users[order], pos_items[order], positions[order]
+        weight_t = self.weight.transpose(1, 2)  # [E, d, k_f]
+        padded = self.features.new_zeros(n_envs, max_b, d)
+        padded[sorted_envs, slot] = self.inputs(pos_s)
+        h_pos = torch.bmm(padded, weight_t)[sorted_envs, slot]  # [B, k_f], each row under its own model
+        p = pools.shape[1]
+        h_pool = torch.bmm(self.inputs(pools.reshape(-1)).view(n_envs, p, d), weight_t)  # [E, P, k_f]
+        pool_vectors = torch.cat([self.item_embedding[pools], h_pool], dim=2)  # [E, P, k]
+        user_vectors = self.user_embedding[users_s]
+        pos_scores = (user_vectors * torch.cat([self.item_embedding[pos_s], h_pos], dim=1)).sum(-1)
+        users_padded = user_vectors.new_zeros(n_envs, max_b, user_vectors.shape[1])
+        users_padded[sorted_envs, slot] = user_vectors
+        pool_scores = torch.bmm(users_padded, pool_vectors.transpose(1, 2))[sorted_envs, slot]  # [B, P]
+        neg_scores = torch.gather(pool_scores, 1, positions_s)
+        neg_items = pools[sorted_envs.unsqueeze(1), positions_s]
+        per = self._per_example_loss(users_s, pos_s, pos_scores, neg_items, neg_scores)
+        return per[torch.argsort(order)]
 
     def example_losses(
         self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, envs: torch.Tensor
