@@ -94,6 +94,7 @@ def bench_hei(args: argparse.Namespace, device: torch.device) -> None:
         _sync(device)
         return mid - started, time.perf_counter() - mid
 
+    hei_iteration()  # warm-up (allocator, first-call costs)
     t_train, t_relabel = hei_iteration()
     started = time.perf_counter()
     for env in range(n_envs):

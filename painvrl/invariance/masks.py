@@ -99,6 +99,8 @@ class MaskModel(nn.Module):
     user_embedding: torch.Tensor
     item_embedding: torch.Tensor
     features: torch.Tensor
+    b_user: torch.Tensor
+    b_item: torch.Tensor
 
     def __init__(self, pretrained: Backbone, k_f: int, sigma: float, init_std: float,
                  generator: torch.Generator | None = None) -> None:
@@ -113,6 +115,9 @@ class MaskModel(nn.Module):
         self.register_buffer("item_embedding", pretrained.item_embedding.detach().clone(), persistent=False)
         self.register_buffer("features", features, persistent=False)
         self._per_example_loss: Callable[..., torch.Tensor] = pretrained.per_example_loss
+        self.loss_weights = pretrained.loss_weights
+        self.register_buffer("b_user", cast(torch.Tensor, pretrained.b_user), persistent=False)
+        self.register_buffer("b_item", cast(torch.Tensor, pretrained.b_item), persistent=False)
 
     def trainable(self) -> list[nn.Parameter]:
         return [self.gate.mu, self.weight]
@@ -124,10 +129,16 @@ class MaskModel(nn.Module):
     def env_partial_losses(
         self, gates: torch.Tensor, batches: Sequence[EnvBatch], scales: Sequence[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """[E] this rank's loss sums per environment divided by the global per-environment counts.
+        """[E] this rank's loss sums per environment divided by the global per-environment counts."""
+        return self.env_forward(gates, batches, scales)[0]
 
-        Items of all environments' batches are encoded once (unique ids). ``scales`` multiply each
-        environment's scores (IRMv1's dummy classifier scale).
+    def env_forward(
+        self, gates: torch.Tensor, batches: Sequence[EnvBatch], scales: Sequence[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Per-environment loss partial sums [E] and the cache :meth:`env_weight_grads` needs.
+
+        Items of all environments' batches (and the shared negative pool) are encoded once (unique ids).
+        ``scales`` multiply each environment's scores (IRMv1's dummy classifier scale).
         """
         device = self.weight.device
         pool = batches[0].pool if batches else None
@@ -137,9 +148,12 @@ class MaskModel(nn.Module):
             items = [torch.cat([b.pos_items, b.neg_items.reshape(-1)]) for b in batches]
         unique, inverse = torch.unique(torch.cat([*items, *([pool] if pool is not None else [])]),
                                        return_inverse=True)
-        vectors = torch.cat([self.item_embedding[unique], (self.features[unique] * gates) @ self.weight.T], dim=1)
-        pool_vectors = vectors[inverse[-pool.shape[0]:]] if pool is not None else None
+        gated = self.features[unique] * gates
+        vectors = torch.cat([self.item_embedding[unique], gated @ self.weight.T], dim=1)
+        pool_index = inverse[-pool.shape[0]:] if pool is not None else None
+        pool_vectors = vectors[pool_index] if pool_index is not None else None
         out = []
+        records: list[tuple[Any, ...] | None] = []
         offset = 0
         for k, batch in enumerate(batches):
             b = batch.users.shape[0]
@@ -148,21 +162,62 @@ class MaskModel(nn.Module):
             offset += n_rows
             if b == 0 or batch.global_count == 0:
                 out.append(vectors.sum() * 0.0)  # keeps every entry attached to the graph
+                records.append(None)
                 continue
             users = self.user_embedding[batch.users]
             pos_scores = (users * vectors[idx[:b]]).sum(-1)
-            if pool_vectors is not None and batch.positions is not None:
+            if pool_vectors is not None and pool_index is not None and batch.positions is not None:
                 neg_scores = torch.gather(users @ pool_vectors.T, 1, batch.positions)
+                neg_index = pool_index[batch.positions]
             else:
-                neg_vectors = vectors[idx[b:]].view(b, -1, vectors.shape[1])
-                neg_scores = torch.bmm(neg_vectors, users.unsqueeze(2)).squeeze(2)
+                neg_index = idx[b:].view(b, -1)
+                neg_scores = torch.bmm(vectors[neg_index], users.unsqueeze(2)).squeeze(2)
             if scales is not None:
                 pos_scores, neg_scores = pos_scores * scales[k], neg_scores * scales[k]
             per = self._per_example_loss(batch.users, batch.pos_items, pos_scores, batch.neg_items, neg_scores)
             out.append(per.sum() / batch.global_count)
-        if not out:
-            return torch.zeros(0, device=device)
-        return torch.stack(out)
+            records.append((batch, users, idx[:b], neg_index, pos_scores, neg_scores))
+        losses = torch.stack(out) if out else torch.zeros(0, device=device)
+        return losses, {"gated": gated, "records": records, "n_unique": unique.shape[0], "pool_index": pool_index}
+
+    def env_weight_grads(self, cache: dict[str, Any]) -> torch.Tensor:
+        """[E, k_f, d] dL_k/dW of this rank's partial losses in closed form, differentiable in (mu, W).
+
+        With d(BCE(s, 1))/ds = sigmoid(s) - 1 and d(BCE(s, 0))/ds = sigmoid(s), the loss weights of
+        Backbone.per_example_loss and ds/dW = P_u^f (g * f_i)^T: G_k = C_k^T X where X = g * f of the unique items
+        and C_k [U, k_f] accumulates delta * P_u^f over each item's occurrences. Equals autograd.grad(L_k, W,
+        create_graph=True) (tests) but costs first-order graph only, which makes the gradvar penalty's own
+        gradient a first-order backward too.
+        """
+        w1, w2, w3, w4 = self.loss_weights
+        k_id = self.item_embedding.shape[1]
+        gated: torch.Tensor = cache["gated"]
+        grads = []
+        for record in cache["records"]:
+            if record is None:
+                grads.append(self.weight.new_zeros(self.weight.shape) + 0.0 * self.weight)
+                continue
+            batch, users, pos_index, neg_index, pos_scores, neg_scores = record
+            b_u = self.b_user[batch.users]
+            pos_w = w1 + w2 * b_u * self.b_item[batch.pos_items]
+            neg_w = w3 + w4 * b_u.unsqueeze(1) * self.b_item[batch.neg_items]
+            n_neg = neg_scores.shape[1]
+            delta_pos = pos_w * (torch.sigmoid(pos_scores) - 1.0) / batch.global_count  # [b]
+            delta_neg = neg_w * torch.sigmoid(neg_scores) / (n_neg * batch.global_count)  # [b, n]
+            user_f = users[:, k_id:]  # [b, k_f]
+            coef = user_f.new_zeros(cache["n_unique"], user_f.shape[1])
+            coef = coef.index_add(0, pos_index, delta_pos.unsqueeze(1) * user_f)
+            pool_index = cache["pool_index"]
+            if pool_index is not None and batch.positions is not None:
+                # pooled negatives: delta summed per pool slot ([b, P], scalars), then one [P, b] x [b, k_f]
+                per_slot = delta_neg.new_zeros(delta_neg.shape[0], pool_index.shape[0])
+                per_slot = per_slot.scatter_add(1, batch.positions, delta_neg)
+                coef = coef.index_add(0, pool_index, per_slot.T @ user_f)
+            else:
+                neg_coef = (delta_neg.unsqueeze(2) * user_f.unsqueeze(1)).reshape(-1, user_f.shape[1])
+                coef = coef.index_add(0, neg_index.reshape(-1), neg_coef)
+            grads.append(coef.T @ gated)
+        return torch.stack(grads)
 
 
 def _flat_grads(objective: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -189,7 +244,8 @@ def compute_objectives(
         scales = [torch.ones((), device=model.weight.device, dtype=model.weight.dtype, requires_grad=True)
                   for _ in active]
     gates = model.gates(eps)
-    env_losses = collective.all_reduce_sum(model.env_partial_losses(gates, active, scales))
+    partials, cache = model.env_forward(gates, active, scales)
+    env_losses = collective.all_reduce_sum(partials)
     erm = env_losses.mean() + _replicated(model.l2 * model.weight.pow(2).sum(), ws)
     if erm_only:
         return [erm], env_losses
@@ -197,7 +253,8 @@ def compute_objectives(
     objectives = [erm]
     for form in forms:
         if form == "gradvar":
-            local = per_env_param_grads(list(env_losses), model.weight)
+            local = model.env_weight_grads(cache) if scales is None else per_env_param_grads(
+                list(env_losses), model.weight)
             env_grads = collective.all_reduce_sum(local)
             scale = _replicated(model.gate.mask_scale(), ws)
             objectives.append(masked_variance_penalty(gradient_variance(env_grads), scale))

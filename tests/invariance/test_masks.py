@@ -238,3 +238,21 @@ def test_learn_mask_logs_epochs() -> None:
     again = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0,
                        negative_pool=10)
     np.testing.assert_array_equal(result.mask, again.mask)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_closed_form_env_grads_equal_autograd(pooled: bool) -> None:
+    from painvrl.invariance.penalties import per_env_param_grads
+
+    backbone, train = _backbone(dtype=torch.float64)
+    model = _mask_model(backbone, torch.float64)
+    gates = model.gates(torch.randn(8, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    losses, cache = model.env_forward(gates, _batches(train, pooled=pooled))
+    closed = model.env_weight_grads(cache)
+    auto = per_env_param_grads(list(losses), model.weight)
+    torch.testing.assert_close(closed, auto, rtol=1e-10, atol=1e-12)
+    probe = torch.randn(closed.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for param in model.trainable():
+        (g_closed,) = torch.autograd.grad((closed * probe).sum(), param, retain_graph=True)
+        (g_auto,) = torch.autograd.grad((auto * probe).sum(), param, retain_graph=True)
+        torch.testing.assert_close(g_closed, g_auto, rtol=1e-9, atol=1e-12)
