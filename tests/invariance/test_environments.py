@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
 from painvrl.config import EnvironmentsConfig
+from painvrl.invariance import environments
 from painvrl.invariance.environments import (
     EnvironmentModels,
     adjusted_rand_index,
@@ -186,3 +191,64 @@ def test_adjusted_rand_index() -> None:
     assert adjusted_rand_index(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 2])) == pytest.approx(0.5714285714)
     rng = np.random.default_rng(0)
     assert abs(adjusted_rand_index(rng.integers(0, 3, 5000), rng.integers(0, 3, 5000))) < 0.01
+
+
+class _ThreadCollective:
+    """Ranks simulated by threads of ONE process (sums and gathers exchanged through shared slots)."""
+
+    def __init__(self, rank: int, world_size: int, shared: dict[str, Any]) -> None:
+        self.rank, self.world_size, self.shared = rank, world_size, shared
+
+    def _exchange(self, obj: Any) -> list[Any]:
+        self.shared["slots"][self.rank] = obj
+        self.shared["barrier"].wait()
+        values = list(self.shared["slots"])
+        self.shared["barrier"].wait()
+        return values
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        parts = self._exchange(tensor.detach().clone())
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return tensor + (total - tensor).detach() if tensor.requires_grad else total
+
+    def sync_gradients(self, params: Any) -> None:
+        for p in params:
+            if p.grad is not None:
+                p.grad.copy_(self.all_reduce_sum(p.grad))
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        return self._exchange(obj)
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        return self._exchange(obj)[src]
+
+    def barrier(self) -> None:
+        self.shared["barrier"].wait()
+
+
+@pytest.mark.parametrize("pool", [0, 12])
+def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setattr(environments, "RELABEL_CHUNK", 97)  # several chunks, spread over both ranks
+    backbone, train, _ = _planted()
+    backbone = backbone.double()
+    cfg = EnvironmentsConfig(n_envs=3, max_iters=2, env_epochs=2, change_tol=0.0, relabel="loss", lr=0.05,
+                             input="invrl", l1_rho=0.3)
+
+    def run(collective: Any) -> tuple[np.ndarray, torch.Tensor]:
+        models = EnvironmentModels(3, backbone, torch.full((16,), 0.3), k_f=8, input_mode="invrl", l1_rho=0.3,
+                                   init_std=0.1, generator=torch.Generator().manual_seed(3)).double()
+        result = identify_environments(models, train, cfg, batch_size=100, n_negatives=4, seed=0,
+                                       collective=collective, negative_pool=pool)
+        return result.labels, models.weight.detach().clone()
+
+    single = run(LocalCollective())
+    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
+    with ThreadPoolExecutor(2) as executor:
+        ranks = [f.result(timeout=120) for f in
+                 [executor.submit(run, _ThreadCollective(r, 2, shared)) for r in range(2)]]
+    for labels, weight in ranks:
+        np.testing.assert_array_equal(labels, single[0])
+        torch.testing.assert_close(weight, single[1], rtol=1e-9, atol=1e-12)

@@ -99,7 +99,7 @@ def test_objective_gradients_match_finite_differences(penalty: str) -> None:
                 down = values()[j]
                 flat[idx] = old
                 numeric = (up - down) / (2 * h)
-                tolerance = 1e-9 + 1e-4 * abs(float(obj))
+                tolerance = 1e-9 + 1e-4 * abs(float(obj.detach()))
                 assert float(grad.view(-1)[idx]) == pytest.approx(numeric, rel=1e-4, abs=tolerance), (j, idx)
 
 
