@@ -85,11 +85,16 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     """Run (or resume) the study; returns the trials table and the front. Logs everything to MLflow."""
     import ray
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     from painvrl.data.registry import load_dataset
     from painvrl.study import tracking
     from painvrl.study.callbacks import MlflowTrialCallback
+    from painvrl.study.searcher import (
+        BudgetedOptunaSearch,
+        settle_unknown_trials,
+        stale_tune_trial_ids,
+        tune_known_trial_ids,
+    )
     from painvrl.study.space import DefineByRunSpace
     from painvrl.study.trial import run_trial
 
@@ -121,15 +126,20 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
 
     runs = tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name)
     n_mask_objectives = 2 + (base.mask.extra_objective != "none")
-    searcher = OptunaSearch(space=DefineByRunSpace(spec, n_mask_objectives), metric=spec.metric_keys(),
-                            mode=["max" if d == "maximize" else "min" for d in spec.directions()],
-                            sampler=build_sampler(spec), study_name=spec.name,
-                            storage=_optuna_storage(spec.optuna_url()))
+    searcher = BudgetedOptunaSearch(space=DefineByRunSpace(spec, n_mask_objectives), metric=spec.metric_keys(),
+                                    mode=["max" if d == "maximize" else "min" for d in spec.directions()],
+                                    sampler=build_sampler(spec), study_name=spec.name,
+                                    storage=_optuna_storage(spec.optuna_url()), budget=spec.num_samples)
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_cpus if spec.trial_num_workers == 0 else 1})
     param_space = {"spec": spec.to_dict()}
     tune_path = study_dir / "tune"
     if resume and tune.Tuner.can_restore(str(tune_path / spec.name)):
         logger.info("resuming study from %s", tune_path / spec.name)
+        import optuna
+
+        study = optuna.load_study(study_name=spec.name, storage=_optuna_storage(spec.optuna_url()))
+        settle_unknown_trials(study, tune_known_trial_ids(tune_path / spec.name))
+        runs.mark_killed(stale_tune_trial_ids(study))
         tuner = tune.Tuner.restore(str(tune_path / spec.name), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, param_space=param_space)
     else:

@@ -99,6 +99,14 @@ class TrialRuns:
         self._runs[trial_id] = existing
         return existing
 
+    def mark_killed(self, trial_ids: set[str]) -> None:
+        """Child runs of trials lost with a killed driver (never re-run by Tune) end as KILLED."""
+        client = _client(self.tracking_uri)
+        for trial_id in trial_ids:
+            run_id = find_run(self.tracking_uri, self.experiment_id, {TRIAL_TAG: trial_id, STUDY_TAG: self.study})
+            if run_id is not None:
+                client.set_terminated(run_id, status="KILLED")
+
     def log_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run_id = self.run_id(trial_id)
         step = self._steps.get(trial_id, 0)
