@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,54 @@ CRASH_ENV = "PAINVRL_TEST_CRASH_ONCE"
 at that evaluation if MARKER_FILE does not exist yet (it creates it first), simulating a lost worker once."""
 
 
+TIMESTAMPS_FILE = "timestamps.json"
+FORWARDED_ENV = (CRASH_ENV,)
+"""Driver environment variables passed to the workers (worker_runtime_env), so they reach remote clusters."""
+
+
 @dataclass
 class RayTrainOutcome:
     metrics: dict[str, Any]
     mask: np.ndarray | None
     checkpoint_dir: Path | None
+    timestamps: dict[str, float] = field(default_factory=dict)
+    """Wall-clock (time.time) marks of the run: fit_start / fit_end on the driver; worker_start,
+    pipeline_start, pipeline_end, final_report on rank 0 of the attempt that finished (benchmarks)."""
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What TorchTrainer is built with for a config (pure: testable without Ray resources or GPUs)."""
+
+    backend: str
+    """"nccl" with GPUs, "gloo" on CPU."""
+    num_workers: int
+    use_gpu: bool
+    resources_per_worker: dict[str, float]
+    max_failures: int
+
+
+def trainer_settings(config: Config) -> TrainerSettings:
+    scaling = config.scaling
+    return TrainerSettings(backend="nccl" if scaling.use_gpu else "gloo", num_workers=int(scaling.num_workers),
+                           use_gpu=bool(scaling.use_gpu),
+                           resources_per_worker={"CPU": float(scaling.cpus_per_worker)},
+                           max_failures=int(scaling.max_failures))
+
+
+def select_worker_device(use_gpu: bool, cpus_per_worker: float) -> str:
+    """Device of this Ray Train worker: its assigned GPU (made current, as NCCL collectives require), else
+    "cpu" with torch's intra-op threads limited to the CPUs the worker reserved."""
+    import torch
+
+    if use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+        return str(device)
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    return "cpu"
 
 
 def _maybe_crash(phase: str, evaluation: int, rank: int, world_size: int) -> None:
@@ -47,8 +91,8 @@ def _maybe_crash(phase: str, evaluation: int, rank: int, world_size: int) -> Non
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
+    worker_start = time.time()
     import ray.train
-    import torch
 
     from painvrl.config import config_from_dict
     from painvrl.data.registry import load_dataset
@@ -59,13 +103,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     config = config_from_dict(loop_config["config"])
     config.train.progress = False
-    if config.scaling.use_gpu:
-        device = ray.train.torch.get_device()
-        torch.cuda.set_device(device)
-        config.train.device = str(device)
-    else:
-        config.train.device = "cpu"
-        torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
+    config.train.device = select_worker_device(config.scaling.use_gpu, config.scaling.cpus_per_worker)
     collective = TorchCollective()
     rank, world = collective.rank, collective.world_size
     data = load_dataset(config.dataset)
@@ -93,10 +131,15 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
         _maybe_crash(phase, evaluations[phase], rank, world)
 
+    pipeline_start = time.time()
     result = run_pipeline(config, data, collective, reporter, resume_state=resume_state)
+    pipeline_end = time.time()
     report = final_report(result.metrics, result.mask)
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
+            stamps = {"worker_start": worker_start, "pipeline_start": pipeline_start, "pipeline_end": pipeline_end,
+                      "final_report": time.time()}
+            (Path(tmp) / TIMESTAMPS_FILE).write_text(json.dumps(stamps))
             (Path(tmp) / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
             if result.mask is not None:
                 np.save(Path(tmp) / "mask.npy", np.asarray(result.mask, dtype=np.float32), allow_pickle=False)
@@ -114,27 +157,10 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
     ``run_name`` must be unique per run (Ray Train RESUMES a folder whose name it finds in storage_path).
     ``forward_to_tune``: inside a Tune trial, stream every report to Tune with TuneReportCallback.
     """
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    scaling = config.scaling
-    callbacks: list[Any] = []
-    if forward_to_tune:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"config": config.to_dict()},
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                               resources_per_worker={"CPU": scaling.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path, callbacks=callbacks or None,
-            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-    )
+    fit_start = time.time()
+    trainer = build_trainer(config, run_name, storage_path, forward_to_tune)
     result = trainer.fit()
+    fit_end = time.time()
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
@@ -144,6 +170,8 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
         if not (folder_path / "FINAL").exists():
             raise RuntimeError(f"Ray Train run {run_name}: last checkpoint is not a final result")
         metrics = json.loads((folder_path / "metrics.json").read_text())
+        stamps_file = folder_path / TIMESTAMPS_FILE
+        stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else {}
         mask = np.load(folder_path / "mask.npy", allow_pickle=False) if (folder_path / "mask.npy").exists() \
             else None
         keep = Path(tempfile.mkdtemp(prefix="painvrl-final-"))
@@ -151,7 +179,34 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
             if (folder_path / name).exists():
                 shutil.copy2(folder_path / name, keep / name)
         shutil.copytree(folder_path / "checkpoint", keep / "checkpoint")
-    return RayTrainOutcome(metrics, mask, keep)
+    return RayTrainOutcome(metrics, mask, keep, {"fit_start": fit_start, **stamps, "fit_end": fit_end})
+
+
+def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_tune: bool = False) -> Any:
+    """The TorchTrainer of :func:`fit_with_ray_train` (not started). Driver variables in FORWARDED_ENV are
+    passed to the workers through ``worker_runtime_env``."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    settings = trainer_settings(config)
+    callbacks: list[Any] = []
+    if forward_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    return TorchTrainer(
+        _worker_loop,
+        train_loop_config={"config": config.to_dict()},
+        torch_config=TorchConfig(backend=settings.backend),
+        scaling_config=ray.train.ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                                               resources_per_worker=settings.resources_per_worker),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path, callbacks=callbacks or None,
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": env_vars} if env_vars else None),  # type: ignore[call-arg]
+    )
 
 
 def ensure_ray(config: Config) -> None:
