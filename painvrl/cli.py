@@ -41,11 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("data-summary", help="load the config's dataset and print its summary")
     _add_config_args(summary)
+
+    download = commands.add_parser("download-movielens", help="download ml-latest-small (checksum-verified) into "
+                                   "DEST; needs internet")
+    download.add_argument("dest", help="folder to create, e.g. data/ml-latest-small")
+    download.add_argument("--url", default=None, help="another archive URL (then pass --sha256 or --no-checksum)")
+    download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    download.add_argument("--no-checksum", action="store_true", help="skip the archive checksum (other URLs)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from painvrl.config import load_config
+
+    if args.command == "download-movielens":
+        from pathlib import Path
+
+        from painvrl.data import movielens
+
+        url = args.url or movielens.OFFICIAL_ZIP_URL
+        sha256 = None if args.no_checksum else (args.sha256 or (movielens.OFFICIAL_ZIP_SHA256 if args.url is None
+                                                                else None))
+        if args.url is not None and sha256 is None and not args.no_checksum:
+            raise PainvrlInputError("download-movielens: --url needs --sha256 (or --no-checksum)")
+        print(movielens.download_movielens(Path(args.dest), url=url, sha256=sha256))
+        return 0
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate-config":
