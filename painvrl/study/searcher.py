@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -28,14 +28,16 @@ class BudgetedOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget = budget
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[Any, Any] | None:
         import optuna
 
         if trial_id not in self._ot_trials:
             states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-            used = len(self._ot_study.get_trials(deepcopy=False, states=states))
+            study = cast(optuna.Study, self._ot_study)
+            used = len(study.get_trials(deepcopy=False, states=states))
             if used >= self.budget:
-                return Searcher.FINISHED
+                # Tune's documented "no more trials" sentinel (a str, despite the base class's annotation)
+                return cast(dict[Any, Any], Searcher.FINISHED)
         suggestion = super().suggest(trial_id)
         if isinstance(suggestion, dict):
             self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
@@ -46,7 +48,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         # The checkpointed sampler RNG predates the last suggestions made before the kill: replaying it would
         # re-suggest configurations already tried. A resumed study therefore draws fresh randomness.
-        self._ot_study.sampler.reseed_rng()
+        cast(Any, self._ot_study).sampler.reseed_rng()
 
 
 def tune_known_trial_ids(experiment_dir: Path) -> set[str]:
