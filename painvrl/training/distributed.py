@@ -50,16 +50,26 @@ class TorchCollective:
         return reduced
 
     def sync_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
+        """Sum .grad over ranks. A world of one is the identity (as LocalCollective). Sparse gradients (lazy
+        Adam embeddings) are summed densely and stored back row-sparse."""
+        if self.world_size == 1:
             return
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
+            return
+        sparse = {id(p) for p in with_grad if p.grad is not None and p.grad.is_sparse}
+        grads = [p.grad.to_dense() if id(p) in sparse else p.grad for p in with_grad if p.grad is not None]
         # One flat buffer: a single all-reduce per step instead of one per parameter.
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
-        for grad in grads:
+        for p, grad in zip(with_grad, grads, strict=True):
             n = grad.numel()
-            grad.copy_(flat[offset:offset + n].view_as(grad))
+            summed = flat[offset:offset + n].view_as(grad)
+            if id(p) in sparse:
+                p.grad = summed.to_sparse(sparse_dim=1)
+            else:
+                grad.copy_(summed)
             offset += n
 
     def all_gather_objects(self, obj: Any) -> list[Any]:

@@ -89,6 +89,21 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
     return out
 
 
+def _erm_only(config: Config, collective: Collective) -> dict[str, Any]:
+    from painvrl.data.registry import load_dataset
+    from painvrl.model.backbone import FeatureProjection
+    from painvrl.training.loop import LoopConfig, train_recommender
+    from painvrl.training.pipeline import Evaluator, build_backbone
+
+    data = load_dataset(config.dataset)
+    m = config.model
+    model = build_backbone(config, data, torch.from_numpy(data.feature_matrix()),
+                           lambda: FeatureProjection(data.feature_dim, m.k_f, m.init_std), 11)
+    train_recommender(model, data.train, Evaluator(config, data, collective).selection_metrics,
+                      LoopConfig.from_config(config, "iid.recall@20"), collective, "pretrain")
+    return {"erm_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
 def _pipeline(config: Config, collective: Collective) -> dict[str, Any]:
     from painvrl.data.registry import load_dataset
     from painvrl.training.pipeline import run_pipeline
@@ -99,17 +114,34 @@ def _pipeline(config: Config, collective: Collective) -> dict[str, Any]:
     return {"metrics": metrics, "state": result.model_state, "mask": torch.from_numpy(result.mask)}
 
 
-def _rank_main(rank: int, port: int, out_dir: str) -> None:
+def _sparse_grad(rank: int) -> torch.Tensor:
+    """A row-sparse embedding gradient touching rank-dependent rows (rows 1 and 3 on both ranks)."""
+    table = torch.nn.Parameter(torch.zeros(6, 3))
+    rows = torch.tensor([1, 3, 4] if rank == 0 else [0, 1, 3, 3])
+    (torch.nn.functional.embedding(rows, table, sparse=True) * (rank + 1.0)).sum().backward()
+    assert table.grad is not None and table.grad.is_sparse
+    return table.grad
+
+
+def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
     import torch.distributed as dist
 
     from painvrl.training.distributed import TorchCollective
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     try:
         collective = TorchCollective()
-        results = {f"phases_{pool}": _phases(_config(pool), collective) for pool in POOLS}
-        results["pipeline"] = _pipeline(_config(POOLS[0]), collective)
+        table = torch.nn.Parameter(torch.zeros(6, 3))
+        table.grad = _sparse_grad(rank)
+        collective.sync_gradients([table])
+        assert table.grad.is_sparse
+        results: dict[str, Any] = {"sparse_sync": table.grad.to_dense()}
+        if world_size == 1:  # a 1-worker Ray Train run: lazy-Adam (sparse) pretraining only
+            results["phases_16"] = _erm_only(_config(16), collective)
+        else:
+            results.update({f"phases_{pool}": _phases(_config(pool), collective) for pool in POOLS})
+            results["pipeline"] = _pipeline(_config(POOLS[0]), collective)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     finally:
@@ -154,6 +186,31 @@ def _close(got: Any, want: Any, what: str) -> None:
         torch.testing.assert_close(got, want, rtol=0.0, atol=1e-5, msg=lambda m: f"{what}: {m}")
         return
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=lambda m: f"{what}: {m}")
+
+
+def test_sparse_gradients_are_summed_over_ranks(runs: dict[str, Any]) -> None:
+    """TorchCollective.sync_gradients on row-sparse (lazy Adam) gradients: the dense sum, kept row-sparse."""
+    expected = _sparse_grad(0).to_dense() + _sparse_grad(1).to_dense()
+    for result in runs["ranks"]:
+        torch.testing.assert_close(result["sparse_sync"], expected, rtol=0, atol=0)
+
+
+def test_a_world_of_one_trains_like_local_collective(tmp_path: Path) -> None:
+    """One Ray Train worker = a torch.distributed world of one: sync_gradients is the identity, also on the
+    sparse embedding gradients of lazy Adam (it used to fail: "reshape is not implemented for sparse")."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(_free_port(), str(tmp_path), 1), nprocs=1, join=True)
+    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    torch.testing.assert_close(got["sparse_sync"], _sparse_grad(0).to_dense(), rtol=0, atol=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = _erm_only(_config(16), LocalCollective())
+    finally:
+        torch.set_num_threads(threads)
+    for key, value in want["erm_state"].items():
+        _close(got["phases_16"]["erm_state"][key], value, f"world of one {key}")
 
 
 def _same_records(got: list[dict[str, Any]], want: list[dict[str, Any]], what: str) -> None:
