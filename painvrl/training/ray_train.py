@@ -41,6 +41,8 @@ class RayTrainOutcome:
     timestamps: dict[str, float] = field(default_factory=dict)
     """Wall-clock (time.time) marks of the run: fit_start / fit_end on the driver; worker_start,
     pipeline_start, pipeline_end, final_report on rank 0 of the attempt that finished (benchmarks)."""
+    worker_info: dict[str, Any] = field(default_factory=dict)
+    """Rank 0's placement: device, process-group backend, world size, GPU name (smoke checks)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,15 @@ def _maybe_crash(phase: str, evaluation: int, rank: int, world_size: int) -> Non
         Path(marker).write_text(f"crashed at {phase}:{evaluation}\n")
         logger.warning("test hook: worker %d exits at %s evaluation %d", rank, phase, evaluation)
         os._exit(17)
+
+
+def _worker_info(config: Config) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    device = config.train.device
+    return {"device": device, "backend": str(dist.get_backend()), "world_size": dist.get_world_size(),
+            "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None}
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
@@ -139,7 +150,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             stamps = {"worker_start": worker_start, "pipeline_start": pipeline_start, "pipeline_end": pipeline_end,
                       "final_report": time.time()}
-            (Path(tmp) / TIMESTAMPS_FILE).write_text(json.dumps(stamps))
+            (Path(tmp) / TIMESTAMPS_FILE).write_text(json.dumps({**stamps, "info": _worker_info(config)}))
             (Path(tmp) / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
             if result.mask is not None:
                 np.save(Path(tmp) / "mask.npy", np.asarray(result.mask, dtype=np.float32), allow_pickle=False)
@@ -172,6 +183,7 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
         metrics = json.loads((folder_path / "metrics.json").read_text())
         stamps_file = folder_path / TIMESTAMPS_FILE
         stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else {}
+        info = stamps.pop("info", {})
         mask = np.load(folder_path / "mask.npy", allow_pickle=False) if (folder_path / "mask.npy").exists() \
             else None
         keep = Path(tempfile.mkdtemp(prefix="painvrl-final-"))
@@ -179,7 +191,7 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
             if (folder_path / name).exists():
                 shutil.copy2(folder_path / name, keep / name)
         shutil.copytree(folder_path / "checkpoint", keep / "checkpoint")
-    return RayTrainOutcome(metrics, mask, keep, {"fit_start": fit_start, **stamps, "fit_end": fit_end})
+    return RayTrainOutcome(metrics, mask, keep, {"fit_start": fit_start, **stamps, "fit_end": fit_end}, info)
 
 
 def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_tune: bool = False) -> Any:

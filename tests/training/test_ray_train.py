@@ -110,6 +110,7 @@ def test_two_workers_resume_after_a_lost_worker_to_the_uninterrupted_result(
     assert stamps["fit_start"] <= stamps["worker_start"] <= stamps["pipeline_start"] <= stamps["pipeline_end"]
     assert stamps["pipeline_end"] <= stamps["final_report"] <= stamps["fit_end"]
     assert outcome.checkpoint_dir is not None and (outcome.checkpoint_dir / "checkpoint" / "model.pt").is_file()
+    assert outcome.worker_info == {"device": "cpu", "backend": "gloo", "world_size": 2, "gpu": None}
 
 
 def test_lost_worker_without_retries_fails_the_run(ray_address: str, tmp_path: Path,
@@ -172,6 +173,7 @@ def test_gpu_path_builds_nccl_trainer_and_places_workers_on_their_gpu(monkeypatc
     trainer = build_trainer(gpu, "gpu-settings", str(tmp_path))
     assert trainer.backend_config.backend == "nccl"
     assert trainer.scaling_config.use_gpu and trainer.scaling_config.num_workers == 2
+    assert trainer.scaling_config.num_gpus_per_worker == 1 and trainer.scaling_config.num_cpus_per_worker == 1
     assert trainer.run_config.failure_config.max_failures == 1
     assert trainer.run_config.worker_runtime_env == {"env_vars": {CRASH_ENV: "final:1:/nonexistent/marker"}}
 
