@@ -103,14 +103,21 @@ class MaskModel(nn.Module):
     b_item: torch.Tensor
 
     def __init__(self, pretrained: Backbone, k_f: int, sigma: float, init_std: float,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, init_from_pretrained: bool = True) -> None:
         super().__init__()
         features = cast(torch.Tensor, pretrained.features)
         device = features.device
         d = int(features.shape[1])
         self.feature_dim, self.k_f, self.l2 = d, k_f, pretrained.l2
         self.gate = StochasticGate(d, sigma).to(device)
-        self.weight = nn.Parameter((torch.randn(k_f, d, generator=generator) * init_std).to(device))
+        weight = torch.randn(k_f, d, generator=generator) * init_std
+        encoder_weight = getattr(pretrained.encoder, "weight", None)
+        if init_from_pretrained and isinstance(encoder_weight, torch.Tensor) and encoder_weight.shape == (k_f, d):
+            # Start at the pretrained ERM solution: gates start at 0.5, so W = 2 W_pre reproduces the pretrained
+            # scores exactly. Invariance penalties are only informative near an ERM fit (at W ~ 0 the per-env
+            # gradients just measure E[f | positive], which differs across environments for every feature).
+            weight = 2.0 * encoder_weight.detach().cpu()
+        self.weight = nn.Parameter(weight.to(device))
         self.register_buffer("user_embedding", pretrained.user_embedding.detach().clone(), persistent=False)
         self.register_buffer("item_embedding", pretrained.item_embedding.detach().clone(), persistent=False)
         self.register_buffer("features", features, persistent=False)
