@@ -104,12 +104,16 @@ def main() -> None:
     parser.add_argument("--mask-epochs", type=int, default=5)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--worker-niceness", type=int, default=0,
+                        help="RAY_worker_niceness for the local cluster (Ray's default is 15: on a busy machine "
+                             "nice-15 workers lose the CPU to every other process; 0 = like the in-process run)")
     args = parser.parse_args()
     if args.quick:
         args.n_users, args.n_items, args.epochs, args.pretrain_epochs = 400, 600, 4, 3
         args.hei_iters, args.env_epochs, args.mask_epochs = 2, 2, 2
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; torch {torch.__version__}")
     if load > 1.0:
@@ -130,7 +134,8 @@ def main() -> None:
                     t0 = time.time()
                     ensure_ray(make_config(args, max(args.workers)))
                     ray_init = time.time() - t0
-                    print(f"ray.init: {ray_init:.1f}s, resources {ray.cluster_resources()}")
+                    print(f"ray.init: {ray_init:.1f}s, resources {ray.cluster_resources()}, worker niceness "
+                          f"{args.worker_niceness}")
                 results[workers] = run_ray(config, storage)
             print(f"done: {workers} workers, {results[workers]['wall']:.1f}s", flush=True)
 

@@ -115,10 +115,11 @@ def _pipeline(config: Config, collective: Collective) -> dict[str, Any]:
 
 
 def _sparse_grad(rank: int) -> torch.Tensor:
-    """A row-sparse embedding gradient touching rank-dependent rows (rows 1 and 3 on both ranks)."""
+    """A row-sparse embedding gradient: rank 0 touches rows 1, 3, 4 (+1 each), rank 1 rows 0, 1, 3, 3 (-1 each),
+    so the summed row 1 is exactly 0 but touched, and rows 2, 5 are untouched."""
     table = torch.nn.Parameter(torch.zeros(6, 3))
     rows = torch.tensor([1, 3, 4] if rank == 0 else [0, 1, 3, 3])
-    (torch.nn.functional.embedding(rows, table, sparse=True) * (rank + 1.0)).sum().backward()
+    (torch.nn.functional.embedding(rows, table, sparse=True) * (1.0 if rank == 0 else -1.0)).sum().backward()
     assert table.grad is not None and table.grad.is_sparse
     return table.grad
 
@@ -136,7 +137,8 @@ def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
         table.grad = _sparse_grad(rank)
         collective.sync_gradients([table])
         assert table.grad.is_sparse
-        results: dict[str, Any] = {"sparse_sync": table.grad.to_dense()}
+        results: dict[str, Any] = {"sparse_sync": table.grad.to_dense(),
+                                   "sparse_rows": table.grad.coalesce().indices()[0]}
         if world_size == 1:  # a 1-worker Ray Train run: lazy-Adam (sparse) pretraining only
             results["phases_16"] = _erm_only(_config(16), collective)
         else:
@@ -189,10 +191,13 @@ def _close(got: Any, want: Any, what: str) -> None:
 
 
 def test_sparse_gradients_are_summed_over_ranks(runs: dict[str, Any]) -> None:
-    """TorchCollective.sync_gradients on row-sparse (lazy Adam) gradients: the dense sum, kept row-sparse."""
+    """TorchCollective.sync_gradients on row-sparse (lazy Adam) gradients: the dense sum, kept row-sparse with
+    the rows touched on any rank (as the single-process gradient of the whole batch), zero sums included."""
     expected = _sparse_grad(0).to_dense() + _sparse_grad(1).to_dense()
+    assert float(expected[1].abs().sum()) == 0.0
     for result in runs["ranks"]:
         torch.testing.assert_close(result["sparse_sync"], expected, rtol=0, atol=0)
+        assert result["sparse_rows"].tolist() == [0, 1, 3, 4]
 
 
 def test_a_world_of_one_trains_like_local_collective(tmp_path: Path) -> None:
@@ -203,6 +208,7 @@ def test_a_world_of_one_trains_like_local_collective(tmp_path: Path) -> None:
     mp.spawn(_rank_main, args=(_free_port(), str(tmp_path), 1), nprocs=1, join=True)
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
     torch.testing.assert_close(got["sparse_sync"], _sparse_grad(0).to_dense(), rtol=0, atol=0)
+    assert got["sparse_rows"].tolist() == [1, 3, 4]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
