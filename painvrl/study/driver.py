@@ -63,6 +63,8 @@ def _init_ray(spec: StudySpec) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env_vars})
         return
+    # A local Ray's workers would run at niceness 15 and lose the CPU to anything else on a laptop.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     per_trial = spec.trial_cpus * (1 + spec.trial_num_workers)
     num_cpus = spec.ray_num_cpus or max(int(per_trial * spec.max_concurrent_trials + 0.999), 1)
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,

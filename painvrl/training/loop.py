@@ -147,16 +147,8 @@ class Optimisers:
             optimiser.zero_grad(set_to_none=True)
 
     def sync(self, collective: Collective) -> None:
-        """Sum gradients over ranks. Sparse gradients are summed densely and made row-sparse again."""
-        if collective.world_size > 1:
-            for p in self.sparse_params:
-                if p.grad is not None and p.grad.is_sparse:
-                    p.grad = p.grad.to_dense()
+        """Sum gradients over ranks (TorchCollective sums row-sparse gradients over the union of touched rows)."""
         collective.sync_gradients(self.dense_params + self.sparse_params)
-        if collective.world_size > 1:
-            for p in self.sparse_params:
-                if p.grad is not None and not p.grad.is_sparse:
-                    p.grad = p.grad.to_sparse(sparse_dim=1)
 
     def step(self) -> None:
         for optimiser in self.optimisers:

@@ -235,6 +235,7 @@ def ensure_ray(config: Config) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": env_vars})
         return
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves workers on a busy laptop
     cpus = int(config.scaling.num_workers * config.scaling.cpus_per_worker + 1.999)
     ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
              runtime_env={"env_vars": env_vars})
