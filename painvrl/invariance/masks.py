@@ -103,7 +103,7 @@ class MaskModel(nn.Module):
     b_item: torch.Tensor
 
     def __init__(self, pretrained: Backbone, k_f: int, sigma: float, init_std: float,
-                 generator: torch.Generator | None = None, init_from_pretrained: bool = True) -> None:
+                 generator: torch.Generator | None = None, init_from_pretrained: bool = False) -> None:
         super().__init__()
         features = cast(torch.Tensor, pretrained.features)
         device = features.device
