@@ -256,3 +256,17 @@ def test_closed_form_env_grads_equal_autograd(pooled: bool) -> None:
         (g_closed,) = torch.autograd.grad((closed * probe).sum(), param, retain_graph=True)
         (g_auto,) = torch.autograd.grad((auto * probe).sum(), param, retain_graph=True)
         torch.testing.assert_close(g_closed, g_auto, rtol=1e-9, atol=1e-12)
+
+
+def test_init_from_pretrained_reproduces_pretrained_scores() -> None:
+    """W = 2 W_pre at gates 0.5 gives exactly the pretrained item vectors (default: a fresh random W)."""
+    backbone, _train = _backbone()
+    with torch.no_grad():
+        backbone.encoder.weight.copy_(torch.randn(4, 8, generator=torch.Generator().manual_seed(7)))
+    warm = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=True)
+    fresh = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5))
+    items = torch.arange(30)
+    expected = backbone.encoder(backbone.features[items])
+    gates = warm.gate.mask()
+    torch.testing.assert_close((warm.features[items] * gates) @ warm.weight.T, expected)
+    assert not torch.allclose((fresh.features[items] * gates) @ fresh.weight.T, expected)
