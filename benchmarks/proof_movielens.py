@@ -51,18 +51,25 @@ def fmt(rows: list[dict[str, Any]], key: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--path", default="/work/shared/data/ml-latest-small")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    results = [run_one(m, s, args.path, args.overrides) for m in METHODS for s in args.seeds]
+    results = []
+    for method in args.methods:
+        for seed in args.seeds:
+            results.append(run_one(method, seed, args.path, args.overrides))
+            row = results[-1]
+            print(f"done {method} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                            if isinstance(v, float)), flush=True)
     keys = ("iid_recall", "iid_ndcg", "ood_recall", "ood_ndcg", "worst_recall")
     print(f"\nml-latest-small, temporal OOD (user scope), seeds {args.seeds}, overrides {args.overrides or 'none'}")
     header = f"{'method':<8} " + " ".join(f"{k:>16}" for k in ("IID recall@20", "IID ndcg@20", "OOD recall@20",
                                                                 "OOD ndcg@20", "worst-env rec@20")) + "   sec"
     print(header)
     print("-" * len(header))
-    for method in METHODS:
+    for method in args.methods:
         rows = [r for r in results if r["method"] == method]
         print(f"{method:<8} " + " ".join(f"{fmt(rows, k):>16}" for k in keys)
               + f" {np.mean([r['seconds'] for r in rows]):5.0f}")
