@@ -16,10 +16,16 @@ modes, each in a fresh process with a fresh local Ray:
 Per trial, wall = Tune's ``time_total_s`` (trial start to last report: for Train trials this includes starting
 the TorchTrainer controller and 2 worker processes, the gloo group, data loading in the workers, checkpoints and
 teardown); compute = metrics.json ``timing.total`` (run_pipeline's own clock: pretrain + mask + final + eval).
-overhead = wall - compute. The study wall (ray.init through the front and report) is printed too: it adds the
-gaps between trials (actor start when actors are not reused) and the fixed per-study cost.
+overhead = wall - compute. Note: in Train trials every ray.train.report blocks until Ray Train's controller
+drains the worker's result queue (maxsize 1), which it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
+default, 0.5 s with the fast settings): that wait lands inside "compute" (the pipeline reports at every evaluation
+and mask epoch; ``reports`` counts the results Tune received). Tune's time_total_s sums the time the driver waited
+for each result, so it can undercount by the driver's own per-result work (the MLflow callback): Optuna's ask ->
+tell interval is printed beside it as the upper bracket. The study wall (ray.init through the front and report)
+is printed too: it adds the gaps between trials (actor start when actors are not reused) and the fixed per-study
+cost.
 
-    python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5 minutes on 2 cores
+    python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5-8 minutes on 2 cores
     python benchmarks/bench_study_overhead.py --trials 2 --modes inprocess train-fast
 """
 
@@ -82,11 +88,12 @@ def _child(mode: str, trials: int, storage: Path, out: Path) -> None:
                      for t in study.trials if t.datetime_complete is not None and t.datetime_start is not None}
     rows = []
     for result_file in sorted((spec.study_dir() / "tune" / spec.name).glob("*/result.json")):
-        last = json.loads(result_file.read_text().strip().splitlines()[-1])
+        lines = result_file.read_text().strip().splitlines()
+        last = json.loads(lines[-1])
         metrics = json.loads(last["metrics_json"])
         rows.append({"trial": last["trial_id"], "wall": float(last["time_total_s"]),
                      "compute": float(metrics["timing"]["total"]), "timing": metrics["timing"],
-                     "optuna": asked_to_told.get(str(last["trial_id"]), float("nan")),
+                     "reports": len(lines), "optuna": asked_to_told.get(str(last["trial_id"]), float("nan")),
                      "date": last.get("date", "")})
     rows.sort(key=lambda r: r["date"])
     out.write_text(json.dumps({"mode": mode, "study_wall": study_wall, "trials": rows}))
@@ -136,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.trials} trials per mode, 1 at a time, {os.cpu_count()} CPUs, load {load:.1f}")
     print("\nper trial (seconds; wall = Tune time_total_s, compute = metrics.json timing.total)")
     print("(optuna = Optuna ask -> tell: also covers the trial actor's start and the final report's trip)")
-    print(f"{'mode':<14} {'trial':>5} {'wall':>7} {'compute':>8} {'overhead':>9} {'optuna':>7}"
+    print(f"{'mode':<14} {'trial':>5} {'wall':>7} {'compute':>8} {'overhead':>9} {'optuna':>7} {'reports':>7}"
           "  phases (pretrain/mask/final/eval)")
     for mode, result in results.items():
         for i, row in enumerate(result["trials"]):
             t = row["timing"]
             phases = "/".join(f"{t.get(k, 0.0):.1f}" for k in ("pretrain", "mask", "final", "evaluate"))
             print(f"{mode:<14} {i:>5} {row['wall']:>7.1f} {row['compute']:>8.1f} {row['wall'] - row['compute']:>9.1f}"
-                  f" {row['optuna']:>7.1f}  {phases}")
+                  f" {row['optuna']:>7.1f} {row['reports']:>7}  {phases}")
     print("\nsummary (mean ± std over trials; seconds)")
     header = (f"{'mode':<14} {'wall/trial':>12} {'compute':>12} {'overhead':>12} {'overhead/compute':>17} "
               f"{'study wall':>11} {'study wall/trial':>17}")
