@@ -66,8 +66,12 @@ class DatasetConfig:
     """Synthetic: feature dimensions of each modality block."""
     interactions_per_user: int = 30
     """Synthetic: positives drawn per user (over all environments)."""
-    train_env_strengths: list[float] = field(default_factory=lambda: [2.0, 1.0])
-    """Synthetic: strength of the spurious factor's effect on clicks in each training environment."""
+    train_env_strengths: list[float] = field(default_factory=lambda: [1.0, 0.5])
+    """Synthetic: strength of the spurious factor's effect on clicks in each training environment. Default
+    (1.0, 0.5) (was (2, 1)): with (2, 1) the spurious term dominates training clicks so much that the oracle's
+    IID recall is half of ERM's (0.067 vs 0.131, 3 seeds) and no invariant method can keep 95% of ERM's IID
+    recall; with (1.0, 0.5) the oracle is at least as good IID and still far better OOD (seed 0: erm IID 0.088
+    / OOD 0.028, oracle 0.102 / 0.080)."""
     ood_env_strength: float = -1.0
     """Synthetic: spurious strength in the OOD environment (flipped sign: correlation breaks)."""
     feature_noise: float = 0.1
@@ -142,16 +146,19 @@ class EnvironmentsConfig:
 
 @dataclass
 class MaskConfig:
-    epochs: int = 10
+    epochs: int = 20
     """Epochs of invariant mask generation per round."""
     steps_per_epoch: int = 0
     """Steps per epoch (0: enough environment-balanced batches to see the training set once)."""
-    lr: float = 5e-3
-    """Adam learning rate of mask logits and projection."""
-    sigma: float = 0.01
-    """Stochastic gate noise std."""
-    penalty: Literal["gradvar", "irmv1", "vrex"] = "gradvar"
-    """IRM objective form."""
+    lr: float = 2e-2
+    """Adam learning rate of mask logits and projection (was 5e-3: too slow for the gates to separate)."""
+    sigma: float = 0.5
+    """Stochastic gate noise std. 0.5 is STG's own default; with 0.01 (old default) a small gate times a large
+    W costs nothing, so ERM opens every gate and the expected-L0 term has zero gradient."""
+    penalty: Literal["gradvar", "irmv1", "vrex"] = "vrex"
+    """IRM objective form. vrex (was gradvar): with the true environments of the synthetic benchmark it ranks
+    the mask at AUC 0.95 where gradvar stays at 0.5 (gradvar's EPO weight goes almost all to IRM and the gates
+    all open)."""
     extra_objective: Literal["none", "irmv1", "vrex"] = "none"
     """Optional third objective."""
     solver: Literal["epo", "mgda", "linear"] = "epo"
@@ -164,7 +171,7 @@ class MaskConfig:
     """Linear solver (InvRL parity): r = (1, irm_weight)."""
     sparsity: Literal["l0", "l2"] = "l0"
     """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
-    sparsity_weight: float = field(default=1e-3, metadata=_search("log", 1e-5, 1e-1))
+    sparsity_weight: float = field(default=1e-4, metadata=_search("log", 1e-5, 1e-1))
     """lambda_s, weight of the mask regulariser."""
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
@@ -172,8 +179,10 @@ class MaskConfig:
 
 @dataclass
 class ConvertConfig:
-    mode: Literal["attention", "global", "invariant_only", "concat"] = "attention"
-    """How invariant and variant representations combine in the final recommender."""
+    mode: Literal["attention", "global", "invariant_only", "concat"] = "invariant_only"
+    """How invariant and variant representations combine in the final recommender. invariant_only (was
+    attention): the variant branch hands the spurious dims back to an ERM-trained final model; even with the
+    TRUE mask, attention gives OOD recall@20 0.007 (= erm) on the synthetic benchmark vs 0.061 invariant_only."""
     attention_dim: int = 32
     """Hidden size of the attention scorer."""
 

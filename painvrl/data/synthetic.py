@@ -21,7 +21,8 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
 
   with ``g_ui`` standard Gumbel noise drawn once per (user, item): the user's idiosyncratic taste for an item
   persists across environments; only the spurious strength changes. Both utility terms have unit variance,
-  so with the default strengths (+2, +1) the spurious term dominates training clicks and the flipped OOD
+  so with strengths (+2, +1) the spurious term dominates training clicks (the default is now the milder
+  (1.0, 0.5): see DatasetConfig.train_env_strengths) and the flipped OOD
   strength (-1) makes it actively misleading.
 - Positives: EVERY user interacts in EVERY environment ("environments as periods of each user's history"):
   the ``interactions_per_user`` positives are split evenly over the ``E + 1`` environments (the OOD environment

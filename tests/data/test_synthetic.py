@@ -34,7 +34,7 @@ def test_default_config_is_fast_and_labelled_as_synthetic_ood() -> None:
     assert data.name == "synthetic"
     assert data.info["ood"] == "synthetic"
     assert data.has_ood()
-    assert data.info["train_env_strengths"] == [2.0, 1.0]
+    assert data.info["train_env_strengths"] == [1.0, 0.5]
     assert data.info["ood_env_strength"] == -1.0
 
 

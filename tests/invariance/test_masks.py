@@ -65,7 +65,7 @@ def test_pooled_env_losses_equal_explicit_negatives() -> None:
 
 
 def _mask_model(backbone: Backbone, dtype: torch.dtype = torch.float32) -> MaskModel:
-    model = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5)).to(dtype)
+    model = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False).to(dtype)
     with torch.no_grad():
         model.gate.mu.copy_(torch.linspace(-0.3, 0.3, 8))
     return model
@@ -259,12 +259,12 @@ def test_closed_form_env_grads_equal_autograd(pooled: bool) -> None:
 
 
 def test_init_from_pretrained_reproduces_pretrained_scores() -> None:
-    """W = 2 W_pre at gates 0.5 gives exactly the pretrained item vectors (default: a fresh random W)."""
+    """W = 2 W_pre at gates 0.5 gives exactly the pretrained item vectors (False: a fresh random W)."""
     backbone, _train = _backbone()
     with torch.no_grad():
         backbone.encoder.weight.copy_(torch.randn(4, 8, generator=torch.Generator().manual_seed(7)))
     warm = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=True)
-    fresh = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5))
+    fresh = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
     items = torch.arange(30)
     expected = backbone.encoder(backbone.features[items])
     gates = warm.gate.mask()

@@ -11,6 +11,7 @@ import torch
 from painvrl.config import Config, DatasetConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic
+from painvrl.invariance import masks
 from painvrl.invariance.outer_loop import learn_invariant_mask, mask_auc
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
 
@@ -62,16 +63,21 @@ def _config(**mask: Any) -> Config:
     return cfg
 
 
-def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, Backbone]) -> None:
+def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, Backbone],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pinned to the settings this test was written for (the defaults changed in issue 3: vrex, sigma 0.5,
+    # sparsity 1e-4, W from the pretrained projection): gradvar from a fresh W with sigma 0.01.
+    monkeypatch.setattr(masks, "INIT_FROM_PRETRAINED", False)
     data, pretrained = tiny
     assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
     invariant = data.ground_truth.invariant_dims
     records: list[dict[str, Any]] = []
-    result = learn_invariant_mask(_config(), data, pretrained, log=records.append)
+    pinned = {"penalty": "gradvar", "sigma": 0.01, "sparsity_weight": 1e-3}
+    result = learn_invariant_mask(_config(**pinned), data, pretrained, log=records.append)
     auc = mask_auc(result.mask, invariant)
     assert auc > 0.8, auc
     # A preference for the IID objective (pref_ood -> 0) keeps the spurious dims: much lower AUC.
-    iid = learn_invariant_mask(_config(pref_ood=0.05), data, pretrained)
+    iid = learn_invariant_mask(_config(pref_ood=0.05, **pinned), data, pretrained)
     assert mask_auc(iid.mask, invariant) < auc - 0.2
     # outputs and history
     assert result.mask.shape == (data.feature_dim,) and result.mask.dtype == np.float32
