@@ -142,6 +142,10 @@ class EnvironmentsConfig:
     """Later rounds start EM from the previous round's labels instead of a random draw."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
+    train_users: bool = False
+    """Train one user table shared by the E models (from the pretrained P) instead of freezing P. Frozen P only
+    holds what ERM learned from the mixture of environments, so heterogeneity that averages out over the
+    environments is invisible to the environment models."""
 
 
 @dataclass

@@ -72,6 +72,7 @@ class EnvironmentModels(nn.Module):
         l1_rho: float = 0.0,
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
+        train_users: bool = False,
     ) -> None:
         super().__init__()
         features = cast(torch.Tensor, pretrained.features)
@@ -85,13 +86,28 @@ class EnvironmentModels(nn.Module):
         self.n_items = int(pretrained.n_items)
         weight = torch.randn(n_envs, k_f, d, generator=generator) * init_std
         self.weight = nn.Parameter(weight.to(device))
-        self.register_buffer("user_embedding", pretrained.user_embedding.detach().clone(), persistent=False)
+        users = pretrained.user_embedding.detach().clone()
+        self.train_users = train_users
+        if train_users:
+            # One user table shared by the E models, trained jointly with them (starts at the pretrained P).
+            # Frozen P holds only what ERM learned from the MIXTURE of environments: where the environments'
+            # spurious strengths average out, P carries no spurious taste and no W_k can express it.
+            self.user_embedding = nn.Parameter(users)
+        else:
+            self.register_buffer("user_embedding", users, persistent=False)
         self.register_buffer("item_embedding", pretrained.item_embedding.detach().clone(), persistent=False)
         self.register_buffer("features", features, persistent=False)
         self.register_buffer("mask", mask.detach().to(device=device, dtype=torch.float32).clone(),
                              persistent=False)
         # The backbone's loss (same weights and degree buffers); a bound method, not a submodule.
         self._per_example_loss: Callable[..., torch.Tensor] = pretrained.per_example_loss
+
+    def trainable(self) -> list[nn.Parameter]:
+        """Stacked projections, plus the shared user table when ``train_users``."""
+        params = [self.weight]
+        if isinstance(self.user_embedding, nn.Parameter):
+            params.append(self.user_embedding)
+        return params
 
     # ----------------------------------------------------------------------------------------------- inputs
     def set_mask(self, mask: torch.Tensor) -> None:
@@ -336,7 +352,8 @@ def train_environment_models(
     Returns the mean training loss of each epoch (global, identical on every rank).
     """
     device = models.weight.device
-    optimizer = torch.optim.Adam([models.weight], lr=lr)
+    params = models.trainable()
+    optimizer = torch.optim.Adam(params, lr=lr)
     n = len(train)
     train_t = torch.as_tensor(train)
     labels_t = torch.as_tensor(labels)
@@ -371,7 +388,7 @@ def train_environment_models(
             loss = data_loss + _replicated(models.penalty(), ws)
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
-            collective.sync_gradients([models.weight])
+            collective.sync_gradients(params)
             optimizer.step()
             total = total + data_loss.detach() * batch.global_size
             if bar is not None:

@@ -48,6 +48,9 @@ class MaskResult:
     """Per-round HEI stats and per-epoch IMG stats."""
     ari: float | None = None
     """Adjusted Rand index of the final labels against the synthetic ground truth (None without one)."""
+    logits: np.ndarray | None = None
+    """float32 [d] gate logits mu of the last round (m = clamp(mu + 0.5, 0, 1)): they still rank the dims the
+    clamp sets to exactly 0, which the mask alone scores as ties."""
 
 
 def mask_auc(mask: np.ndarray, invariant_dims: np.ndarray) -> float:
@@ -89,7 +92,8 @@ def learn_invariant_mask(
 
     for round_index in range(config.painvrl.rounds):
         models = EnvironmentModels(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
-                                   model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index))
+                                   model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
+                                   train_users=env_cfg.train_users)
         init = labels if (env_cfg.warm_start and labels is not None) else None
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
@@ -108,9 +112,11 @@ def learn_invariant_mask(
         for record in img.history:
             emit(record)
         mask = torch.as_tensor(img.mask, device=device)
+        logits = img.model.gate.mu.detach().cpu().numpy().astype(np.float32)
         auc = mask_auc(img.mask, invariant_dims) if invariant_dims is not None else None
+        logit_auc = mask_auc(logits, invariant_dims) if invariant_dims is not None else None
         emit({"phase": "round", "round": round_index, "density": float(img.mask.mean()),
-              "fraction_open": float((img.mask > 0.5).mean()), "mask_auc": auc, "ari": ari,
+              "fraction_open": float((img.mask > 0.5).mean()), "mask_auc": auc, "logit_auc": logit_auc, "ari": ari,
               "sparsity_weight": sparsity_weight, "irm_weight": irm_weight, "l1_rho": l1_rho,
               "solver": settings.solver, "preference": settings.preference})
         logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, hei.sizes,
@@ -119,4 +125,4 @@ def learn_invariant_mask(
         sparsity_weight, irm_weight, l1_rho = sparsity_weight * factor, irm_weight * factor, l1_rho * factor
     assert hei is not None and labels is not None and hei.label_pairs is not None
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
-                      env_sizes=hei.sizes, label_pairs=hei.label_pairs, history=history, ari=ari)
+                      env_sizes=hei.sizes, label_pairs=hei.label_pairs, history=history, ari=ari, logits=logits)

@@ -303,6 +303,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
     run.timing["mask"] = time.perf_counter() - started
     learned = {
         "mask": np.asarray(result.mask, dtype=np.float32),
+        "logits": None if result.logits is None else np.asarray(result.logits, dtype=np.float32),
         "env_labels": np.asarray(result.env_labels, dtype=np.int64),
         "env_sizes": [int(s) for s in result.env_sizes],
         "ari": None if result.ari is None else float(result.ari),
@@ -360,7 +361,8 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
         "val": val,
         "test": test,
         "mask": mask_summary(mask, data.modality_slices(),
-                             None if truth is None else truth.invariant_dims, learned=learned is not None),
+                             None if truth is None else truth.invariant_dims, learned=learned is not None,
+                             logits=None if learned is None else learned.get("logits")),
         "environments": _environments(data, learned),
         "timing": run.timing,
         "provenance": provenance(config, data),

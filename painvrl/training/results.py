@@ -74,9 +74,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def mask_summary(mask: np.ndarray | None, slices: dict[str, slice], invariant_dims: np.ndarray | None,
-                 learned: bool) -> dict[str, Any]:
+                 learned: bool, logits: np.ndarray | None = None) -> dict[str, Any]:
     """density (mean mask value), per-modality density, fraction_open (share of dims with m > 0), and the
-    ROC-AUC of mask values against the true invariant dims when ground truth exists. No mask = all dims used."""
+    ROC-AUC of mask values against the true invariant dims when ground truth exists (``auc``; dims clamped to
+    the same value count as ties) and of the gate logits (``auc_logits``, learned masks: the same ranking with
+    the clamp's ties broken). No mask = all dims used."""
     dim = max((s.stop for s in slices.values()), default=0)
     values = np.ones(dim, dtype=np.float64) if mask is None else np.asarray(mask, dtype=np.float64)
     summary: dict[str, Any] = {
@@ -87,6 +89,8 @@ def mask_summary(mask: np.ndarray | None, slices: dict[str, slice], invariant_di
     }
     if mask is not None and invariant_dims is not None:
         summary["auc"] = roc_auc(values, invariant_dims)
+        if logits is not None:
+            summary["auc_logits"] = roc_auc(np.asarray(logits, dtype=np.float64), invariant_dims)
     return summary
 
 
