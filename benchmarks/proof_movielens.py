@@ -6,7 +6,9 @@ Dataset config: ``dataset.name=movielens``, ``dataset.path`` (default /work/shar
 through :func:`painvrl.training.pipeline.run_pipeline` with the default config plus ``--set`` overrides.
 Prints IID and OOD test recall@20 / ndcg@20 and the worst-environment IID recall@20 (environments: learned
 by HEI for invrl / painvrl; one environment "all" for erm, so its worst-env equals its IID), mean ± std over
-seeds. No bar is checked: the table is reported as it comes out.
+seeds. No bar is checked: the table is reported as it comes out. Each run executes in a fresh process, so the
+table also gives the full pipeline's wall time per phase and the peak RSS of that process (issue 3's
+"wall time and peak memory of the full default pipeline on ml-latest-small").
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_movielens.py [--seeds 0] [--path DIR] [--set k=v ...]
 """
@@ -25,6 +27,8 @@ METHODS = ("erm", "invrl", "painvrl")
 
 
 def run_one(method: str, seed: int, path: str, overrides: list[str]) -> dict[str, Any]:
+    import resource
+
     from painvrl.config import load_config
     from painvrl.data.registry import load_dataset
     from painvrl.training.pipeline import run_pipeline
@@ -39,7 +43,9 @@ def run_one(method: str, seed: int, path: str, overrides: list[str]) -> dict[str
     return {"method": method, "seed": seed,
             "iid_recall": test["iid"]["recall@20"], "iid_ndcg": test["iid"]["ndcg@20"],
             "ood_recall": test["ood"]["recall@20"], "ood_ndcg": test["ood"]["ndcg@20"],
-            "worst_recall": test["worst_env"]["recall@20"], "seconds": time.perf_counter() - started}
+            "worst_recall": test["worst_env"]["recall@20"], "seconds": time.perf_counter() - started,
+            "timing": {k: float(v) for k, v in metrics["timing"].items()},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def fmt(rows: list[dict[str, Any]], key: str) -> str:
@@ -57,22 +63,32 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     results = []
+    from concurrent.futures import ProcessPoolExecutor
+
     for method in args.methods:
         for seed in args.seeds:
-            results.append(run_one(method, seed, args.path, args.overrides))
+            with ProcessPoolExecutor(1) as pool:  # a fresh process per run: its peak RSS is this run's
+                results.append(pool.submit(run_one, method, seed, args.path, args.overrides).result())
             row = results[-1]
             print(f"done {method} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                             if isinstance(v, float)), flush=True)
     keys = ("iid_recall", "iid_ndcg", "ood_recall", "ood_ndcg", "worst_recall")
     print(f"\nml-latest-small, temporal OOD (user scope), seeds {args.seeds}, overrides {args.overrides or 'none'}")
     header = f"{'method':<8} " + " ".join(f"{k:>16}" for k in ("IID recall@20", "IID ndcg@20", "OOD recall@20",
-                                                                "OOD ndcg@20", "worst-env rec@20")) + "   sec"
+                                                                "OOD ndcg@20", "worst-env rec@20")) \
+        + "   sec  peak RSS MB"
     print(header)
     print("-" * len(header))
     for method in args.methods:
         rows = [r for r in results if r["method"] == method]
         print(f"{method:<8} " + " ".join(f"{fmt(rows, k):>16}" for k in keys)
-              + f" {np.mean([r['seconds'] for r in rows]):5.0f}")
+              + f" {np.mean([r['seconds'] for r in rows]):5.0f} {max(r['peak_rss_mb'] for r in rows):12.0f}")
+    print("\nseconds per phase (mean over seeds)")
+    for method in args.methods:
+        rows = [r for r in results if r["method"] == method]
+        phases = sorted({k for r in rows for k in r["timing"]})
+        print(f"{method:<8} " + ", ".join(f"{k} {np.mean([r['timing'].get(k, 0.0) for r in rows]):.1f}"
+                                          for k in phases))
 
 
 if __name__ == "__main__":
