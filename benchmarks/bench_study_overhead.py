@@ -6,7 +6,7 @@ modes, each in a fresh process with a fresh local Ray:
 
 - ``inprocess``:    trial_num_workers=0 (the pipeline runs inside the Tune trial actor), 1 CPU.
 - ``train-fast``:   trial_num_workers=2 Ray Train (TorchTrainer, gloo) runs, the driver's STACK.md settings
-                    (reuse_actors=True, RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.5,
+                    (reuse_actors=True, RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1,
                     RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION=0, include_dashboard=False, 256 MiB object store).
 - ``train-default``: the same Train trials with Ray's defaults, overriding the driver: the three RAY_TRAIN_*
                     variables set to Ray's defaults (1, 2.0, 1) before the driver's setdefault, Ray started here
@@ -16,13 +16,14 @@ modes, each in a fresh process with a fresh local Ray:
 Per trial, wall = Tune's ``time_total_s`` (trial start to last report: for Train trials this includes starting
 the TorchTrainer controller and 2 worker processes, the gloo group, data loading in the workers, checkpoints and
 teardown); compute = metrics.json ``timing.total`` (run_pipeline's own clock: pretrain + mask + final + eval).
-overhead = wall - compute. Note: in Train trials every ray.train.report blocks until Ray Train's controller
-drains the worker's result queue (maxsize 1), which it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
-default, 0.5 s with the fast settings): that wait lands inside "compute" (the pipeline reports at every evaluation
-and mask epoch; ``reports`` counts the results Tune received). Tune's time_total_s sums the time the driver waited
-for each result, so it can undercount by the driver's own per-result work (the MLflow callback): Optuna's ask ->
-tell interval is printed beside it as the upper bracket. The study wall (ray.init through the front and report)
-is printed too: it adds the gaps between trials (actor start when actors are not reused) and the fixed per-study
+overhead = wall - compute. Note: in Train trials every ray.train.report blocks until Ray Train's controller drains
+the worker's result queue (maxsize 1), which it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default, 0.1
+s with the fast settings: painvrl/study/driver.py): that wait lands inside "compute" (the pipeline reports at every
+evaluation and mask epoch; ``reports`` counts the results Tune received). Tune's time_total_s sums the time the
+driver waited for each result, so it can undercount by the driver's own per-result work (the MLflow callback):
+Optuna's ask -> tell interval is printed beside it as the upper bracket. The study wall (ray.init through the front
+and report) is printed too: it adds the gaps between trials (actor start when actors are not reused) and the fixed
+per-study
 cost.
 
     python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5-8 minutes on 2 cores
