@@ -23,8 +23,7 @@ evaluation and mask epoch; ``reports`` counts the results Tune received). Tune's
 driver waited for each result, so it can undercount by the driver's own per-result work (the MLflow callback):
 Optuna's ask -> tell interval is printed beside it as the upper bracket. The study wall (ray.init through the front
 and report) is printed too: it adds the gaps between trials (actor start when actors are not reused) and the fixed
-per-study
-cost.
+per-study cost.
 
     python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5-8 minutes on 2 cores
     python benchmarks/bench_study_overhead.py --trials 2 --modes inprocess train-fast
