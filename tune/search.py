@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nPareto front of study '{spec.name}' ({len(outcome.front)} of {len(outcome.trials)} trials):")
         print(outcome.front.to_string(index=False))
     print(f"hypervolume = {outcome.hypervolume:.6g} (reference point {outcome.reference_point})")
+    if outcome.hypervolume == 0:
+        which = "the erm baseline's point" if spec.erm_baseline and spec.reference_point is None else "it"
+        print(f"  (0: no trial is better than the reference point, {which}, in every objective at once)")
     print(f"study folder: {spec.study_dir()}")
     print(f"MLflow parent run: {outcome.parent_run_id}")
     print(f"open the MLflow UI:  {mlflow_ui_command(outcome.tracking_uri)}")
