@@ -1,13 +1,13 @@
-"""Search efficiency: hypervolume after N trials, TPE against random search, same budget and sampler seeds.
+"""Search efficiency: hypervolume after N trials, a sampler against random search, same budget and sampler seeds.
 
-What runs: the study's search, driven through Optuna DIRECTLY (no Ray Tune, no MLflow) to stay affordable on
-2 cores: ``optuna.create_study`` with the sampler built by painvrl.study.driver.build_sampler (TPE: multivariate,
-n_startup_trials = max(3, N // 3); random: RandomSampler), the search space of painvrl.study.space.DefineByRunSpace
-over tune/configs/default.yaml's ``search`` section (environments.n_envs int 2-4, mask.sparsity_weight log
-1e-4..1e-1, the mask preference: mask.pref_ood in [0.05, 0.95] with two mask objectives), each trial's run config
-built by painvrl.study.space.trial_config and trained in-process by painvrl.training.pipeline.run_pipeline.
-The objectives are the study's: (val.iid.recall@20, val.ood.recall@20), both maximised, on the synthetic
-benchmark (default.yaml's base dataset), method painvrl.
+What runs: the study's search, driven through Optuna DIRECTLY (no Ray Tune, no MLflow) to stay affordable on 2
+cores: ``optuna.create_study`` with the sampler built by painvrl.study.driver.build_sampler (TPE: multivariate,
+n_startup_trials = max(3, N // 3); GP: GPSampler, same start-up; random: RandomSampler), the search space of
+painvrl.study.space.DefineByRunSpace over tune/configs/default.yaml's ``search`` section (environments.n_envs int
+2-4, mask.sparsity_weight log 1e-5..1e-2, the mask preference: mask.pref_ood in [0.05, 0.95] with two mask
+objectives), each trial's run config built by painvrl.study.space.trial_config and trained in-process by
+painvrl.training.pipeline.run_pipeline. The objectives are the study's: (val.iid.recall@20, val.ood.recall@20),
+both maximised, on the synthetic benchmark (default.yaml's base dataset), method painvrl.
 
 Reduced budget (say so when quoting numbers): base config = default.yaml's base with the epochs below
 (``--epochs``: train.epochs / painvrl.pretrain_epochs / mask.epochs; rounds and environment iterations as in
@@ -20,6 +20,8 @@ erm baseline's point (the same base config with method erm: only gains over ERM 
 
     python benchmarks/bench_search_efficiency.py                    # 3 seeds x N=12, about 5-8 minutes on 2 cores
     python benchmarks/bench_search_efficiency.py --seeds 0 --trials 6   # quick look
+    # the numbers behind the study's default sampler (12 seeds: two runs of 6, about 12 minutes each):
+    python benchmarks/bench_search_efficiency.py --samplers gp random --trials 20 --seeds 0 1 2 3 4 5 --epochs 15 8 10
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = REPO / "tune" / "configs" / "default.yaml"
 SAMPLERS = ("tpe", "random")
+"""Default comparison: tpe against random; ``--samplers gp random`` compares the study's default sampler (gp)."""
 
 
 class Objective:
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                              "default.yaml has 15 8 6)")
     parser.add_argument("--rounds", type=int, default=None, help="painvrl.rounds (default: default.yaml's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--samplers", nargs=2, default=list(SAMPLERS), metavar=("A", "B"),
+                        choices=["tpe", "random", "gp", "nsga2"], help="the two samplers to compare (A vs B)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -136,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     erm = objective.values({}, method="erm")
     references = {"origin": [0.0] * len(keys), "erm": erm}
-    results: dict[str, dict[int, np.ndarray]] = {name: {} for name in SAMPLERS}
+    samplers = tuple(args.samplers)
+    results: dict[str, dict[int, np.ndarray]] = {name: {} for name in samplers}
     for seed in args.seeds:
-        for name in SAMPLERS:
+        for name in samplers:
             points, _ = run_search(spec, objective, name, seed, args.trials)
             results[name][seed] = points
             print(f"  seed {seed} {name:<6} done ({len(objective.cache)} distinct runs, "
@@ -165,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'seed':>4} {'sampler':<7} {'HV(origin)':>11} {'HV(erm)':>10} {'front':>6} " \
              f"{'best iid':>9} {'best ood':>9} {'HV(origin)@N/2':>15}"
     print(header)
-    table: dict[str, dict[str, list[float]]] = {n: {"origin": [], "erm": [], "half": []} for n in SAMPLERS}
+    table: dict[str, dict[str, list[float]]] = {n: {"origin": [], "erm": [], "half": []} for n in samplers}
     for seed in args.seeds:
-        for name in SAMPLERS:
+        for name in samplers:
             points = results[name][seed]
             hv_origin = hypervolume(points, references["origin"], directions)
             hv_erm = hypervolume(points, references["erm"], directions)
@@ -180,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{points[:, 1].max():>9.5f} {half:>15.6f}")
     print("\nmean ± std over seeds")
     print(f"{'sampler':<7} {'HV(origin)':>22} {'HV(erm)':>22} {'HV(origin)@N/2':>22}")
-    for name in SAMPLERS:
+    for name in samplers:
         print(f"{name:<7} {_mean_std(table[name]['origin']):>22} {_mean_std(table[name]['erm']):>22} "
               f"{_mean_std(table[name]['half']):>22}")
-    wins = sum(t > r for t, r in zip(table["tpe"]["origin"], table["random"]["origin"], strict=True))
-    ties = sum(t == r for t, r in zip(table["tpe"]["origin"], table["random"]["origin"], strict=True))
-    print(f"TPE > random (HV origin) in {wins}/{len(args.seeds)} seeds ({ties} ties)")
+    a, b = samplers
+    diffs = [x - y for x, y in zip(table[a]["origin"], table[b]["origin"], strict=True)]
+    wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
+    paired = ""
+    if len(diffs) > 1 and statistics.stdev(diffs) > 0:
+        t_stat = statistics.mean(diffs) / (statistics.stdev(diffs) / len(diffs) ** 0.5)
+        paired = f"; paired mean difference {statistics.mean(diffs):+.6f}, t = {t_stat:.2f} ({len(diffs) - 1} df)"
+    print(f"{a} > {b} (HV origin) in {wins}/{len(args.seeds)} seeds ({ties} ties){paired}")
     return 0
 
 

@@ -54,8 +54,10 @@ class ParamRange:
 
 @dataclass
 class SamplerSpec:
-    name: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
-    """Optuna sampler."""
+    name: Literal["tpe", "nsga2", "gp", "random"] = "gp"
+    """Optuna sampler. gp is the default: on the default study's space (benchmarks/bench_search_efficiency.py,
+    N=20, 12 sampler seeds) it reached 12% more hypervolume than random search (11/12 seeds, paired t = 3.1),
+    where tpe reached 5% more (8/12 seeds, t = 1.4)."""
     seed: int = 0
     """Sampler seed."""
     population_size: int | None = None
