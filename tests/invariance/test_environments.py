@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from invariance_helpers import pretrained_backbone, run_two_ranks
 
 from painvrl.config import EnvironmentsConfig
 from painvrl.invariance import environments
@@ -193,41 +192,6 @@ def test_adjusted_rand_index() -> None:
     assert abs(adjusted_rand_index(rng.integers(0, 3, 5000), rng.integers(0, 3, 5000))) < 0.01
 
 
-class _ThreadCollective:
-    """Ranks simulated by threads of ONE process (sums and gathers exchanged through shared slots)."""
-
-    def __init__(self, rank: int, world_size: int, shared: dict[str, Any]) -> None:
-        self.rank, self.world_size, self.shared = rank, world_size, shared
-
-    def _exchange(self, obj: Any) -> list[Any]:
-        self.shared["slots"][self.rank] = obj
-        self.shared["barrier"].wait()
-        values = list(self.shared["slots"])
-        self.shared["barrier"].wait()
-        return values
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        parts = self._exchange(tensor.detach().clone())
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        return tensor + (total - tensor).detach() if tensor.requires_grad else total
-
-    def sync_gradients(self, params: Any) -> None:
-        for p in params:
-            if p.grad is not None:
-                p.grad.copy_(self.all_reduce_sum(p.grad))
-
-    def all_gather_objects(self, obj: Any) -> list[Any]:
-        return self._exchange(obj)
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        return self._exchange(obj)[src]
-
-    def barrier(self) -> None:
-        self.shared["barrier"].wait()
-
-
 @pytest.mark.parametrize("pool", [0, 12])
 def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
@@ -245,10 +209,7 @@ def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.Monke
         return result.labels, models.weight.detach().clone()
 
     single = run(LocalCollective())
-    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
-    with ThreadPoolExecutor(2) as executor:
-        ranks = [f.result(timeout=120) for f in
-                 [executor.submit(run, _ThreadCollective(r, 2, shared)) for r in range(2)]]
+    ranks = run_two_ranks(run)
     for labels, weight in ranks:
         np.testing.assert_array_equal(labels, single[0])
         torch.testing.assert_close(weight, single[1], rtol=1e-9, atol=1e-12)
@@ -259,12 +220,6 @@ def test_trainable_user_table_keeps_identifiable_environments_that_frozen_p_lose
     taste: environment models on frozen P cannot express the environments and lose even the TRUE labels after
     one EM iteration; with a trained shared user table (environments.train_users) the true labels stay a fixed
     point. (Recovering them from a random start is a separate, unsolved problem: see the issue 3 notes.)"""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_outer_loop import _pretrained
-
     from painvrl.config import DatasetConfig
     from painvrl.data.synthetic import make_synthetic
 
@@ -272,7 +227,7 @@ def test_trainable_user_table_keeps_identifiable_environments_that_frozen_p_lose
     assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
     truth = data.ground_truth.train_env
     assert truth is not None
-    pretrained = _pretrained(data, k=16, epochs=10)
+    pretrained = pretrained_backbone(data, k=16, epochs=10)
     mask = torch.as_tensor(data.ground_truth.invariant_dims.astype(np.float32))
     cfg = EnvironmentsConfig(max_iters=2, env_epochs=5)
     ari = {}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from invariance_helpers import run_two_ranks
 
 from painvrl.config import MaskConfig
 from painvrl.invariance.masks import (
@@ -103,51 +102,6 @@ def test_objective_gradients_match_finite_differences(penalty: str) -> None:
                 assert float(grad.view(-1)[idx]) == pytest.approx(numeric, rel=1e-4, abs=tolerance), (j, idx)
 
 
-class ThreadCollective:
-    """Two ranks simulated by threads of ONE process: sums exchanged through shared slots and a barrier."""
-
-    def __init__(self, rank: int, world_size: int, shared: dict[str, Any]) -> None:
-        self.rank, self.world_size, self.shared = rank, world_size, shared
-
-    def _exchange(self, obj: Any) -> list[Any]:
-        self.shared["slots"][self.rank] = obj
-        self.shared["barrier"].wait()
-        values = list(self.shared["slots"])
-        self.shared["barrier"].wait()
-        return values
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        parts = self._exchange(tensor.detach().clone())
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        return tensor + (total - tensor).detach() if tensor.requires_grad else total
-
-    def sync_gradients(self, params: Any) -> None:
-        params = [p for p in params if p.grad is not None]
-        summed = self.all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]))
-        offset = 0
-        for p in params:
-            p.grad.copy_(summed[offset: offset + p.numel()].view_as(p))
-            offset += p.numel()
-
-    def all_gather_objects(self, obj: Any) -> list[Any]:
-        return self._exchange(obj)
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        return self._exchange(obj)[src]
-
-    def barrier(self) -> None:
-        self.shared["barrier"].wait()
-
-
-def _run_two_ranks(fn: Any) -> list[Any]:
-    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(fn, ThreadCollective(r, 2, shared)) for r in range(2)]
-        return [f.result(timeout=60) for f in futures]
-
-
 @pytest.mark.parametrize("penalty,extra,solver,pooled", [("gradvar", "none", "epo", False),
                                                          ("gradvar", "none", "epo", True),
                                                          ("irmv1", "vrex", "mgda", False),
@@ -173,7 +127,7 @@ def test_two_rank_step_equals_single_process(penalty: str, extra: str, solver: s
         return model.gate.mu.detach().clone(), model.weight.detach().clone(), stats.alpha, stats.losses
 
     single = run(LocalCollective())
-    ranks = _run_two_ranks(run)
+    ranks = run_two_ranks(run)
     for result in ranks:
         torch.testing.assert_close(result[0], single[0], rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(result[1], single[1], rtol=1e-9, atol=1e-10)

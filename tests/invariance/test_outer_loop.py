@@ -6,35 +6,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from invariance_helpers import pretrained_backbone
 
 from painvrl.config import Config, DatasetConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic
 from painvrl.invariance import masks
 from painvrl.invariance.outer_loop import learn_invariant_mask, mask_auc
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
-
-
-def _pretrained(data: InteractionData, k: int = 16, epochs: int = 10) -> Backbone:
-    """ERM backbone on full features (a few Adam epochs: enough for frozen P, Q)."""
-    torch.manual_seed(0)
-    features = torch.as_tensor(data.feature_matrix())
-    b_u, b_i = degree_weights(data.train, data.n_users, data.n_items)
-    model = Backbone(data.n_users, data.n_items, features, FeatureProjection(features.shape[1], k), b_u, b_i,
-                     k_id=k, k_f=k)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    train = torch.as_tensor(data.train)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        perm = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(train), 256):
-            rows = train[perm[start:start + 256]]
-            loss = model.loss(rows[:, 0], rows[:, 1], torch.randint(data.n_items, (len(rows), 10), generator=gen))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model
+from painvrl.model.backbone import Backbone
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +22,7 @@ def tiny() -> tuple[InteractionData, Backbone]:
     # still predicts training clicks, so ERM alone keeps it; invariance must close it.
     data = make_synthetic(DatasetConfig(n_users=200, n_items=300, modality_dims=[16, 16],
                                         interactions_per_user=30, train_env_strengths=[2.0, -1.0]))
-    return data, _pretrained(data)
+    return data, pretrained_backbone(data)
 
 
 def _config(**mask: Any) -> Config:
