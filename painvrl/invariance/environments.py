@@ -87,7 +87,6 @@ class EnvironmentModels(nn.Module):
         weight = torch.randn(n_envs, k_f, d, generator=generator) * init_std
         self.weight = nn.Parameter(weight.to(device))
         users = pretrained.user_embedding.detach().clone()
-        self.train_users = train_users
         if train_users:
             # One user table shared by the E models, trained jointly with them (starts at the pretrained P).
             # Frozen P holds only what ERM learned from the MIXTURE of environments: where the environments'

@@ -22,7 +22,7 @@ import logging
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -470,13 +470,7 @@ def solve_weights(
     if grads.ndim != 2 or losses.numel() != grads.shape[0]:
         raise ValueError(f"need losses [m] and grads [m, p], got {tuple(losses.shape)} and {tuple(grads.shape)}")
     step = solve_weights_from_gram(solver, losses, gram(grads), preference, eps)
-    return ParetoStep(
-        alpha=step.alpha.to(dtype=grads.dtype, device=grads.device),
-        mode=step.mode,
-        non_uniformity=step.non_uniformity,
-        cosine=step.cosine,
-        lp_feasible=step.lp_feasible,
-    )
+    return replace(step, alpha=step.alpha.to(dtype=grads.dtype, device=grads.device))
 
 
 def cosine_from_gram(C: Tensor) -> float:
