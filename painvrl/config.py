@@ -72,6 +72,13 @@ class DatasetConfig:
     IID recall is half of ERM's (0.067 vs 0.131, 3 seeds) and no invariant method can keep 95% of ERM's IID
     recall; with (1.0, 0.5) the oracle is at least as good IID and still far better OOD (seed 0: erm IID 0.088
     / OOD 0.028, oracle 0.102 / 0.080)."""
+    train_env_shares: list[float] = field(default_factory=list)
+    """Synthetic: share of each training environment in a user's training-side positives (same length as
+    train_env_strengths, positive, normalised to sum 1). Empty: equal shares."""
+    spurious_shared: float = 0.0
+    """Synthetic: fraction (in [0, 1]) of the variance of users' spurious taste that ALL users share:
+    v_u = sqrt(rho) v + sqrt(1 - rho) e_u. 0: purely personal taste; 1: one global spurious direction (a
+    spurious item property that everybody's clicks follow, like a click-bait thumbnail)."""
     ood_env_strength: float = -1.0
     """Synthetic: spurious strength in the OOD environment (flipped sign: correlation breaks)."""
     feature_noise: float = 0.1
@@ -126,6 +133,9 @@ class TrainConfig:
 class EnvironmentsConfig:
     n_envs: int = field(default=2, metadata=_search("int", 2, 8))
     """Number of environments E identified by HEI."""
+    source: Literal["hei", "ground_truth"] = "hei"
+    """Where mask learning gets its environments: HEI, or (ablation, synthetic data only) the benchmark's true
+    environments, i.e. IRM with known environments: an upper bound that separates HEI's errors from IMG's."""
     max_iters: int = 5
     """Hard-EM iterations per round."""
     env_epochs: int = 5
@@ -142,6 +152,10 @@ class EnvironmentsConfig:
     """Later rounds start EM from the previous round's labels instead of a random draw."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
+    feature_bias: bool = False
+    """Give each environment model a global item term b_k . x_i + c_k on its input features (an environment
+    in which everybody clicks items with some feature pattern more), with an intercept that gives relabelling
+    by score a threshold."""
     train_users: bool = False
     """Train one user table shared by the E models (from the pretrained P) instead of freezing P. Frozen P only
     holds what ERM learned from the mixture of environments, so heterogeneity that averages out over the

@@ -105,9 +105,15 @@ def _env_counts(cfg: DatasetConfig) -> tuple[list[int], int]:
         raise _fail("interactions_per_user", f"is {n}, but with {n_train_envs} training environment(s) each "
                     f"user needs at least {needed} positives (>= 3 for the 8:1:1 train/val/test split, >= 1 "
                     f"per training environment, >= 2 for ood_val/ood_test)")
-    base, extra = divmod(n_train_side, n_train_envs)
-    counts = [base + (1 if e < extra else 0) for e in range(n_train_envs)]
-    return counts, n_ood
+    shares = np.asarray(cfg.train_env_shares or [1.0] * n_train_envs, dtype=np.float64)
+    # Largest-remainder rounding with at least one positive per environment.
+    raw = shares / shares.sum() * n_train_side
+    counts = np.maximum(np.floor(raw).astype(np.int64), 1)
+    while counts.sum() > n_train_side:
+        counts[int(np.argmax(counts))] -= 1
+    for e in np.argsort(-(raw - np.floor(raw)), kind="stable")[: n_train_side - int(counts.sum())]:
+        counts[e] += 1
+    return [int(c) for c in counts], n_ood
 
 
 def _validate(cfg: DatasetConfig) -> None:
@@ -129,6 +135,14 @@ def _validate(cfg: DatasetConfig) -> None:
     strengths = [*cfg.train_env_strengths, cfg.ood_env_strength]
     if not all(math.isfinite(s) for s in strengths):
         raise _fail("train_env_strengths", f"and ood_env_strength must be finite, got {strengths}")
+    if cfg.train_env_shares:
+        if len(cfg.train_env_shares) != len(cfg.train_env_strengths):
+            raise _fail("train_env_shares", f"has {len(cfg.train_env_shares)} entries but train_env_strengths has "
+                        f"{len(cfg.train_env_strengths)}; give one share per training environment (or none)")
+        if not all(math.isfinite(x) and x > 0 for x in cfg.train_env_shares):
+            raise _fail("train_env_shares", f"must be finite and > 0, got {list(cfg.train_env_shares)}")
+    if not (math.isfinite(cfg.spurious_shared) and 0.0 <= cfg.spurious_shared <= 1.0):
+        raise _fail("spurious_shared", f"must be in [0, 1], got {cfg.spurious_shared}")
     if not (math.isfinite(cfg.feature_noise) and cfg.feature_noise >= 0):
         raise _fail("feature_noise", f"must be a finite value >= 0, got {cfg.feature_noise}")
     if cfg.interactions_per_user > cfg.n_items:
@@ -234,6 +248,9 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
     features, invariant_dims, n_inv_cols = _features(cfg, rng, z_inv, z_sp)
     w = rng.standard_normal((cfg.n_users, cfg.n_invariant_factors))
     v = rng.standard_normal((cfg.n_users, cfg.n_spurious_factors))
+    if cfg.spurious_shared > 0:
+        shared = rng.standard_normal((1, cfg.n_spurious_factors))
+        v = math.sqrt(cfg.spurious_shared) * shared + math.sqrt(1.0 - cfg.spurious_shared) * v
 
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
     positives = _sample_positives(rng, w, v, z_inv, z_sp, strengths, [*train_counts, n_ood])

@@ -73,6 +73,7 @@ class EnvironmentModels(nn.Module):
         init_std: float = 0.01,
         generator: torch.Generator | None = None,
         train_users: bool = False,
+        feature_bias: bool = False,
     ) -> None:
         super().__init__()
         features = cast(torch.Tensor, pretrained.features)
@@ -80,13 +81,24 @@ class EnvironmentModels(nn.Module):
         d = int(features.shape[1])
         if input_mode not in ("variant", "invrl"):
             raise ValueError(f"unknown environment input mode {input_mode!r}")
-        self.n_envs, self.k_f, self.feature_dim, self.input_mode = n_envs, k_f, d, input_mode
+        # feature_bias: each model also gets a global item term b_k . x_i + c_k ("in environment k, items with
+        # this feature pattern are clicked more by everyone", with an intercept so that relabelling by score
+        # has a threshold). Implemented as one extra output row of W_k read by a constant-1 user column and a
+        # constant-1 input column (which also gives each user a per-environment offset), so every scoring path
+        # below stays a plain <user, item> product.
+        self.feature_bias = feature_bias
+        extra = 1 if feature_bias else 0
+        self.n_envs, self.k_f, self.feature_dim, self.input_mode = n_envs, k_f + extra, d + extra, input_mode
         self.l1_rho = float(l1_rho)
         self.l2 = pretrained.l2
         self.n_items = int(pretrained.n_items)
-        weight = torch.randn(n_envs, k_f, d, generator=generator) * init_std
+        weight = torch.randn(n_envs, self.k_f, self.feature_dim, generator=generator) * init_std
         self.weight = nn.Parameter(weight.to(device))
         users = pretrained.user_embedding.detach().clone()
+        if feature_bias:
+            users = torch.cat([users, users.new_ones(users.shape[0], 1)], dim=1)
+            features = torch.cat([features, features.new_ones(features.shape[0], 1)], dim=1)
+            mask = torch.cat([mask.detach().to(features), mask.new_zeros(1).to(features)])
         if train_users:
             # One user table shared by the E models, trained jointly with them (starts at the pretrained P).
             # Frozen P holds only what ERM learned from the MIXTURE of environments: where the environments'
@@ -110,7 +122,7 @@ class EnvironmentModels(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- inputs
     def set_mask(self, mask: torch.Tensor) -> None:
-        self.mask.copy_(mask.detach().to(self.mask))
+        self.mask[: mask.shape[0]].copy_(mask.detach().to(self.mask))
 
     def inputs(self, items: torch.Tensor) -> torch.Tensor:
         x = self.features[items]

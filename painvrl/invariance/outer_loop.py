@@ -18,6 +18,7 @@ import torch
 
 from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
+from painvrl.errors import PainvrlInputError
 from painvrl.invariance.environments import (
     EnvironmentModels,
     adjusted_rand_index,
@@ -82,7 +83,6 @@ def learn_invariant_mask(
     invariant_dims = data.ground_truth.invariant_dims if data.ground_truth is not None else None
     history: list[dict[str, Any]] = []
     labels: np.ndarray | None = None
-    hei = None
     ari: float | None = None
 
     def emit(record: dict[str, Any]) -> None:
@@ -90,20 +90,29 @@ def learn_invariant_mask(
         if log is not None:
             log(record)
 
+    known = _known_environments(data, env_cfg.n_envs) if env_cfg.source == "ground_truth" else None
+    sizes: list[int] = []
+    label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
     for round_index in range(config.painvrl.rounds):
-        models = EnvironmentModels(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
-                                   model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
-                                   train_users=env_cfg.train_users)
-        init = labels if (env_cfg.warm_start and labels is not None) else None
-        hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
-                                    n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
-                                    round_index=round_index, init_labels=init, collective=collective,
-                                    progress=progress, negative_pool=model_cfg.negative_pool)
-        labels = hei.labels
-        ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
-        emit({"phase": "hei", "round": round_index, "env_sizes": hei.sizes, "churn": hei.churn,
-              "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
-              "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
+        if known is not None:
+            labels, label_pairs = known
+            sizes = np.bincount(labels, minlength=env_cfg.n_envs).astype(int).tolist()
+            ari = 1.0
+            emit({"phase": "hei", "round": round_index, "source": "ground_truth", "env_sizes": sizes, "ari": ari})
+        else:
+            models = EnvironmentModels(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
+                                       model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
+                                       train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
+            init = labels if (env_cfg.warm_start and labels is not None) else None
+            hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
+                                        n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
+                                        round_index=round_index, init_labels=init, collective=collective,
+                                        progress=progress, negative_pool=model_cfg.negative_pool)
+            labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
+            ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
+            emit({"phase": "hei", "round": round_index, "source": "hei", "env_sizes": sizes, "churn": hei.churn,
+                  "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
+                  "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
         settings = resolve_settings(mask_cfg, config.method, sparsity_weight, irm_weight)
         img = learn_mask(pretrained, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
@@ -119,10 +128,38 @@ def learn_invariant_mask(
               "fraction_open": float((img.mask > 0.5).mean()), "mask_auc": auc, "logit_auc": logit_auc, "ari": ari,
               "sparsity_weight": sparsity_weight, "irm_weight": irm_weight, "l1_rho": l1_rho,
               "solver": settings.solver, "preference": settings.preference})
-        logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, hei.sizes,
+        logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, sizes,
                     ari, float(img.mask.mean()), auc)
         factor = config.painvrl.schedule_factor
         sparsity_weight, irm_weight, l1_rho = sparsity_weight * factor, irm_weight * factor, l1_rho * factor
-    assert hei is not None and labels is not None and hei.label_pairs is not None
+    assert labels is not None and label_pairs is not None
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
-                      env_sizes=hei.sizes, label_pairs=hei.label_pairs, history=history, ari=ari, logits=logits)
+                      env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits)
+
+
+def _known_environments(data: InteractionData, n_envs: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The benchmark's true training environments and a labeller of its val/test pairs (source=ground_truth)."""
+    truth = data.ground_truth
+    if truth is None or truth.train_env is None or truth.val_env is None or truth.test_env is None:
+        raise PainvrlInputError(f"config field 'environments.source' is 'ground_truth', but dataset {data.name!r} "
+                                "has no true environments (only the synthetic benchmark has them); use 'hei'")
+    labels = np.asarray(truth.train_env, dtype=np.int64)
+    n_true = int(labels.max()) + 1
+    if n_true != n_envs:
+        raise PainvrlInputError(f"config field 'environments.n_envs' is {n_envs}, but the dataset has {n_true} true "
+                                "training environments; with environments.source=ground_truth they must match")
+    splits = [(data.train, labels), (data.val, truth.val_env), (data.test, truth.test_env)]
+    keys = np.concatenate([pairs[:, 0] * data.n_items + pairs[:, 1] for pairs, _ in splits])
+    envs = np.concatenate([np.asarray(env, dtype=np.int64) for _, env in splits])
+    order = np.argsort(keys, kind="stable")
+    keys, envs = keys[order], envs[order]
+
+    def label_pairs(pairs: np.ndarray) -> np.ndarray:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        query = pairs[:, 0] * data.n_items + pairs[:, 1]
+        pos = np.clip(np.searchsorted(keys, query), 0, max(len(keys) - 1, 0))
+        if len(query) and not np.array_equal(keys[pos], query):
+            raise ValueError("environments.source=ground_truth labels only the dataset's own train/val/test pairs")
+        return envs[pos]
+
+    return labels, label_pairs

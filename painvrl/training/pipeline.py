@@ -310,6 +310,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
         "val_env": np.asarray(result.label_pairs(data.val), dtype=np.int64),
         "test_env": np.asarray(result.label_pairs(data.test), dtype=np.int64),
         "history": list(result.history),
+        "env_source": config.environments.source,
     }
     run.state["completed"]["mask"] = learned
     return learned
@@ -378,7 +379,8 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
 def _environments(data: InteractionData, learned: dict[str, Any] | None) -> dict[str, Any]:
     truth = data.ground_truth
     if learned is not None:
-        return {"source": "learned", "sizes": learned["env_sizes"], "ari": learned["ari"]}
+        source = "learned" if learned.get("env_source", "hei") == "hei" else "ground_truth (ablation)"
+        return {"source": source, "sizes": learned["env_sizes"], "ari": learned["ari"]}
     if truth is not None and truth.train_env is not None:
         return {"source": "ground_truth", "sizes": np.bincount(truth.train_env).astype(int).tolist()}
     return {"source": "none", "sizes": [len(data.train)]}

@@ -175,8 +175,41 @@ def test_many_items_few_users() -> None:
         ({"train_env_strengths": []}, "dataset.train_env_strengths"),
         ({"train_env_strengths": [float("nan")]}, "dataset.train_env_strengths"),
         ({"feature_noise": -0.1}, "dataset.feature_noise"),
+        ({"train_env_shares": [1.0]}, "dataset.train_env_shares"),
+        ({"train_env_shares": [1.0, 0.0]}, "dataset.train_env_shares"),
+        ({"train_env_shares": [1.0, float("inf")]}, "dataset.train_env_shares"),
+        ({"spurious_shared": 1.5}, "dataset.spurious_shared"),
+        ({"spurious_shared": float("nan")}, "dataset.spurious_shared"),
     ],
 )
 def test_impossible_configs_name_the_field(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(PainvrlInputError, match=field.replace(".", r"\.")):
         make_synthetic(_cfg(**changes))
+
+
+def test_environment_shares_set_each_users_positives_per_environment() -> None:
+    cfg = _cfg(train_env_strengths=[1.0, -1.0], train_env_shares=[3.0, 1.0], interactions_per_user=31)
+    data = make_synthetic(cfg)
+    # 31 positives: 10 (= 31 // 3) in the OOD environment, the other 21 split 3:1 = 15.75 / 5.25, rounded by
+    # largest remainder to 16 / 5.
+    assert data.info["positives_per_env"] == [16, 5, 10]
+    _, train_env, val_env, test_env = _ground_truth(data)
+    per_env = np.bincount(np.concatenate([train_env, val_env, test_env]), minlength=2)
+    np.testing.assert_array_equal(per_env, [16 * cfg.n_users, 5 * cfg.n_users])
+    equal = make_synthetic(_cfg(train_env_strengths=[1.0, -1.0], interactions_per_user=31))
+    assert equal.info["positives_per_env"] == [11, 10, 10]
+
+
+def test_shared_spurious_taste_is_one_direction_for_every_user() -> None:
+    _, personal = make_synthetic_with_latents(SMALL)
+    _, shared = make_synthetic_with_latents(_cfg(spurious_shared=1.0))
+    _, half = make_synthetic_with_latents(_cfg(spurious_shared=0.5))
+
+    def mean_cosine(v: np.ndarray) -> float:
+        unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+        off_diagonal = unit @ unit.T - np.eye(len(v))
+        return float(off_diagonal.sum() / (len(v) * (len(v) - 1)))
+
+    assert np.allclose(shared.user_spurious, shared.user_spurious[0])
+    assert abs(mean_cosine(personal.user_spurious)) < 0.05
+    assert 0.3 < mean_cosine(half.user_spurious) < 0.8

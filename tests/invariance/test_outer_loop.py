@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from invariance_helpers import pretrained_backbone
 from painvrl.config import Config, DatasetConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic
+from painvrl.errors import PainvrlInputError
 from painvrl.invariance import masks
 from painvrl.invariance.outer_loop import learn_invariant_mask, mask_auc
 from painvrl.model.backbone import Backbone
@@ -93,3 +95,44 @@ def test_mask_auc() -> None:
     assert mask_auc(np.array([0.9, 0.8, 0.1, 0.2]), truth) == 1.0
     assert mask_auc(np.array([0.1, 0.2, 0.9, 0.8]), truth) == 0.0
     assert mask_auc(np.full(4, 0.5), truth) == 0.5
+
+
+def test_known_environments_ablation_trains_imgs_on_the_true_environments(
+        tiny: tuple[InteractionData, Backbone]) -> None:
+    data, pretrained = tiny
+    assert data.ground_truth is not None and data.ground_truth.train_env is not None
+    cfg = _config()
+    cfg.environments.source = "ground_truth"
+    seen: list[np.ndarray] = []
+    real = masks.learn_mask
+
+    def spy(backbone: Backbone, train: np.ndarray, labels: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        seen.append(labels.copy())
+        return real(backbone, train, labels, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("painvrl.invariance.outer_loop.learn_mask", spy)
+        result = learn_invariant_mask(cfg, data, pretrained)
+    assert len(seen) == cfg.painvrl.rounds
+    for labels in seen:
+        np.testing.assert_array_equal(labels, data.ground_truth.train_env)
+    assert result.ari == 1.0
+    assert result.env_sizes == np.bincount(data.ground_truth.train_env).tolist()
+    np.testing.assert_array_equal(result.label_pairs(data.test), data.ground_truth.test_env)
+    np.testing.assert_array_equal(result.label_pairs(data.val[::-1]), data.ground_truth.val_env[::-1])
+    assert [r["source"] for r in result.history if r["phase"] == "hei"] == ["ground_truth"] * cfg.painvrl.rounds
+    with pytest.raises(ValueError, match="only the dataset's own"):
+        result.label_pairs(np.array([[0, 10**6]]))
+
+
+def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[InteractionData, Backbone]) -> None:
+    data, pretrained = tiny
+    cfg = _config()
+    cfg.environments.source = "ground_truth"
+    cfg.environments.n_envs = 3
+    with pytest.raises(PainvrlInputError, match=r"environments\.n_envs"):
+        learn_invariant_mask(cfg, data, pretrained)
+    cfg.environments.n_envs = 2
+    no_truth = dataclasses.replace(data, ground_truth=None)
+    with pytest.raises(PainvrlInputError, match=r"environments\.source"):
+        learn_invariant_mask(cfg, no_truth, pretrained)
