@@ -191,9 +191,8 @@ class MaskConfig:
     """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
     sparsity_weight: float = field(default=1e-4, metadata=_search("log", 1e-5, 1e-1))
     """lambda_s, weight of the mask regulariser. Only gates at exactly 0 remove a feature from the final model
-    (its W, trained from scratch, rescales any open gate), so this weight sets the IID/OOD trade-off. On the
-    synthetic benchmark (3 seeds) 1e-4 closes 17% of the erm-to-oracle OOD gap at 1.04x erm's IID, and 1.5e-3
-    closes 54% at 0.85x. The studies search it."""
+    (its W, trained from scratch, rescales any open gate), so this weight sets the IID/OOD trade-off; the
+    studies search it."""
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
 

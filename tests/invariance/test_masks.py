@@ -224,3 +224,34 @@ def test_init_from_pretrained_reproduces_pretrained_scores() -> None:
     gates = warm.gate.mask()
     torch.testing.assert_close((warm.features[items] * gates) @ warm.weight.T, expected)
     assert not torch.allclose((fresh.features[items] * gates) @ fresh.weight.T, expected)
+
+
+def test_normalisation_constants_are_recorded_again_at_the_first_pareto_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At step 0 the projection is fresh and the IRM value is init noise; the constants the solver divides by
+    must be the losses of the first Pareto step, after the ERM warm-up."""
+    from painvrl.invariance import masks
+
+    backbone, train = _backbone()
+    labels = np.arange(len(train)) % 2
+    cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3)
+    settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+    calls: list[tuple[Any, Any, bool, list[float]]] = []
+    real = masks.mask_step
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        initial_in = args[6]
+        stats, initial_out = real(*args, **kwargs)
+        calls.append((None if initial_in is None else initial_in.clone(), initial_out.clone(), kwargs["warmup"],
+                      list(stats.losses)))
+        return stats, initial_out
+
+    monkeypatch.setattr(masks, "mask_step", spy)
+    learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0)
+    assert [c[2] for c in calls] == [True, True, False, False, False, False]
+    assert calls[0][0] is None and calls[1][0] is not None
+    assert calls[2][0] is None  # the first Pareto step records the constants afresh ...
+    torch.testing.assert_close(calls[2][1], torch.tensor(calls[2][3], dtype=torch.float64))  # ... from its losses
+    assert not torch.equal(calls[2][1], calls[0][1])
+    for later in calls[3:]:
+        torch.testing.assert_close(later[0], calls[2][1])
