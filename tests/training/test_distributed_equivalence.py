@@ -182,12 +182,18 @@ few 1e-7. Any two summation orders (one process vs two ranks) give different noi
 to be negligible (|b| < 1e-4) and equal up to 1e-5 absolute (1% of one Adam step at lr 1e-3)."""
 
 
-def _close(got: Any, want: Any, what: str) -> None:
+IMG_RTOL = 1e-4
+"""IMG's solver divides the IRM objective and its gradient by their value at the first Pareto step, an ERM fit
+where V-REx is small (~1e-4 of the ERM loss), so float32 summation-order differences (one process vs two ranks)
+come out about 10x larger relative to the result there than elsewhere: 1.5-2e-5 measured."""
+
+
+def _close(got: Any, want: Any, what: str, rtol: float = 1e-5) -> None:
     if what.rsplit(" ", 1)[-1] in NOISE_ONLY:
         assert float(want.abs().max()) < 1e-4 and float(got.abs().max()) < 1e-4, what
         torch.testing.assert_close(got, want, rtol=0.0, atol=1e-5, msg=lambda m: f"{what}: {m}")
         return
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol / 100, msg=lambda m: f"{what}: {m}")
 
 
 def test_sparse_gradients_are_summed_over_ranks(runs: dict[str, Any]) -> None:
@@ -272,10 +278,10 @@ def test_img_mask_and_projection_equal_one_process(runs: dict[str, Any], pool: i
     for rank, result in enumerate(runs["ranks"]):
         got = result[f"phases_{pool}"]
         for key in ("img_mu", "img_weight", "img_mask"):
-            _close(got[key], want[key], f"rank {rank} {key}")
+            _close(got[key], want[key], f"rank {rank} {key}", rtol=IMG_RTOL)
         for key in ("img_alpha", "img_losses"):
             for g, w in zip(got[key], want[key], strict=True):
-                assert g == pytest.approx(w, rel=1e-5, abs=1e-7), (rank, key)
+                assert g == pytest.approx(w, rel=IMG_RTOL, abs=IMG_RTOL / 100), (rank, key)
     assert not torch.equal(want["img_mu"], torch.zeros_like(want["img_mu"])), "the gates never moved"
 
 
