@@ -483,6 +483,12 @@ def validate_config(config: Config) -> None:
     _require(e.n_envs >= 1, "environments.n_envs", "must be >= 1")
     _require(e.max_iters >= 1 and e.env_epochs >= 1, "environments.max_iters", "iterations and epochs >= 1")
     _require(0 <= e.change_tol < 1, "environments.change_tol", "must be in [0, 1)")
+    if e.source == "ground_truth":
+        _require(d.name == "synthetic", "environments.source",
+                 f"'ground_truth' needs the synthetic benchmark (dataset.name={d.name!r} has no true environments)")
+        _require(e.n_envs == len(d.train_env_strengths), "environments.n_envs",
+                 f"is {e.n_envs}, but with environments.source=ground_truth it must equal the number of true "
+                 f"training environments, len(dataset.train_env_strengths) = {len(d.train_env_strengths)}")
     mk = config.mask
     _require(mk.sigma > 0, "mask.sigma", "must be > 0")
     _require(0.0 < mk.pref_ood < 1.0, "mask.pref_ood", "must be in (0, 1)")

@@ -63,6 +63,10 @@ def test_oracle_run_writes_the_true_mask(tmp_path: Path) -> None:
     (["--set", "train.bogus=1"], "train.bogus"),
     (["--set", "no_equals_sign"], "KEY=VALUE"),
     (["--set", "eval.selection_metric=recall@50"], "eval.selection_metric"),
+    (["--set", "environments.source=ground_truth", "--set", "environments.n_envs=3"], "environments.n_envs"),
+    (["--set", "environments.source=ground_truth", "--set", "dataset.name=movielens", "--set",
+      "dataset.path=/nonexistent"], "environments.source"),
+    (["--set", "environments.source=oracle"], "environments.source"),
 ])
 def test_bad_set_exits_2_naming_the_field_and_leaves_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                args: list[str], field: str) -> None:
