@@ -5,8 +5,9 @@ negatives, early stopping on IID val recall@20, patience in epochs) twice per se
 dims, ``oracle`` on the features multiplied by the true invariant mask. Prints recall@20 on the IID test split
 and on ood_test (full ranking; train items excluded, plus val items for test and train+val+ood_val items for
 ood_test). For reference it also prints the recall of the latent invariant scorer w_u . z_inv (the best any
-invariant model can hope for) and the mean spurious utility of each true environment's positives (its sign is
-the spurious correlation).
+invariant model can hope for), the mean spurious utility of each true environment's positives (its sign is
+the spurious correlation) and, for two training environments, the ideal environment ARI: how well a threshold
+on the TRUE spurious utility separates the environments per interaction (an upper bound for HEI).
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/check_synthetic_signal.py [--seeds 0 1 2] [--set key=value]
 (``--set`` takes DatasetConfig fields, e.g. ``--set n_users=1000``).
@@ -25,6 +26,7 @@ import yaml
 from painvrl.config import DatasetConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import SyntheticLatents, make_synthetic_with_latents
+from painvrl.invariance.environments import adjusted_rand_index
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
 
 
@@ -99,6 +101,20 @@ def spurious_alignment(data: InteractionData, latents: SyntheticLatents) -> str:
     return "mean spurious utility of positives: " + ", ".join(parts)
 
 
+def ideal_environment_ari(data: InteractionData, latents: SyntheticLatents) -> str:
+    """How identifiable the training environments are per interaction: the best ARI over thresholds of the TRUE
+    spurious utility of each training positive (the latent classifier no learner has; an upper bound for HEI
+    with two environments, the sign of the strength difference deciding which side is which)."""
+    gt = data.ground_truth
+    assert gt is not None and gt.train_env is not None
+    if int(gt.train_env.max()) != 1:
+        return "ideal environment ARI: only computed for two training environments"
+    utility = latents.spurious_utility(data.train[:, 0], data.train[:, 1])
+    best = max(adjusted_rand_index(gt.train_env, (utility < np.quantile(utility, q)).astype(np.int64))
+               for q in np.linspace(0.05, 0.95, 37))
+    return f"ideal environment ARI (threshold on the true spurious utility): {best:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -119,6 +135,7 @@ def main() -> None:
         cfg = dataclasses.replace(DatasetConfig(), seed=seed, **overrides)
         data, latents = make_synthetic_with_latents(cfg)
         print(f"seed {seed}: {spurious_alignment(data, latents)}")
+        print(f"seed {seed}: {ideal_environment_ari(data, latents)}")
         ideal = latents.user_preference @ latents.item_invariant.T
         assert data.ood_test is not None and data.ood_val is not None
         print(f"seed {seed} latent invariant scorer: test "
