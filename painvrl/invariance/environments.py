@@ -86,7 +86,6 @@ class EnvironmentModels(nn.Module):
         # has a threshold). Implemented as one extra output row of W_k read by a constant-1 user column and a
         # constant-1 input column (which also gives each user a per-environment offset), so every scoring path
         # below stays a plain <user, item> product.
-        self.feature_bias = feature_bias
         extra = 1 if feature_bias else 0
         self.n_envs, self.k_f, self.feature_dim, self.input_mode = n_envs, k_f + extra, d + extra, input_mode
         self.l1_rho = float(l1_rho)
