@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,9 @@ def test_default_config_is_fast_and_labelled_as_synthetic_ood() -> None:
     assert data.name == "synthetic"
     assert data.info["ood"] == "synthetic"
     assert data.has_ood()
-    assert data.info["train_env_strengths"] == [1.0, 0.5]
+    assert data.info["train_env_strengths"] == [1.0, -1.0]
     assert data.info["ood_env_strength"] == -1.0
+    assert data.info["positives_per_env"] == [15, 5, 10]
 
 
 def test_deterministic_in_seed() -> None:
@@ -54,7 +56,8 @@ def test_sampling_in_user_chunks_does_not_change_the_data(monkeypatch: pytest.Mo
 
 
 def test_shapes_counts_and_environment_labels() -> None:
-    cfg = _cfg(modality_dims=[10, 6, 8], train_env_strengths=[2.0, 1.0, 0.5], interactions_per_user=40)
+    cfg = _cfg(modality_dims=[10, 6, 8], train_env_strengths=[2.0, 1.0, 0.5], train_env_shares=[],
+               interactions_per_user=40)
     data = make_synthetic(cfg)
     invariant, train_env, val_env, test_env = _ground_truth(data)
     assert list(data.features) == ["m0", "m1", "m2"]
@@ -137,16 +140,27 @@ def test_spurious_utility_of_positives_follows_environment_strengths() -> None:
     spurious = latents.spurious_utility(data.train[:, 0], data.train[:, 1])
     env0, env1 = spurious[train_env == 0].mean(), spurious[train_env == 1].mean()
     ood = latents.spurious_utility(data.ood_test[:, 0], data.ood_test[:, 1]).mean()
-    assert env0 > env1 > 0 > ood  # strengths +2, +1, -1
+    assert env0 > 0 > env1 and ood < 0  # strengths +1, -1 in training, -1 out of distribution
     invariant_ood = latents.invariant_utility(data.ood_test[:, 0], data.ood_test[:, 1]).mean()
     assert invariant_ood > 0.3  # users still prefer items through z_inv out of distribution
 
 
-def test_item_exposure_is_balanced() -> None:
-    data = make_synthetic(DatasetConfig())
+def test_item_exposure_is_balanced_with_personal_spurious_taste() -> None:
+    data = make_synthetic(DatasetConfig(spurious_shared=0.0))
     degree = np.bincount(data.train[:, 1], minlength=data.n_items)
     assert degree.min() >= 1
     assert degree.max() <= 3 * degree.mean()
+
+
+def test_shared_spurious_direction_plants_popularity_only_through_the_spurious_factor() -> None:
+    data, latents = make_synthetic_with_latents(DatasetConfig())
+    degree = np.bincount(data.train[:, 1], minlength=data.n_items).astype(np.float64)
+    k_sp = latents.item_spurious.shape[1]
+    spurious_appeal = latents.item_spurious @ latents.user_spurious[0] / math.sqrt(k_sp)
+    # Net training strength +0.5 (strengths +1 / -1, shares 3 : 1): click-bait items are clicked more in training.
+    assert np.corrcoef(spurious_appeal, degree)[0, 1] > 0.3
+    invariant_appeal = latents.item_invariant @ latents.user_preference.mean(axis=0)
+    assert abs(np.corrcoef(invariant_appeal, degree)[0, 1]) < 0.15
 
 
 def test_without_spurious_factors_every_dim_is_invariant() -> None:
@@ -165,7 +179,8 @@ def test_many_items_few_users() -> None:
     [
         ({"interactions_per_user": 301}, "dataset.interactions_per_user"),
         ({"interactions_per_user": 4}, "dataset.interactions_per_user"),
-        ({"interactions_per_user": 6, "train_env_strengths": [1.0, 1.0, 1.0, 1.0, 1.0]},
+        ({"interactions_per_user": 6, "train_env_strengths": [1.0, 1.0, 1.0, 1.0, 1.0],
+          "train_env_shares": []},
          "dataset.interactions_per_user"),
         ({"n_users": 0}, "dataset.n_users"),
         ({"n_invariant_factors": 0}, "dataset.n_invariant_factors"),
@@ -196,12 +211,12 @@ def test_environment_shares_set_each_users_positives_per_environment() -> None:
     _, train_env, val_env, test_env = _ground_truth(data)
     per_env = np.bincount(np.concatenate([train_env, val_env, test_env]), minlength=2)
     np.testing.assert_array_equal(per_env, [16 * cfg.n_users, 5 * cfg.n_users])
-    equal = make_synthetic(_cfg(train_env_strengths=[1.0, -1.0], interactions_per_user=31))
+    equal = make_synthetic(_cfg(train_env_strengths=[1.0, -1.0], train_env_shares=[], interactions_per_user=31))
     assert equal.info["positives_per_env"] == [11, 10, 10]
 
 
 def test_shared_spurious_taste_is_one_direction_for_every_user() -> None:
-    _, personal = make_synthetic_with_latents(SMALL)
+    _, personal = make_synthetic_with_latents(_cfg(spurious_shared=0.0))
     _, shared = make_synthetic_with_latents(_cfg(spurious_shared=1.0))
     _, half = make_synthetic_with_latents(_cfg(spurious_shared=0.5))
 
@@ -211,5 +226,11 @@ def test_shared_spurious_taste_is_one_direction_for_every_user() -> None:
         return float(off_diagonal.sum() / (len(v) * (len(v) - 1)))
 
     assert np.allclose(shared.user_spurious, shared.user_spurious[0])
+    # The shared direction has the items' norm sqrt(k) on every seed: with a plain Gaussian draw its norm (the
+    # benchmark's effective spurious strength) varied by a factor ~4 between seeds.
+    k = shared.user_spurious.shape[1]
+    for seed in range(5):
+        _, latents = make_synthetic_with_latents(_cfg(spurious_shared=1.0, seed=seed))
+        assert np.linalg.norm(latents.user_spurious[0]) == pytest.approx(math.sqrt(k))
     assert abs(mean_cosine(personal.user_spurious)) < 0.05
     assert 0.3 < mean_cosine(half.user_spurious) < 0.8

@@ -23,7 +23,8 @@ def tiny() -> tuple[InteractionData, Backbone]:
     # The spurious factor helps in one training environment (+2) and hurts in the other (-1): on average it
     # still predicts training clicks, so ERM alone keeps it; invariance must close it.
     data = make_synthetic(DatasetConfig(n_users=200, n_items=300, modality_dims=[16, 16],
-                                        interactions_per_user=30, train_env_strengths=[2.0, -1.0]))
+                                        interactions_per_user=30, train_env_strengths=[2.0, -1.0],
+                                        train_env_shares=[], spurious_shared=0.0))
     return data, pretrained_backbone(data)
 
 
