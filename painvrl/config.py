@@ -193,9 +193,9 @@ class MaskConfig:
     sparsity: Literal["l0", "l2"] = "l0"
     """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
     sparsity_weight: float = field(default=3e-4, metadata=_search("log", 1e-5, 1e-1))
-    """lambda_s, weight of the mask regulariser (3e-4, was 1e-4: see the README's scientific status). Only gates at exactly 0 remove a feature from the final model
-    (its W, trained from scratch, rescales any open gate), so this weight sets the IID/OOD trade-off; the
-    studies search it."""
+    """lambda_s, weight of the mask regulariser (3e-4, was 1e-4; README "Scientific status"). Only gates at
+    exactly 0 remove a feature from the final model (its W, trained from scratch, rescales any open gate), so
+    this weight sets the IID/OOD trade-off; the studies search it."""
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
 
