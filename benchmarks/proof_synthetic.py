@@ -66,6 +66,8 @@ def run_one(name: str, overrides: list[str], seed: int, threads: int) -> dict[st
             "ood": float(test["ood"]["recall@20"]), "auc": metrics["mask"].get("auc"),
             "auc_logits": metrics["mask"].get("auc_logits"),
             "ari": metrics["environments"].get("ari"), "density": metrics["mask"].get("density"),
+            "spurious_open": metrics["mask"].get("spurious_open"),
+            "invariant_open": metrics["mask"].get("invariant_open"),
             "seconds": time.perf_counter() - started}
 
 
@@ -155,12 +157,13 @@ def main() -> None:
     print(f"\nsynthetic benchmark, seeds {args.seeds}, overrides {args.overrides or 'none'} "
           f"({time.perf_counter() - started:.0f}s)")
     header = (f"{'method':<22} {'IID recall@20':>17} {'OOD recall@20':>17} {'mask AUC':>15} {'logit AUC':>15} "
-              f"{'env ARI':>15} {'sec':>5}")
+              f"{'env ARI':>15} {'spurious open':>15} {'invariant open':>15} {'sec':>5}")
     print(header)
     print("-" * len(header))
     for name, rows in by.items():
         print(f"{name:<22} {fmt(rows, 'iid'):>17} {fmt(rows, 'ood'):>17} {fmt(rows, 'auc', 3):>15} "
-              f"{fmt(rows, 'auc_logits', 3):>15} {fmt(rows, 'ari', 3):>15} {stats(rows, 'seconds')[0]:>5.0f}")
+              f"{fmt(rows, 'auc_logits', 3):>15} {fmt(rows, 'ari', 3):>15} {fmt(rows, 'spurious_open', 3):>15} "
+              f"{fmt(rows, 'invariant_open', 3):>15} {stats(rows, 'seconds')[0]:>5.0f}")
     print()
     for label, ok, detail in bars(by):
         print(f"{'PASS' if ok else 'FAIL'}  {label}: {detail}")

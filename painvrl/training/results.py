@@ -78,7 +78,9 @@ def mask_summary(mask: np.ndarray | None, slices: dict[str, slice], invariant_di
     """density (mean mask value), per-modality density, fraction_open (share of dims with m > 0), and the
     ROC-AUC of mask values against the true invariant dims when ground truth exists (``auc``; dims clamped to
     the same value count as ties) and of the gate logits (``auc_logits``, learned masks: the same ranking with
-    the clamp's ties broken). No mask = all dims used."""
+    the clamp's ties broken), plus what the final model can read: ``invariant_open`` / ``spurious_open`` (share
+    of true invariant / spurious dims with m > 0) and ``invariant_mass`` (share of the total gate value on
+    invariant dims). No mask = all dims used."""
     dim = max((s.stop for s in slices.values()), default=0)
     values = np.ones(dim, dtype=np.float64) if mask is None else np.asarray(mask, dtype=np.float64)
     summary: dict[str, Any] = {
@@ -91,6 +93,14 @@ def mask_summary(mask: np.ndarray | None, slices: dict[str, slice], invariant_di
         summary["auc"] = roc_auc(values, invariant_dims)
         if logits is not None:
             summary["auc_logits"] = roc_auc(np.asarray(logits, dtype=np.float64), invariant_dims)
+        invariant = np.asarray(invariant_dims, dtype=bool)
+        if invariant.any() and (~invariant).any():
+            # AUC counts a closed invariant dim tied with closed spurious ones as half wrong; with redundant
+            # invariant columns a sparse mask closes some of them at no cost, so report the open sets too.
+            summary["invariant_open"] = float((values[invariant] > 0).mean())
+            summary["spurious_open"] = float((values[~invariant] > 0).mean())
+            total = float(values.sum())
+            summary["invariant_mass"] = float(values[invariant].sum()) / total if total > 0 else None
     return summary
 
 
