@@ -294,8 +294,11 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         "ood_env": n_train_envs,
         "positives_per_env": [*train_counts, n_ood],
         "user_split": [n_train, n_val, n_test],
+        "spurious_shared": cfg.spurious_shared,
         "environments": "every user interacts in every environment; Gumbel top-k per environment without "
-                        "replacement; spurious taste per user",
+                        "replacement; spurious taste " + ("per user" if cfg.spurious_shared == 0 else
+                                                          "shared by all users" if cfg.spurious_shared == 1 else
+                                                          "partly shared"),
     }
     logger.info("synthetic data: %d users, %d items, %d train / %d val / %d test / %d ood_val / %d ood_test",
                 cfg.n_users, cfg.n_items, len(train), len(val), len(test), ood_val_items.size,

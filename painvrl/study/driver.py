@@ -91,6 +91,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     from painvrl.data.registry import load_dataset
     from painvrl.study import tracking
     from painvrl.study.callbacks import MlflowTrialCallback
+    from painvrl.study.identity import pin_study_identity, study_identity
     from painvrl.study.searcher import (
         BudgetedOptunaSearch,
         settle_unknown_trials,
@@ -106,6 +107,9 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     # Bad data fails here, before any trial starts; the fingerprint identifies the data in MLflow.
     data = load_dataset(base.dataset)
     fingerprint = data.fingerprint()
+    identity = study_identity(base.config_hash(), fingerprint, spec.to_dict().get("search", {}),
+                              spec.metric_keys(), spec.directions())
+    pin_study_identity(_optuna_storage(spec.optuna_url()), spec.name, spec.directions(), identity, str(study_dir))
 
     _init_ray(spec)
     validate_study(spec, cluster_cpus=float(ray.cluster_resources().get("CPU", 0)))

@@ -90,6 +90,15 @@ def test_smoke_study_logs_trials_and_front(tmp_path: Path) -> None:
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
     _assert_study_consistent(tmp_path / "smoke", "smoke", n_trials=3)
 
+    # The same study name for another problem (here other data): refused before Ray starts, instead of printing
+    # the finished study's old front as the new one; the stored study is left as it was.
+    changed = _search(["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}", "--set", "base.dataset.seed=1"],
+                      timeout=120)
+    assert changed.returncode == 2, changed.stderr[-4000:]
+    assert "'name'" in changed.stderr and "dataset_fingerprint" in changed.stderr
+    assert "base_config_hash" in changed.stderr  # the resolved base config changed too (dataset.seed)
+    _assert_study_consistent(tmp_path / "smoke", "smoke", n_trials=3)
+
 
 def test_bad_study_config_fails_before_any_trial(tmp_path: Path) -> None:
     result = _search(["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}",
