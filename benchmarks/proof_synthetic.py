@@ -18,6 +18,7 @@ ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain 
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
+       PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py --from-json a.json b.json   # pool saved runs
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def run_one(name: str, overrides: list[str], seed: int, threads: int) -> dict[st
     started = time.perf_counter()
     metrics = run_pipeline(config, make_synthetic(config.dataset)).metrics
     test = metrics["test"]
-    return {"name": name, "seed": seed, "iid": float(test["iid"]["recall@20"]),
+    return {"name": name, "seed": seed, "overrides": overrides, "iid": float(test["iid"]["recall@20"]),
             "ood": float(test["ood"]["recall@20"]), "auc": metrics["mask"].get("auc"),
             "auc_logits": metrics["mask"].get("auc_logits"),
             "ari": metrics["environments"].get("ari"), "density": metrics["mask"].get("density"),
@@ -72,7 +73,7 @@ def run_one(name: str, overrides: list[str], seed: int, threads: int) -> dict[st
 
 
 def stats(rows: list[dict[str, Any]], key: str) -> tuple[float, float]:
-    values = [r[key] for r in rows if r[key] is not None]
+    values = [r[key] for r in rows if r.get(key) is not None]
     if not values:
         return math.nan, math.nan
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -144,18 +145,30 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="concurrent runs (processes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     parser.add_argument("--json", default=None, help="write every run's numbers here")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                        help="run nothing: pool the runs saved by earlier --json runs (e.g. two seed ranges of the "
+                             "same code and overrides) and print their table and bars")
     args = parser.parse_args()
-    tasks = [(name, [*ov, *args.overrides], seed) for name, ov in RUNS for seed in args.seeds]
     started = time.perf_counter()
-    threads = max(1, 2 // max(args.jobs, 1))
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(run_one, *zip(*tasks, strict=True), [threads] * len(tasks)))
+    if args.from_json:
+        results = [r for path in args.from_json for r in json.loads(open(path).read())]
+        seeds = sorted({r["seed"] for r in results})
+        for name, _ in RUNS:
+            recorded = {tuple(r["overrides"]) for r in results if r["name"] == name and r.get("overrides") is not None}
+            if len(recorded) > 1:
+                raise SystemExit(f"--from-json: runs of {name!r} were made with different overrides {sorted(recorded)}")
     else:
-        results = [run_one(name, ov, seed, threads) for name, ov, seed in tasks]
+        tasks = [(name, [*ov, *args.overrides], seed) for name, ov in RUNS for seed in args.seeds]
+        threads = max(1, 2 // max(args.jobs, 1))
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs) as pool:
+                results = list(pool.map(run_one, *zip(*tasks, strict=True), [threads] * len(tasks)))
+        else:
+            results = [run_one(name, ov, seed, threads) for name, ov, seed in tasks]
+        seeds = list(args.seeds)
     by: dict[str, list[dict[str, Any]]] = {name: [r for r in results if r["name"] == name] for name, _ in RUNS}
-    print(f"\nsynthetic benchmark, seeds {args.seeds}, overrides {args.overrides or 'none'} "
-          f"({time.perf_counter() - started:.0f}s)")
+    source = f"pooled from {', '.join(args.from_json)}" if args.from_json else f"overrides {args.overrides or 'none'}"
+    print(f"\nsynthetic benchmark, seeds {seeds}, {source} ({time.perf_counter() - started:.0f}s)")
     header = (f"{'method':<22} {'IID recall@20':>17} {'OOD recall@20':>17} {'mask AUC':>15} {'logit AUC':>15} "
               f"{'env ARI':>15} {'spurious open':>15} {'invariant open':>15} {'sec':>5}")
     print(header)
