@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     if args.from_json:
-        results = [r for path in args.from_json for r in json.loads(open(path).read())]
+        results = [r for path in args.from_json for r in json.loads(Path(path).read_text())]
         seeds = sorted({r["seed"] for r in results})
         for name, _ in RUNS:
             recorded = {tuple(r["overrides"]) for r in results if r["name"] == name and r.get("overrides") is not None}

@@ -296,9 +296,8 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         "user_split": [n_train, n_val, n_test],
         "spurious_shared": cfg.spurious_shared,
         "environments": "every user interacts in every environment; Gumbel top-k per environment without "
-                        "replacement; spurious taste " + ("per user" if cfg.spurious_shared == 0 else
-                                                          "shared by all users" if cfg.spurious_shared == 1 else
-                                                          "partly shared"),
+                        "replacement; spurious taste "
+                        + {0.0: "per user", 1.0: "shared by all users"}.get(cfg.spurious_shared, "partly shared"),
     }
     logger.info("synthetic data: %d users, %d items, %d train / %d val / %d test / %d ood_val / %d ood_test",
                 cfg.n_users, cfg.n_items, len(train), len(val), len(test), ood_val_items.size,

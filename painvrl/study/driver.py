@@ -109,7 +109,9 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     fingerprint = data.fingerprint()
     identity = study_identity(base.config_hash(), fingerprint, spec.to_dict().get("search", {}),
                               spec.metric_keys(), spec.directions())
-    pin_study_identity(_optuna_storage(spec.optuna_url()), spec.name, spec.directions(), identity, str(study_dir))
+    # One storage object for the identity check, the searcher and a resume (each RDBStorage opens an engine).
+    storage = _optuna_storage(spec.optuna_url())
+    pin_study_identity(storage, spec.name, spec.directions(), identity, str(study_dir))
 
     _init_ray(spec)
     validate_study(spec, cluster_cpus=float(ray.cluster_resources().get("CPU", 0)))
@@ -135,7 +137,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     searcher = BudgetedOptunaSearch(space=DefineByRunSpace(spec, n_mask_objectives), metric=spec.metric_keys(),
                                     mode=["max" if d == "maximize" else "min" for d in spec.directions()],
                                     sampler=build_sampler(spec), study_name=spec.name,
-                                    storage=_optuna_storage(spec.optuna_url()), budget=spec.num_samples)
+                                    storage=storage, budget=spec.num_samples)
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_cpus if spec.trial_num_workers == 0 else 1})
     param_space = {"spec": spec.to_dict()}
     tune_path = study_dir / "tune"
@@ -143,7 +145,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
         logger.info("resuming study from %s", tune_path / spec.name)
         import optuna
 
-        study = optuna.load_study(study_name=spec.name, storage=_optuna_storage(spec.optuna_url()))
+        study = optuna.load_study(study_name=spec.name, storage=storage)
         settle_unknown_trials(study, tune_known_trial_ids(tune_path / spec.name))
         runs.mark_killed(stale_tune_trial_ids(study))
         tuner = tune.Tuner.restore(str(tune_path / spec.name), trainable=trainable, resume_unfinished=True,
