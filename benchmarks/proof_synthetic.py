@@ -126,6 +126,39 @@ def bars(by: dict[str, list[dict[str, Any]]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+PAIRS: list[tuple[str, str]] = [
+    ("oracle", "erm"), ("painvrl", "erm"), ("painvrl", "invrl"),
+    ("painvrl", "painvrl pref_ood=0.1"), ("painvrl pref_ood=0.9", "painvrl"),
+    ("painvrl pref_ood=0.9", "painvrl pref_ood=0.1"),
+]
+
+
+def paired(by: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> tuple[float, float, int]:
+    """Mean and standard error of the per-seed difference ``a - b`` over the seeds both rows ran.
+
+    Every row of one seed shares that seed's data (the same world, splits and test sets), so the per-seed
+    difference cancels the world-to-world spread that dominates each row's own standard deviation."""
+    left = {r["seed"]: r[key] for r in by[a] if r.get(key) is not None}
+    right = {r["seed"]: r[key] for r in by[b] if r.get(key) is not None}
+    diffs = np.array([left[s] - right[s] for s in sorted(left.keys() & right.keys())], dtype=np.float64)
+    if len(diffs) < 2:
+        return (float(diffs.mean()) if len(diffs) else math.nan), math.nan, len(diffs)
+    return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs))), len(diffs)
+
+
+def paired_lines(by: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per comparison: per-seed paired differences of IID and OOD recall@20 (report only, not a bar)."""
+    lines = ["paired per-seed differences, mean ± standard error (t = mean / SE); report only, not a bar:"]
+    for a, b in PAIRS:
+        cells = []
+        for key in ("iid", "ood"):
+            mean, se, n = paired(by, a, b, key)
+            t = mean / se if se and not math.isnan(se) else math.nan
+            cells.append(f"{key.upper()} {mean:+.4f} ± {se:.4f} (t {t:+.1f})")
+        lines.append(f"  {a:<21} - {b:<21} {cells[0]:<30} {cells[1]:<30} n={n}")
+    return lines
+
+
 def diagnosis(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Gap closed, IID ratio and mask AUC of the diagnostic rows (true environments; no IRM objective)."""
     erm, oracle = stats(by["erm"], "ood")[0], stats(by["oracle"], "ood")[0]
@@ -182,6 +215,9 @@ def main() -> None:
     for label, ok, detail in bars(by):
         print(f"{'PASS' if ok else 'FAIL'}  {label}: {detail}")
     for line in diagnosis(by):
+        print(line)
+    print()
+    for line in paired_lines(by):
         print(line)
     if args.json:
         with open(args.json, "w") as handle:

@@ -50,3 +50,17 @@ def test_runs_made_with_different_overrides_are_not_pooled(tmp_path: Path) -> No
     result = _pool(tmp_path, _runs(range(0, 3)), _runs(range(3, 6), ["mask.pref_ood=0.7"]))
     assert result.returncode != 0
     assert "different overrides" in result.stderr
+
+
+def test_paired_differences_cancel_the_world_to_world_spread(tmp_path: Path) -> None:
+    # Every row moves with the seed by the same jitter (one world per seed): the paired difference is exact.
+    runs = _runs(range(0, 6))
+    for run in runs:
+        shift = 0.02 * run["seed"]
+        run["iid"] += shift
+        run["ood"] += shift
+    result = _pool(tmp_path, runs)
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith("painvrl ") and " - invrl" in ln)
+    assert "IID +0.0000 ± 0.0000" in line and "OOD +0.0200 ± 0.0000" in line and "n=6" in line
+    assert "oracle" in result.stdout.split("paired per-seed differences")[1]
