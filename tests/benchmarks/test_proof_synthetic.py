@@ -24,7 +24,7 @@ def _runs(seeds: range, overrides: list[str] | None = None) -> list[dict[str, An
             jitter = 0.001 * (seed % 3 - 1)
             out.append({"name": name, "seed": seed, "overrides": overrides or [], "iid": iid + jitter,
                         "ood": ood + jitter, "auc": auc, "auc_logits": auc, "ari": None if auc is None else 0.0,
-                        "density": 0.5, "seconds": 1.0})
+                        "density": 0.5, "epoch": 3 + seed % 2, "seconds": 1.0})
     return out
 
 
@@ -43,6 +43,7 @@ def test_two_seed_ranges_pool_into_one_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "seeds [0, 1, 2, 3, 4, 5], pooled from" in result.stdout
     assert "FAIL" not in result.stdout and result.stdout.count("PASS") == 6
+    assert "sel. epoch" in result.stdout and "3.5 ± 0.5" in result.stdout  # selected epochs 3, 4, 3, 4, 3, 4
     assert "gap closed 0.75" in result.stdout  # (0.06 - 0.03) / (0.07 - 0.03), jitter cancels over the seeds
 
 
