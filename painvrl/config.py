@@ -84,6 +84,12 @@ class DatasetConfig:
     """Synthetic: spurious strength in the OOD environment (flipped sign: correlation breaks)."""
     feature_noise: float = 0.1
     """Synthetic: std of noise added to item features."""
+    ood_new_items: float = 0.0
+    """Synthetic: fraction of the items released only in the OOD environment (cold-start OOD). The training
+    environments never click them, the OOD environment clicks only them, and the OOD splits are ranked among
+    them (``InteractionData.ood_candidates``). The item ID embeddings then cannot carry the spurious item
+    popularity into the OOD ranking, so the OOD gap measures the feature pathway, which the mask acts on, and
+    survives training to convergence. 0: the OOD environment clicks the same items as training."""
 
 
 @dataclass

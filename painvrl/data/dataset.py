@@ -65,6 +65,9 @@ class InteractionData:
     """modality -> bool [n_items], False where an item lacks that modality (its block is all zeros and,
     having no bias, contributes nothing to the projection: missing, not a fake zero observation)."""
     train_timestamps: np.ndarray | None = None
+    ood_candidates: np.ndarray | None = None
+    """int64 sorted unique item ids that the OOD splits are ranked over (None: all items). Set when the OOD
+    environment releases items of its own (cold-start OOD): every ood_val / ood_test item must be one of them."""
     ground_truth: GroundTruth | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """Provenance: split builder, counts of dropped / deduplicated rows, source files."""
@@ -98,6 +101,28 @@ class InteractionData:
         for modality, present in self.feature_present.items():
             if modality not in self.features or present.shape != (self.n_items,):
                 raise PainvrlInputError(f"{source}: presence mask '{modality}' does not match the features")
+        if self.ood_candidates is not None:
+            self.ood_candidates = self._checked_candidates(self.ood_candidates, source)
+
+    def _checked_candidates(self, candidates: np.ndarray, source: str) -> np.ndarray:
+        array = np.asarray(candidates)
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+            raise PainvrlInputError(f"{source}: ood_candidates must be a non-empty 1-D array of item ids, got "
+                                    f"dtype {array.dtype} and shape {array.shape}")
+        if array.min() < 0 or array.max() >= self.n_items:
+            raise PainvrlInputError(f"{source}: ood_candidates holds item ids outside [0, {self.n_items})")
+        unique = np.unique(array).astype(np.int64)
+        if unique.size != array.size:
+            raise PainvrlInputError(f"{source}: ood_candidates holds {array.size - unique.size} duplicate item ids")
+        if not self.has_ood():
+            raise PainvrlInputError(f"{source}: ood_candidates is set but the dataset has no OOD splits")
+        for split in ("ood_val", "ood_test"):
+            pairs = getattr(self, split)
+            outside = ~np.isin(pairs[:, 1], unique)
+            if outside.any():
+                raise PainvrlInputError(f"{source}: {int(outside.sum())} {split} positives are on items outside "
+                                        f"ood_candidates (e.g. item {int(pairs[outside][0, 1])})")
+        return unique
 
     # ---------------------------------------------------------------------------------------------- features
     @property
@@ -144,6 +169,9 @@ class InteractionData:
         for modality, matrix in self.features.items():
             digest.update(modality.encode())
             digest.update(np.ascontiguousarray(matrix).tobytes())
+        if self.ood_candidates is not None:  # only when set: fingerprints of all other data stay as they were
+            digest.update(b"ood_candidates")
+            digest.update(np.ascontiguousarray(self.ood_candidates).tobytes())
         return digest.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
@@ -156,6 +184,7 @@ class InteractionData:
             "n_test": len(self.test),
             "n_ood_val": 0 if self.ood_val is None else len(self.ood_val),
             "n_ood_test": 0 if self.ood_test is None else len(self.ood_test),
+            "n_ood_candidates": self.n_items if self.ood_candidates is None else len(self.ood_candidates),
             "modalities": {m: int(x.shape[1]) for m, x in self.features.items()},
             "fingerprint": self.fingerprint(),
             **{k: v for k, v in self.info.items() if isinstance(v, int | float | str | bool)},

@@ -113,7 +113,7 @@ def apply_popularity_ood(data: InteractionData, ood_fraction: float, seed: int) 
             "dropped_eval_unknown_user_after_ood": dropped,
             "ood_taken_from": {name: int((~keep & (origin == i)).sum()) for i, name in enumerate(splits)}}
     return dataclasses.replace(data, train=train, val=remaining["val"], test=remaining["test"],
-                               ood_val=halves.ood_val, ood_test=halves.ood_test,
+                               ood_val=halves.ood_val, ood_test=halves.ood_test, ood_candidates=None,
                                train_timestamps=train_timestamps, info=info)
 
 

@@ -32,6 +32,9 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
   sampled in order 0, 1, ..., E; in each the user takes the top-k items by perturbed utility among the items
   not already taken (Gumbel top-k = sampling without replacement from the softmax of the utility). This is
   done in user chunks so memory stays bounded (a few hundred MB at 36k users x 76k items).
+- Cold-start OOD (``cfg.ood_new_items > 0``): that fraction of the items is released only in the OOD
+  environment. The training environments never take them, the OOD environment takes only them, and
+  ``InteractionData.ood_candidates`` lists them, so the OOD splits are ranked among the new items.
 - Splits: each user's training-environment positives are split at random 8:1:1 (at least one of each) into
   train / val / test, so val and test follow the same mixture of training environments (IID). The OOD
   environment's positives are split at random in half into ``ood_val`` and ``ood_test``. Environment labels are
@@ -64,6 +67,8 @@ CHUNK_ELEMENTS = 1 << 22
 """Target size (users x items) of one sampling chunk: 4M float32 values = 16 MB per working array."""
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 """Per-user train / val / test fractions of the training environments' positives."""
+RELEASE_STREAM = 0x6E6577
+"""Seed-stream tag of the draw of the items released only in the OOD environment (``ood_new_items``)."""
 
 
 @dataclass
@@ -150,7 +155,18 @@ def _validate(cfg: DatasetConfig) -> None:
     if cfg.interactions_per_user > cfg.n_items:
         raise _fail("interactions_per_user", f"is {cfg.interactions_per_user}, more than n_items="
                     f"{cfg.n_items}: a user cannot interact with more distinct items than exist")
-    _env_counts(cfg)
+    train_counts, n_ood = _env_counts(cfg)
+    if not (math.isfinite(cfg.ood_new_items) and 0.0 <= cfg.ood_new_items < 1.0):
+        raise _fail("ood_new_items", f"must be in [0, 1), got {cfg.ood_new_items}")
+    n_new = _n_new_items(cfg)
+    if n_new and (n_new < n_ood or cfg.n_items - n_new < sum(train_counts)):
+        raise _fail("ood_new_items", f"is {cfg.ood_new_items}: {n_new} new and {cfg.n_items - n_new} released "
+                    f"items, but each user clicks {n_ood} items in the OOD environment (all new) and "
+                    f"{sum(train_counts)} in training (none new)")
+
+
+def _n_new_items(cfg: DatasetConfig) -> int:
+    return round(cfg.ood_new_items * cfg.n_items)
 
 
 def _features(cfg: DatasetConfig, rng: np.random.Generator, z_inv: np.ndarray,
@@ -176,8 +192,10 @@ def _features(cfg: DatasetConfig, rng: np.random.Generator, z_inv: np.ndarray,
 
 
 def _sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_inv: np.ndarray,
-                      z_sp: np.ndarray, strengths: list[float], counts: list[int]) -> np.ndarray:
-    """int64 [n_users, sum(counts)]: environment e's items occupy its block of columns, in environment order."""
+                      z_sp: np.ndarray, strengths: list[float], counts: list[int],
+                      blocked: list[np.ndarray | None] | None = None) -> np.ndarray:
+    """int64 [n_users, sum(counts)]: environment e's items occupy its block of columns, in environment order.
+    ``blocked[e]`` (optional) lists items environment e may not click (items released in another one)."""
     import torch  # core dependency, imported here so that importing the data package stays light
 
     n_users, n_items = w.shape[0], z_inv.shape[0]
@@ -196,8 +214,10 @@ def _sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_
         del noise
         spurious = v[start:stop].astype(np.float32) @ sp_items if z_sp.shape[1] else None
         column = 0
-        for strength, k in zip(strengths, counts, strict=True):
+        for env, (strength, k) in enumerate(zip(strengths, counts, strict=True)):
             util = base.copy() if spurious is None else base + np.float32(strength) * spurious
+            if blocked is not None and blocked[env] is not None:
+                util[:, blocked[env]] = -np.inf
             if column:
                 np.put_along_axis(util, out[start:stop, :column], -np.inf, axis=1)
             # torch.topk is ~7x faster than np.argpartition on long rows; ties have probability zero.
@@ -257,7 +277,15 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         v = math.sqrt(cfg.spurious_shared) * shared + math.sqrt(1.0 - cfg.spurious_shared) * v
 
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
-    positives = _sample_positives(rng, w, v, z_inv, z_sp, strengths, [*train_counts, n_ood])
+    new_items: np.ndarray | None = None
+    blocked: list[np.ndarray | None] | None = None
+    if _n_new_items(cfg):
+        # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
+        release_rng = np.random.default_rng([cfg.seed, RELEASE_STREAM])
+        new_items = np.sort(release_rng.choice(cfg.n_items, size=_n_new_items(cfg), replace=False))
+        released = np.setdiff1d(np.arange(cfg.n_items), new_items)
+        blocked = [*([new_items] * n_train_envs), released]
+    positives = _sample_positives(rng, w, v, z_inv, z_sp, strengths, [*train_counts, n_ood], blocked)
 
     n_train_side = sum(train_counts)
     env_of_column = np.repeat(np.arange(n_train_envs, dtype=np.int64), train_counts)
@@ -295,6 +323,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         "positives_per_env": [*train_counts, n_ood],
         "user_split": [n_train, n_val, n_test],
         "spurious_shared": cfg.spurious_shared,
+        "ood_new_items": 0 if new_items is None else int(new_items.size),
         "environments": "every user interacts in every environment; Gumbel top-k per environment without "
                         "replacement; spurious taste "
                         + {0.0: "per user", 1.0: "shared by all users"}.get(cfg.spurious_shared, "partly shared"),
@@ -312,6 +341,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         features=features,
         ood_val=_pairs(ood_val_items),
         ood_test=_pairs(ood_test_items),
+        ood_candidates=new_items,
         ground_truth=GroundTruth(train_env=train_env, invariant_dims=invariant_dims, val_env=val_env,
                                  test_env=test_env),
         info=info,

@@ -195,6 +195,10 @@ def test_many_items_few_users() -> None:
         ({"train_env_shares": [1.0, float("inf")]}, "dataset.train_env_shares"),
         ({"spurious_shared": 1.5}, "dataset.spurious_shared"),
         ({"spurious_shared": float("nan")}, "dataset.spurious_shared"),
+        ({"ood_new_items": 1.0}, "dataset.ood_new_items"),
+        ({"ood_new_items": -0.1}, "dataset.ood_new_items"),
+        ({"ood_new_items": 0.02}, "dataset.ood_new_items"),  # 6 new items, but each user clicks 10 OOD items
+        ({"ood_new_items": 0.95}, "dataset.ood_new_items"),  # 15 released items for 20 training clicks
     ],
 )
 def test_impossible_configs_name_the_field(changes: dict[str, Any], field: str) -> None:
@@ -234,3 +238,27 @@ def test_shared_spurious_taste_is_one_direction_for_every_user() -> None:
         assert np.linalg.norm(latents.user_spurious[0]) == pytest.approx(math.sqrt(k))
     assert abs(mean_cosine(personal.user_spurious)) < 0.05
     assert 0.3 < mean_cosine(half.user_spurious) < 0.8
+
+
+def test_cold_start_ood_releases_its_own_items_and_ranks_among_them() -> None:
+    data = make_synthetic(_cfg(ood_new_items=0.25))
+    new = data.ood_candidates
+    assert new is not None and len(new) == 75 and data.info["ood_new_items"] == 75
+    np.testing.assert_array_equal(new, np.unique(new))
+    for split in (data.train, data.val, data.test):  # the training environments never click a new item
+        assert not np.isin(split[:, 1], new).any()
+    assert data.ood_val is not None and data.ood_test is not None
+    for split in (data.ood_val, data.ood_test):  # the OOD environment clicks only new items
+        assert np.isin(split[:, 1], new).all()
+    assert len(data.ood_val) + len(data.ood_test) == SMALL.n_users * 10  # every user still gets all its positives
+
+
+def test_cold_start_ood_leaves_other_data_unchanged_and_is_part_of_the_fingerprint() -> None:
+    plain = make_synthetic(SMALL)
+    assert plain.ood_candidates is None and plain.info["ood_new_items"] == 0
+    # The release draw has its own stream: the features (drawn before any click) are identical.
+    cold = make_synthetic(_cfg(ood_new_items=0.25))
+    for modality in plain.features:
+        np.testing.assert_array_equal(plain.features[modality], cold.features[modality])
+    assert cold.fingerprint() != plain.fingerprint()
+    assert make_synthetic(_cfg(ood_new_items=0.25)).fingerprint() == cold.fingerprint()
