@@ -279,10 +279,11 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
     new_items: np.ndarray | None = None
     blocked: list[np.ndarray | None] | None = None
-    if _n_new_items(cfg):
+    n_new = _n_new_items(cfg)
+    if n_new:
         # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
         release_rng = np.random.default_rng([cfg.seed, RELEASE_STREAM])
-        new_items = np.sort(release_rng.choice(cfg.n_items, size=_n_new_items(cfg), replace=False))
+        new_items = np.sort(release_rng.choice(cfg.n_items, size=n_new, replace=False))
         released = np.setdiff1d(np.arange(cfg.n_items), new_items)
         blocked = [*([new_items] * n_train_envs), released]
     positives = _sample_positives(rng, w, v, z_inv, z_sp, strengths, [*train_counts, n_ood], blocked)

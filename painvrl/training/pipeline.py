@@ -140,22 +140,23 @@ class Evaluator:
             stacked = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
             return PositiveSets.from_pairs(stacked, n_users, n_items)
 
-        self.exclude = {"val": sets(data.train), "test": sets(data.train, data.val)}
-        self.ood_exclude = {"val": sets(data.train), "test": sets(data.train, data.val, data.ood_val)}
         # Cold-start OOD: the OOD splits rank only the items their environment released. Items outside get -inf
         # in the score function; seen pairs on them are dropped from the exclusion so that legacy_invrl's 1e-5
         # for seen items cannot lift them back into the ranking.
+        inside: np.ndarray | None = None
         self.ood_blocked: torch.Tensor | None = None
         if data.ood_candidates is not None:
             inside = np.zeros(n_items, dtype=bool)
             inside[data.ood_candidates] = True
             self.ood_blocked = torch.from_numpy(np.flatnonzero(~inside))
 
-            def on_candidates(*splits: np.ndarray | None) -> PositiveSets:
-                return sets(*(pairs[inside[pairs[:, 1]]] for pairs in splits if pairs is not None))
+        def ood_sets(*splits: np.ndarray | None) -> PositiveSets:
+            if inside is None:
+                return sets(*splits)
+            return sets(*(pairs[inside[pairs[:, 1]]] for pairs in splits if pairs is not None))
 
-            self.ood_exclude = {"val": on_candidates(data.train),
-                                "test": on_candidates(data.train, data.val, data.ood_val)}
+        self.exclude = {"val": sets(data.train), "test": sets(data.train, data.val)}
+        self.ood_exclude = {"val": ood_sets(data.train), "test": ood_sets(data.train, data.val, data.ood_val)}
         self.env_labels: dict[str, np.ndarray | None] = {"val": None, "test": None}
 
     def set_env_labels(self, val: np.ndarray | None, test: np.ndarray | None) -> None:
@@ -170,15 +171,15 @@ class Evaluator:
                                           self.collective.all_gather_objects, ev.chunk_size, env_labels,
                                           ev.legacy_invrl)
 
-    def _ood_scores(self, score_users: Callable[[torch.Tensor], torch.Tensor]
+    def _ood_scores(self, score_users: Callable[[torch.Tensor], torch.Tensor], device: torch.device
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        blocked = self.ood_blocked
-        if blocked is None or blocked.numel() == 0:
+        if self.ood_blocked is None or self.ood_blocked.numel() == 0:
             return score_users
+        blocked = self.ood_blocked.to(device)  # once per section, not once per user chunk
 
         def restricted(users: torch.Tensor) -> torch.Tensor:
             scores = score_users(users)
-            scores[:, blocked.to(scores.device)] = float("-inf")
+            scores[:, blocked] = float("-inf")
             return scores
 
         return restricted
@@ -199,8 +200,8 @@ class Evaluator:
             if self.data.has_ood():
                 ood_pairs = self.data.ood_val if which == "val" else self.data.ood_test
                 if ood_pairs is not None and len(ood_pairs):
-                    out["ood"] = dict(self._rank(self._ood_scores(score_users), ood_pairs, self.ood_exclude[which],
-                                                 None).overall)
+                    ood_scores = self._ood_scores(score_users, item_vectors.device)
+                    out["ood"] = dict(self._rank(ood_scores, ood_pairs, self.ood_exclude[which], None).overall)
         model.train(was_training)
         if iid.envs:
             out.update(envs=iid.envs, worst_env=iid.worst_env, spread=iid.spread)
