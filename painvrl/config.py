@@ -207,6 +207,10 @@ class MaskConfig:
     this weight sets the IID/OOD trade-off; the studies search it."""
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
+    normalisation: Literal["start", "range"] = "start"
+    """How the solvers see the objectives. ``start`` (ALGORITHM.md): each divided by its value at the first
+    Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
+    closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
 
 
 @dataclass

@@ -94,6 +94,7 @@ class StepSettings:
     preference: list[float] = field(default_factory=lambda: [0.5, 0.5])
     sparsity: str = "l0"
     sparsity_weight: float = 1e-3
+    normalisation: str = "start"
 
     @property
     def n_objectives(self) -> int:
@@ -296,6 +297,39 @@ def compute_objectives(
     return objectives, env_losses
 
 
+def normalisation_constants(model: MaskModel, batches: Sequence[EnvBatch], losses: torch.Tensor,
+                            settings: StepSettings, collective: Collective) -> torch.Tensor:
+    """[2, m] float64: the offset (row 0) and scale (row 1) each objective is normalised by.
+
+    ``start`` (ALGORITHM.md): offset 0, scale = the objective's current value, so r_j says how much objective j
+    must improve RELATIVE to the ERM fit the round starts from.
+
+    ``range``: the same for the IRM objectives (their ideal is 0), but ERM is measured on its attainable range:
+    offset = its current value (the ERM fit, its ideal) and scale = the ERM loss with every gate closed (its
+    nadir: what removing all features costs) minus that. Under ``start`` the ERM fit cannot improve, so EPO's
+    balance r_ERM L_ERM = r_IRM L_IRM is met with the IRM penalty at its starting value and a preference barely
+    asks for invariance; under ``range`` r says which share of the feature pathway's ERM value may be given up
+    for which share of the penalty.
+    """
+    offset = torch.zeros_like(losses)
+    scale = losses.clone()
+    if settings.normalisation == "range":
+        active = [b for b in batches if b.global_count > 0]
+        with torch.no_grad():
+            closed = model.env_partial_losses(torch.zeros_like(model.gate.mu), active)
+            nadir = collective.all_reduce_sum(closed).mean().to(torch.float64)
+            nadir = nadir + (model.l2 * model.weight.pow(2).sum()).to(torch.float64)
+        if nadir > losses[0]:
+            offset[0] = losses[0]
+            scale[0] = nadir - losses[0]
+        else:  # the features do not help ERM at all (an unfitted projection): no range to measure
+            logger.warning("range normalisation: ERM loss with every gate closed (%.4g) is not above the ERM fit "
+                           "(%.4g); ERM is normalised by its start value", float(nadir), float(losses[0]))
+    elif settings.normalisation != "start":
+        raise ValueError(f"unknown loss normalisation {settings.normalisation!r}")
+    return torch.stack([offset, scale])
+
+
 def mask_step(
     model: MaskModel,
     optimizer: torch.optim.Optimizer,
@@ -317,10 +351,10 @@ def mask_step(
     grads = collective.all_reduce_sum(torch.stack([_flat_grads(obj, params) for obj in objectives]).detach())
     losses = torch.stack([obj.detach() for obj in objectives]).to(torch.float64)
     if initial is None:
-        initial = losses.clone()
-    base = initial[: len(objectives)]
-    norm_losses = normalise_losses(losses, base, LOSS_FLOOR)
-    norm_grads = grads.to(torch.float64) / base.clamp_min(LOSS_FLOOR)[:, None]
+        initial = normalisation_constants(model, batches, losses, settings, collective)
+    offset, scale = initial[0, : len(objectives)], initial[1, : len(objectives)]
+    norm_losses = normalise_losses(losses, scale, LOSS_FLOOR, offset)
+    norm_grads = grads.to(torch.float64) / scale.clamp_min(LOSS_FLOOR)[:, None]
     if warmup:
         alpha = torch.zeros(len(objectives), dtype=torch.float64)
         alpha[0] = 1.0
@@ -357,7 +391,8 @@ def resolve_settings(cfg: MaskConfig, method: str, sparsity_weight: float, irm_w
         two = preference_from_pref_ood(cfg.pref_ood).tolist()
         # Three objectives without an explicit preference: the OOD share is split over the two OOD objectives.
         preference = two if n_obj == 2 else [two[0], two[1] / 2, two[1] / 2]
-    return StepSettings(cfg.penalty, cfg.extra_objective, cfg.solver, preference, cfg.sparsity, sparsity_weight)
+    return StepSettings(cfg.penalty, cfg.extra_objective, cfg.solver, preference, cfg.sparsity, sparsity_weight,
+                        cfg.normalisation)
 
 
 @dataclass

@@ -41,14 +41,17 @@ SOLVERS: tuple[str, ...] = ("mgda", "epo", "linear")
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def normalise_losses(losses: Tensor, initial: Tensor, floor: float = 1e-8) -> Tensor:
-    """Losses divided by their values at the start of the round, floored at ``floor`` (both steps elementwise).
+def normalise_losses(losses: Tensor, initial: Tensor, floor: float = 1e-8, offset: Tensor | None = None) -> Tensor:
+    """(losses - offset) / initial, floored at ``floor`` (elementwise): by default the losses divided by their
+    values at the start of the round; ``offset`` (an ideal value) makes it a range normalisation.
 
-    A zero or negative initial value would make the ratio meaningless, so ``initial`` is floored too.
+    A zero or negative scale would make the ratio meaningless, so ``initial`` is floored too.
     """
-    if losses.shape != initial.shape:
-        raise ValueError(f"losses {tuple(losses.shape)} and initial {tuple(initial.shape)} differ in shape")
-    return (losses / initial.clamp_min(floor)).clamp_min(floor)
+    if losses.shape != initial.shape or (offset is not None and offset.shape != losses.shape):
+        raise ValueError(f"losses {tuple(losses.shape)}, initial {tuple(initial.shape)} and offset "
+                         f"{None if offset is None else tuple(offset.shape)} differ in shape")
+    shifted = losses if offset is None else losses - offset
+    return (shifted / initial.clamp_min(floor)).clamp_min(floor)
 
 
 def validate_preference(preference: Tensor | Sequence[float], m: int | None = None) -> Tensor:

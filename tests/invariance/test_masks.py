@@ -18,6 +18,7 @@ from painvrl.invariance.masks import (
     compute_objectives,
     learn_mask,
     mask_step,
+    normalisation_constants,
     resolve_settings,
 )
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
@@ -169,10 +170,11 @@ def test_warmup_is_erm_only_and_gate_regulariser_applies() -> None:
     settings = StepSettings(sparsity="l2", sparsity_weight=0.5)
     stats, initial = mask_step(model, opt, _batches(train), torch.zeros(8), settings, LocalCollective(), None,
                                warmup=True)
-    assert stats.mode == "warmup" and stats.alpha == [1.0, 0.0] and initial.shape == (2,)
+    assert stats.mode == "warmup" and stats.alpha == [1.0, 0.0] and initial.shape == (2, 2)
+    assert (initial[0] == 0).all()  # "start" normalisation: no offset, scale = the first losses
     objs, _ = compute_objectives(model, _batches(train), torch.zeros(8), settings, LocalCollective(), True)
     (erm_grad,) = torch.autograd.grad(objs[0], model.gate.mu)
-    expected = erm_grad / initial[0].float() + 0.5 * 2 * model.gate.mu.detach()
+    expected = erm_grad / initial[1, 0].float() + 0.5 * 2 * model.gate.mu.detach()
     torch.testing.assert_close(model.gate.mu.grad, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -251,7 +253,47 @@ def test_normalisation_constants_are_recorded_again_at_the_first_pareto_step(
     assert [c[2] for c in calls] == [True, True, False, False, False, False]
     assert calls[0][0] is None and calls[1][0] is not None
     assert calls[2][0] is None  # the first Pareto step records the constants afresh ...
-    torch.testing.assert_close(calls[2][1], torch.tensor(calls[2][3], dtype=torch.float64))  # ... from its losses
+    torch.testing.assert_close(calls[2][1][1], torch.tensor(calls[2][3], dtype=torch.float64))  # ... its losses
     assert not torch.equal(calls[2][1], calls[0][1])
     for later in calls[3:]:
         torch.testing.assert_close(later[0], calls[2][1])
+
+
+def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> None:
+    backbone, train = _backbone(dtype=torch.float64)
+    model = _mask_model(backbone, torch.float64)
+    batches = _batches(train)
+    settings = StepSettings(penalty="vrex", normalisation="range")
+    objectives, _ = compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings,
+                                       LocalCollective())
+    losses = torch.stack([o.detach() for o in objectives])
+    constants = normalisation_constants(model, batches, losses, settings, LocalCollective())
+    closed = model.env_partial_losses(torch.zeros(8, dtype=torch.float64), batches).mean()
+    nadir = closed + model.l2 * model.weight.pow(2).sum()
+    # This projection is random, not an ERM fit: closing every gate LOWERS the loss, no range -> start values.
+    assert nadir < losses[0]
+    torch.testing.assert_close(constants, torch.stack([torch.zeros(2), losses]).double())
+    fit = torch.optim.Adam([model.weight], lr=0.05)  # an ERM fit of W: the loss rises when the gates close
+    for _ in range(50):
+        fit.zero_grad()
+        compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings, LocalCollective(),
+                           erm_only=True)[0][0].backward()
+        fit.step()
+    objectives, _ = compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings,
+                                       LocalCollective())
+    losses = torch.stack([o.detach() for o in objectives])
+    constants = normalisation_constants(model, batches, losses, settings, LocalCollective())
+    closed = model.env_partial_losses(torch.zeros(8, dtype=torch.float64), batches).mean()
+    nadir = closed + model.l2 * model.weight.pow(2).sum()
+    assert nadir > losses[0]
+    torch.testing.assert_close(constants[0], torch.stack([losses[0], torch.zeros(())]).double())
+    torch.testing.assert_close(constants[1], torch.stack([nadir - losses[0], losses[1]]).double())
+    start = normalisation_constants(model, batches, losses, StepSettings(penalty="vrex"), LocalCollective())
+    torch.testing.assert_close(start, torch.stack([torch.zeros(2), losses]).double())
+    with pytest.raises(ValueError, match="normalisation"):
+        normalisation_constants(model, batches, losses, StepSettings(normalisation="ideal"), LocalCollective())
+
+
+def test_range_normalisation_is_wired_from_the_config() -> None:
+    assert resolve_settings(MaskConfig(normalisation="range"), "painvrl", 0.1, 1.0).normalisation == "range"
+    assert resolve_settings(MaskConfig(), "painvrl", 0.1, 1.0).normalisation == "start"

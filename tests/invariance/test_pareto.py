@@ -43,6 +43,15 @@ def test_normalise_losses_divides_and_floors() -> None:
         normalise_losses(torch.ones(2), torch.ones(3))
 
 
+def test_normalise_losses_with_an_offset_measures_the_range() -> None:
+    out = normalise_losses(torch.tensor([3.0, 0.5]), torch.tensor([2.0, 1.0]), 1e-8, torch.tensor([2.0, 0.0]))
+    assert torch.allclose(out, torch.tensor([0.5, 0.5]))
+    below_ideal = normalise_losses(torch.tensor([1.0]), torch.tensor([2.0]), 1e-8, torch.tensor([2.0]))
+    assert torch.allclose(below_ideal, torch.tensor([1e-8]))
+    with pytest.raises(ValueError, match="offset"):
+        normalise_losses(torch.ones(2), torch.ones(2), 1e-8, torch.ones(3))
+
+
 def test_validate_preference_normalises_and_rejects_bad_vectors() -> None:
     r = validate_preference([1.0, 3.0], m=2)
     assert r.dtype == torch.float64
