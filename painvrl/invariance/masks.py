@@ -352,8 +352,8 @@ def mask_step(
     losses = torch.stack([obj.detach() for obj in objectives]).to(torch.float64)
     if initial is None:
         initial = normalisation_constants(model, batches, losses, settings, collective)
-    offset, scale = initial[0, : len(objectives)], initial[1, : len(objectives)]
-    norm_losses = normalise_losses(losses, scale, LOSS_FLOOR, offset)
+    ideal, scale = initial[0, : len(objectives)], initial[1, : len(objectives)]
+    norm_losses = normalise_losses(losses, scale, LOSS_FLOOR, ideal)
     norm_grads = grads.to(torch.float64) / scale.clamp_min(LOSS_FLOOR)[:, None]
     if warmup:
         alpha = torch.zeros(len(objectives), dtype=torch.float64)
