@@ -225,8 +225,9 @@ class ConvertConfig:
 
 @dataclass
 class PainvrlConfig:
-    rounds: int = field(default=3, metadata=_search("int", 1, 5))
-    """Outer rounds of HEI + IMG."""
+    rounds: int = field(default=5, metadata=_search("int", 1, 5))
+    """Outer rounds of HEI + IMG (ALGORITHM.md's default 5; 3 until stop 12: on the cold-start benchmark, seeds
+    0-3, 5 rounds lift the mask AUC from 0.844 to 0.879 and OOD recall@20 from 0.252 to 0.266)."""
     schedule_factor: float = 1.05
     """Multiply sparsity and penalty weights by this after each round (InvRL/HRM schedule)."""
     pretrain_epochs: int = 10
