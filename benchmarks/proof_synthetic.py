@@ -1,4 +1,4 @@
-"""Proof run of issue 3 on the default synthetic benchmark: erm, oracle, invrl, painvrl and a pref_ood sweep.
+"""Proof run of issue 3 on the default (cold-start) synthetic benchmark: erm, oracle, invrl, painvrl, a sweep.
 
 Every method runs in-process through :func:`painvrl.training.pipeline.run_pipeline` on the DEFAULT config (plus
 ``--set`` overrides), for each seed (``dataset.seed = train.seed = seed``). Prints a table of mean ± std over
@@ -16,12 +16,13 @@ Two diagnostic rows (not bars): ``painvrl known envs`` (environments.source=grou
 environments) shows how much of a shortfall is HEI's; ``painvrl no IRM`` (linear solver, irm_weight 0: the
 ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance objective makes.
 
-The "sel. epoch" column is the final model's selected (best validation) epoch. On the default benchmark it is
-bimodal for the oracle and painvrl rows (epoch 1-3 or epoch 14-29 of 30), and their OOD advantage is partly a
-transient of early stopping, because the item ID embeddings learn the spurious item popularity later in
-training (README, "Caveat: on the default benchmark the OOD gap is partly an early-stopping transient").
-``--set train.epochs=40 --set train.patience=40`` trains every row to the end; ``--set
-dataset.ood_new_items=0.25`` runs the cold-start OOD variant, whose gap does not depend on when training stops.
+The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark is
+cold-start OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released there, and the OOD
+splits are ranked among them), whose gap does not depend on when training stops. ``--set
+dataset.ood_new_items=0`` runs the warm-OOD benchmark of earlier stops: there the selected epoch is bimodal
+(epoch 1-3 or 14-29 of 30) and the oracle's OOD advantage is mostly an early-stopping transient, because the
+item ID embeddings learn the spurious item popularity later in training (README, "Scientific status").
+``--set train.epochs=40 --set train.patience=40`` trains every row to the end.
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
