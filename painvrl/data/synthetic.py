@@ -32,7 +32,7 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
   sampled in order 0, 1, ..., E; in each the user takes the top-k items by perturbed utility among the items
   not already taken (Gumbel top-k = sampling without replacement from the softmax of the utility). This is
   done in user chunks so memory stays bounded (a few hundred MB at 36k users x 76k items).
-- Cold-start OOD (``cfg.ood_new_items > 0``): that fraction of the items is released only in the OOD
+- Cold-start OOD (``cfg.ood_new_items > 0``, default 0.25): that fraction of the items is released only in the OOD
   environment. The training environments never take them, the OOD environment takes only them, and
   ``InteractionData.ood_candidates`` lists them, so the OOD splits are ranked among the new items.
 - Splits: each user's training-environment positives are split at random 8:1:1 (at least one of each) into
