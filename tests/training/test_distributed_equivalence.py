@@ -16,13 +16,13 @@ already checks single HEI / IMG steps in float64; this file is the real multi-pr
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from distributed_helpers import free_port
 
 from painvrl.config import Config, load_config
 from painvrl.training.collective import Collective, LocalCollective
@@ -150,19 +150,13 @@ def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """{"single": one process (LocalCollective), "ranks": [rank 0, rank 1] of the 2-process gloo group}."""
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_rank_main, args=(_free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(free_port(), str(out)), nprocs=2, join=True)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -211,7 +205,7 @@ def test_a_world_of_one_trains_like_local_collective(tmp_path: Path) -> None:
     sparse embedding gradients of lazy Adam (it used to fail: "reshape is not implemented for sparse")."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_rank_main, args=(_free_port(), str(tmp_path), 1), nprocs=1, join=True)
+    mp.spawn(_rank_main, args=(free_port(), str(tmp_path), 1), nprocs=1, join=True)
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
     torch.testing.assert_close(got["sparse_sync"], _sparse_grad(0).to_dense(), rtol=0, atol=0)
     assert got["sparse_rows"].tolist() == [1, 3, 4]
