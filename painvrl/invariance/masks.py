@@ -37,7 +37,8 @@ environment's loss is about log 2 and the IRM value is init noise (V-REx ~1e-6),
 IRM gradient dominate whatever the preference, and the mask owed nothing to the environments (true
 environments: AUC 0.90 with the step-0 constant vs 0.96 after warm-up, pref_ood 0.9, 3 seeds). After warm-up
 the constants are those of an ERM fit, and a preference r says how much each objective must improve relative
-to that fit (EPO balances r_j L_j / L_j(0)).
+to that fit (EPO balances r_j L_j / L_j(0)). ``mask.normalisation=range`` measures ERM instead from that fit
+to its value with every gate closed (:func:`normalisation_constants`).
 """
 
 from __future__ import annotations
@@ -252,6 +253,11 @@ def _flat_grads(objective: torch.Tensor, params: Sequence[torch.Tensor]) -> torc
                                                                                             strict=True)])
 
 
+def _erm_objective(model: MaskModel, env_losses: torch.Tensor, world_size: int) -> torch.Tensor:
+    """L_ERM = mean_k L_k + the L2 of W, from the global per-environment losses."""
+    return env_losses.mean() + _replicated(model.l2 * model.weight.pow(2).sum(), world_size)
+
+
 def compute_objectives(
     model: MaskModel, batches: Sequence[EnvBatch], eps: torch.Tensor, settings: StepSettings,
     collective: Collective, erm_only: bool = False
@@ -272,7 +278,7 @@ def compute_objectives(
     gates = model.gates(eps)
     partials, cache = model.env_forward(gates, active, scales)
     env_losses = collective.all_reduce_sum(partials)
-    erm = env_losses.mean() + _replicated(model.l2 * model.weight.pow(2).sum(), ws)
+    erm = _erm_objective(model, env_losses, ws)
     if erm_only:
         return [erm], env_losses
     forms = [settings.penalty] + ([settings.extra_objective] if settings.extra_objective != "none" else [])
@@ -317,8 +323,8 @@ def normalisation_constants(model: MaskModel, batches: Sequence[EnvBatch], losse
         active = [b for b in batches if b.global_count > 0]
         with torch.no_grad():
             closed = model.env_partial_losses(torch.zeros_like(model.gate.mu), active)
-            nadir = collective.all_reduce_sum(closed).mean().to(torch.float64)
-            nadir = nadir + (model.l2 * model.weight.pow(2).sum()).to(torch.float64)
+            nadir = _erm_objective(model, collective.all_reduce_sum(closed), collective.world_size)
+            nadir = nadir.to(torch.float64)
         if nadir > losses[0]:
             offset[0] = losses[0]
             scale[0] = nadir - losses[0]

@@ -259,17 +259,23 @@ def test_normalisation_constants_are_recorded_again_at_the_first_pareto_step(
         torch.testing.assert_close(later[0], calls[2][1])
 
 
-def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> None:
-    backbone, train = _backbone(dtype=torch.float64)
-    model = _mask_model(backbone, torch.float64)
-    batches = _batches(train)
-    settings = StepSettings(penalty="vrex", normalisation="range")
+def _range_constants(model: MaskModel, batches: list[EnvBatch], settings: StepSettings
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(objective values, normalisation constants, ERM loss with every gate closed) at the current parameters."""
     objectives, _ = compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings,
                                        LocalCollective())
     losses = torch.stack([o.detach() for o in objectives])
     constants = normalisation_constants(model, batches, losses, settings, LocalCollective())
     closed = model.env_partial_losses(torch.zeros(8, dtype=torch.float64), batches).mean()
-    nadir = closed + model.l2 * model.weight.pow(2).sum()
+    return losses, constants, closed + model.l2 * model.weight.pow(2).sum()
+
+
+def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> None:
+    backbone, train = _backbone(dtype=torch.float64)
+    model = _mask_model(backbone, torch.float64)
+    batches = _batches(train)
+    settings = StepSettings(penalty="vrex", normalisation="range")
+    losses, constants, nadir = _range_constants(model, batches, settings)
     # This projection is random, not an ERM fit: closing every gate LOWERS the loss, no range -> start values.
     assert nadir < losses[0]
     torch.testing.assert_close(constants, torch.stack([torch.zeros(2), losses]).double())
@@ -279,12 +285,7 @@ def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> 
         compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings, LocalCollective(),
                            erm_only=True)[0][0].backward()
         fit.step()
-    objectives, _ = compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings,
-                                       LocalCollective())
-    losses = torch.stack([o.detach() for o in objectives])
-    constants = normalisation_constants(model, batches, losses, settings, LocalCollective())
-    closed = model.env_partial_losses(torch.zeros(8, dtype=torch.float64), batches).mean()
-    nadir = closed + model.l2 * model.weight.pow(2).sum()
+    losses, constants, nadir = _range_constants(model, batches, settings)
     assert nadir > losses[0]
     torch.testing.assert_close(constants[0], torch.stack([losses[0], torch.zeros(())]).double())
     torch.testing.assert_close(constants[1], torch.stack([nadir - losses[0], losses[1]]).double())
