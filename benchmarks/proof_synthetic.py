@@ -24,6 +24,12 @@ dataset.ood_new_items=0`` runs the warm-OOD benchmark of earlier stops: there th
 item ID embeddings learn the spurious item popularity later in training (README, "Scientific status").
 ``--set train.epochs=40 --set train.patience=40`` trains every row to the end.
 
+Cold-start IID variant (README, "Scientific status"): ``--set dataset.iid_new_items=0.15 --set
+dataset.train_env_strengths=[1.25,-1.0] --set mask.use_item_ids=false --set train.patience=30``. IID val/test are
+clicks of the training environments on items held out of training, ranked among them, so IID and OOD both rank
+new items from their features; the stronger majority environment makes invariance cost IID recall there, which
+the pref_ood sweep (d) needs. patience 30: the held-out items' validation curve is flat for the first ~8 epochs.
+
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
        PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py --from-json a.json b.json   # pool saved runs

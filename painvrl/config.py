@@ -93,6 +93,13 @@ class DatasetConfig:
     acts on, and survives training to convergence. 0: the OOD environment clicks the same items as training
     (the benchmark before stop 12: its OOD gap was an early-stopping transient, because the ID embeddings learn
     the spurious popularity late in training; README, "Scientific status")."""
+    iid_new_items: float = 0.0
+    """Synthetic: fraction of the items released in the training environments but held out of training
+    (cold-start IID). Each user's val and test positives are clicks on these items, drawn in the training
+    environments with their strengths, and the IID splits are ranked among them (``InteractionData
+    .iid_candidates``); the train split holds the clicks on the other released items. IID and OOD then measure
+    the same thing, the ranking of new items through their features, with and without the shift. 0: the val
+    and test positives are a random 1/10 each of every user's training-environment clicks (warm IID)."""
 
 
 @dataclass
@@ -211,6 +218,11 @@ class MaskConfig:
     """How the solvers see the objectives. ``start`` (ALGORITHM.md): each divided by its value at the first
     Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
     closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
+    use_item_ids: bool = True
+    """Whether the mask's scores keep the item ID embeddings. True (ALGORITHM.md): the pretrained Q_i stays in the
+    item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training items do not.
+    False: the item vector is [0 ; W (g * f_i)] during mask learning, so ERM values a feature by what it predicts
+    about an item it has no ID for (how the final model scores cold-start items); P stays frozen."""
 
 
 @dataclass

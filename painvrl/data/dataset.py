@@ -68,6 +68,10 @@ class InteractionData:
     ood_candidates: np.ndarray | None = None
     """int64 sorted unique item ids that the OOD splits are ranked over (None: all items). Set when the OOD
     environment releases items of its own (cold-start OOD): every ood_val / ood_test item must be one of them."""
+    iid_candidates: np.ndarray | None = None
+    """int64 sorted unique item ids that the IID val / test splits are ranked over (None: all items). Set when
+    items released in the training environments are held out of training (cold-start IID): every val / test item
+    must be one of them and no train item may be."""
     ground_truth: GroundTruth | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """Provenance: split builder, counts of dropped / deduplicated rows, source files."""
@@ -102,26 +106,34 @@ class InteractionData:
             if modality not in self.features or present.shape != (self.n_items,):
                 raise PainvrlInputError(f"{source}: presence mask '{modality}' does not match the features")
         if self.ood_candidates is not None:
-            self.ood_candidates = self._checked_candidates(self.ood_candidates, source)
+            if not self.has_ood():
+                raise PainvrlInputError(f"{source}: ood_candidates is set but the dataset has no OOD splits")
+            self.ood_candidates = self._checked_candidates("ood_candidates", ("ood_val", "ood_test"), source)
+        if self.iid_candidates is not None:
+            self.iid_candidates = self._checked_candidates("iid_candidates", ("val", "test"), source)
+            held_out = np.isin(self.train[:, 1], self.iid_candidates)
+            if held_out.any():
+                raise PainvrlInputError(f"{source}: {int(held_out.sum())} train positives are on items of "
+                                        f"iid_candidates (e.g. item {int(self.train[held_out][0, 1])}); those "
+                                        "items are held out of training")
 
-    def _checked_candidates(self, candidates: np.ndarray, source: str) -> np.ndarray:
-        array = np.asarray(candidates)
+    def _checked_candidates(self, field_name: str, splits: tuple[str, str], source: str) -> np.ndarray:
+        """The candidate list ``field_name`` as sorted unique int64 ids; every positive of ``splits`` inside it."""
+        array = np.asarray(getattr(self, field_name))
         if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
-            raise PainvrlInputError(f"{source}: ood_candidates must be a non-empty 1-D array of item ids, got "
+            raise PainvrlInputError(f"{source}: {field_name} must be a non-empty 1-D array of item ids, got "
                                     f"dtype {array.dtype} and shape {array.shape}")
         if array.min() < 0 or array.max() >= self.n_items:
-            raise PainvrlInputError(f"{source}: ood_candidates holds item ids outside [0, {self.n_items})")
+            raise PainvrlInputError(f"{source}: {field_name} holds item ids outside [0, {self.n_items})")
         unique = np.unique(array).astype(np.int64)
         if unique.size != array.size:
-            raise PainvrlInputError(f"{source}: ood_candidates holds {array.size - unique.size} duplicate item ids")
-        if not self.has_ood():
-            raise PainvrlInputError(f"{source}: ood_candidates is set but the dataset has no OOD splits")
-        for split in ("ood_val", "ood_test"):
+            raise PainvrlInputError(f"{source}: {field_name} holds {array.size - unique.size} duplicate item ids")
+        for split in splits:
             pairs = getattr(self, split)
             outside = ~np.isin(pairs[:, 1], unique)
             if outside.any():
                 raise PainvrlInputError(f"{source}: {int(outside.sum())} {split} positives are on items outside "
-                                        f"ood_candidates (e.g. item {int(pairs[outside][0, 1])})")
+                                        f"{field_name} (e.g. item {int(pairs[outside][0, 1])})")
         return unique
 
     # ---------------------------------------------------------------------------------------------- features
@@ -172,6 +184,9 @@ class InteractionData:
         if self.ood_candidates is not None:  # only when set: fingerprints of all other data stay as they were
             digest.update(b"ood_candidates")
             digest.update(np.ascontiguousarray(self.ood_candidates).tobytes())
+        if self.iid_candidates is not None:
+            digest.update(b"iid_candidates")
+            digest.update(np.ascontiguousarray(self.iid_candidates).tobytes())
         return digest.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
@@ -185,6 +200,7 @@ class InteractionData:
             "n_ood_val": 0 if self.ood_val is None else len(self.ood_val),
             "n_ood_test": 0 if self.ood_test is None else len(self.ood_test),
             "n_ood_candidates": self.n_items if self.ood_candidates is None else len(self.ood_candidates),
+            "n_iid_candidates": self.n_items if self.iid_candidates is None else len(self.iid_candidates),
             "modalities": {m: int(x.shape[1]) for m, x in self.features.items()},
             "fingerprint": self.fingerprint(),
             **{k: v for k, v in self.info.items() if isinstance(v, int | float | str | bool)},

@@ -69,6 +69,8 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 """Per-user train / val / test fractions of the training environments' positives."""
 RELEASE_STREAM = 0x6E6577
 """Seed-stream tag of the draw of the items released only in the OOD environment (``ood_new_items``)."""
+HOLDOUT_STREAM = 0x696964
+"""Seed-stream tag of the draw of the held-out training-environment items (``iid_new_items``)."""
 
 
 @dataclass
@@ -158,15 +160,49 @@ def _validate(cfg: DatasetConfig) -> None:
     train_counts, n_ood = _env_counts(cfg)
     if not (math.isfinite(cfg.ood_new_items) and 0.0 <= cfg.ood_new_items < 1.0):
         raise _fail("ood_new_items", f"must be in [0, 1), got {cfg.ood_new_items}")
-    n_new = _n_new_items(cfg)
-    if n_new and (n_new < n_ood or cfg.n_items - n_new < sum(train_counts)):
-        raise _fail("ood_new_items", f"is {cfg.ood_new_items}: {n_new} new and {cfg.n_items - n_new} released "
-                    f"items, but each user clicks {n_ood} items in the OOD environment (all new) and "
-                    f"{sum(train_counts)} in training (none new)")
+    if not (math.isfinite(cfg.iid_new_items) and 0.0 <= cfg.iid_new_items < 1.0):
+        raise _fail("iid_new_items", f"must be in [0, 1), got {cfg.iid_new_items}")
+    n_new, n_iid_new = _n_new_items(cfg), _n_iid_new_items(cfg)
+    n_warm = cfg.n_items - n_new - n_iid_new
+    n_train, n_val, n_test = _user_split(sum(train_counts))
+    if n_new and n_new < n_ood:
+        raise _fail("ood_new_items", f"is {cfg.ood_new_items}: {n_new} new items, but each user clicks {n_ood} "
+                    "items in the OOD environment (all new)")
+    if n_iid_new and n_iid_new < n_val + n_test:
+        raise _fail("iid_new_items", f"is {cfg.iid_new_items}: {n_iid_new} held-out items, but each user's val "
+                    f"and test positives are {n_val + n_test} distinct held-out items")
+    needed = n_train if n_iid_new else sum(train_counts)
+    if n_warm < needed:
+        field_name = "iid_new_items" if n_iid_new else "ood_new_items"
+        raise _fail(field_name, f"leaves {n_warm} items to the training environments (ood_new_items="
+                    f"{cfg.ood_new_items}, iid_new_items={cfg.iid_new_items}), but each user clicks {needed} of "
+                    "them in training")
 
 
 def _n_new_items(cfg: DatasetConfig) -> int:
     return round(cfg.ood_new_items * cfg.n_items)
+
+
+def _n_iid_new_items(cfg: DatasetConfig) -> int:
+    return round(cfg.iid_new_items * cfg.n_items)
+
+
+def _user_split(n_train_side: int) -> tuple[int, int, int]:
+    """Per-user train / val / test counts of the training environments' positives (SPLIT_FRACTIONS)."""
+    n_val = max(1, round(n_train_side * SPLIT_FRACTIONS[1]))
+    n_test = max(1, round(n_train_side * SPLIT_FRACTIONS[2]))
+    return n_train_side - n_val - n_test, n_val, n_test
+
+
+def _held_out_counts(train_counts: list[int], n_held: int) -> list[int]:
+    """Cold-start IID: how many of each training environment's positives fall on held-out items, proportional
+    to the environment's share (largest remainder), so val/test follow the training mixture."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    raw = counts / counts.sum() * n_held
+    held = np.floor(raw).astype(np.int64)
+    for e in np.argsort(-(raw - held), kind="stable")[: n_held - int(held.sum())]:
+        held[e] += 1
+    return [int(h) for h in held]
 
 
 def _features(cfg: DatasetConfig, rng: np.random.Generator, z_inv: np.ndarray,
@@ -278,24 +314,53 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
 
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
     new_items: np.ndarray | None = None
-    blocked: list[np.ndarray | None] | None = None
+    held_items: np.ndarray | None = None
+    all_items = np.arange(cfg.n_items)
     n_new = _n_new_items(cfg)
     if n_new:
         # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
         release_rng = np.random.default_rng([cfg.seed, RELEASE_STREAM])
         new_items = np.sort(release_rng.choice(cfg.n_items, size=n_new, replace=False))
-        released = np.setdiff1d(np.arange(cfg.n_items), new_items)
-        blocked = [*([new_items] * n_train_envs), released]
-    positives = _sample_positives(rng, w, v, z_inv, z_sp, strengths, [*train_counts, n_ood], blocked)
-
+    released = all_items if new_items is None else np.setdiff1d(all_items, new_items)
+    n_iid_new = _n_iid_new_items(cfg)
+    if n_iid_new:
+        holdout_rng = np.random.default_rng([cfg.seed, HOLDOUT_STREAM])
+        held_items = np.sort(holdout_rng.choice(released, size=n_iid_new, replace=False))
     n_train_side = sum(train_counts)
-    env_of_column = np.repeat(np.arange(n_train_envs, dtype=np.int64), train_counts)
-    n_val = max(1, round(n_train_side * SPLIT_FRACTIONS[1]))
-    n_test = max(1, round(n_train_side * SPLIT_FRACTIONS[2]))
-    n_train = n_train_side - n_val - n_test
-    # Split column positions (not items) so each pair keeps its environment label.
-    positions = np.broadcast_to(np.arange(n_train_side), (cfg.n_users, n_train_side))
-    train_pos, val_pos, test_pos = _split_rows(rng, positions, [n_train, n_val, n_test])
+    n_train, n_val, n_test = _user_split(n_train_side)
+    if held_items is None:
+        period_counts = [*train_counts, n_ood]
+        period_env = list(range(n_train_envs + 1))
+        blocked: list[np.ndarray | None] | None = None
+        if new_items is not None:
+            blocked = [*([new_items] * n_train_envs), released]
+    else:
+        # Cold-start IID: each training environment is two periods, clicks on the warm items (train) and on the
+        # held-out items (val / test), in the environment's proportion of each.
+        warm_items = np.setdiff1d(released, held_items)
+        not_warm, not_held = np.setdiff1d(all_items, warm_items), np.setdiff1d(all_items, held_items)
+        held_counts = _held_out_counts(train_counts, n_val + n_test)
+        period_counts, period_env, blocked = [], [], []
+        for e, (count, held) in enumerate(zip(train_counts, held_counts, strict=True)):
+            period_counts += [count - held, held]
+            period_env += [e, e]
+            blocked += [not_warm, not_held]
+        period_counts.append(n_ood)
+        period_env.append(n_train_envs)
+        blocked.append(None if new_items is None else released)
+    period_strengths = [strengths[e] for e in period_env]
+    positives = _sample_positives(rng, w, v, z_inv, z_sp, period_strengths, period_counts, blocked)
+
+    env_of_column = np.repeat(np.asarray(period_env[:-1], dtype=np.int64), period_counts[:-1])
+    if held_items is None:
+        # Split column positions (not items) so each pair keeps its environment label.
+        positions = np.broadcast_to(np.arange(n_train_side), (cfg.n_users, n_train_side))
+        train_pos, val_pos, test_pos = _split_rows(rng, positions, [n_train, n_val, n_test])
+    else:
+        is_held = np.repeat(np.arange(len(period_counts) - 1) % 2 == 1, period_counts[:-1])
+        train_pos = np.broadcast_to(np.flatnonzero(~is_held), (cfg.n_users, n_train))
+        held_pos = np.broadcast_to(np.flatnonzero(is_held), (cfg.n_users, n_val + n_test))
+        val_pos, test_pos = _split_rows(rng, held_pos, [n_val, n_test])
     train_side = positives[:, :n_train_side]
     ood_val_items, ood_test_items = _split_rows(rng, positives[:, n_train_side:], [n_ood // 2, n_ood - n_ood // 2])
 
@@ -325,6 +390,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         "user_split": [n_train, n_val, n_test],
         "spurious_shared": cfg.spurious_shared,
         "ood_new_items": 0 if new_items is None else int(new_items.size),
+        "iid_new_items": 0 if held_items is None else int(held_items.size),
         "environments": "every user interacts in every environment; Gumbel top-k per environment without "
                         "replacement; spurious taste "
                         + {0.0: "per user", 1.0: "shared by all users"}.get(cfg.spurious_shared, "partly shared"),
@@ -343,6 +409,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         ood_val=_pairs(ood_val_items),
         ood_test=_pairs(ood_test_items),
         ood_candidates=new_items,
+        iid_candidates=held_items,
         ground_truth=GroundTruth(train_env=train_env, invariant_dims=invariant_dims, val_env=val_env,
                                  test_env=test_env),
         info=info,

@@ -114,7 +114,8 @@ class StepStats:
 
 
 class MaskModel(nn.Module):
-    """Gate logits mu and a fresh projection W on frozen P, Q: item vector [Q_i ; W (g * f_i)]."""
+    """Gate logits mu and a fresh projection W on frozen P, Q: item vector [Q_i ; W (g * f_i)], or
+    [0 ; W (g * f_i)] with ``use_item_ids=False`` (config ``mask.use_item_ids``)."""
 
     user_embedding: torch.Tensor
     item_embedding: torch.Tensor
@@ -123,7 +124,8 @@ class MaskModel(nn.Module):
     b_item: torch.Tensor
 
     def __init__(self, pretrained: Backbone, k_f: int, sigma: float, init_std: float,
-                 generator: torch.Generator | None = None, init_from_pretrained: bool = True) -> None:
+                 generator: torch.Generator | None = None, init_from_pretrained: bool = True,
+                 use_item_ids: bool = True) -> None:
         super().__init__()
         features = cast(torch.Tensor, pretrained.features)
         device = features.device
@@ -140,6 +142,8 @@ class MaskModel(nn.Module):
         self.weight = nn.Parameter(weight.to(device))
         self.register_buffer("user_embedding", pretrained.user_embedding.detach().clone(), persistent=False)
         self.register_buffer("item_embedding", pretrained.item_embedding.detach().clone(), persistent=False)
+        if not use_item_ids:
+            self.item_embedding.zero_()
         self.register_buffer("features", features, persistent=False)
         self._per_example_loss: Callable[..., torch.Tensor] = pretrained.per_example_loss
         self.loss_weights = pretrained.loss_weights
@@ -432,7 +436,8 @@ def learn_mask(
     collective = collective or LocalCollective()
     rank, ws = collective.rank, collective.world_size
     model = MaskModel(pretrained, k_f or pretrained.k_f, cfg.sigma, init_std,
-                      make_generator(seed, "img_model", round_index), INIT_FROM_PRETRAINED)
+                      make_generator(seed, "img_model", round_index), INIT_FROM_PRETRAINED,
+                      use_item_ids=cfg.use_item_ids)
     device = model.weight.device
     optimizer = torch.optim.Adam(model.trainable(), lr=cfg.lr)
     sizes = np.bincount(labels, minlength=n_envs)

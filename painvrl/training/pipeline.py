@@ -140,23 +140,24 @@ class Evaluator:
             stacked = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
             return PositiveSets.from_pairs(stacked, n_users, n_items)
 
-        # Cold-start OOD: the OOD splits rank only the items their environment released. Items outside get -inf
-        # in the score function; seen pairs on them are dropped from the exclusion so that legacy_invrl's 1e-5
-        # for seen items cannot lift them back into the ranking.
-        inside: np.ndarray | None = None
-        self.ood_blocked: torch.Tensor | None = None
-        if data.ood_candidates is not None:
+        # Cold-start splits rank only the items their environment released (IID: ``iid_candidates``, OOD:
+        # ``ood_candidates``). Items outside get -inf in the score function; seen pairs on them are dropped from
+        # the exclusion so that legacy_invrl's 1e-5 for seen items cannot lift them back into the ranking.
+        def restricted_sets(candidates: np.ndarray | None, *splits: np.ndarray | None
+                            ) -> tuple[PositiveSets, torch.Tensor | None]:
+            if candidates is None:
+                return sets(*splits), None
             inside = np.zeros(n_items, dtype=bool)
-            inside[data.ood_candidates] = True
-            self.ood_blocked = torch.from_numpy(np.flatnonzero(~inside))
+            inside[candidates] = True
+            kept = (pairs[inside[pairs[:, 1]]] for pairs in splits if pairs is not None)
+            return sets(*kept), torch.from_numpy(np.flatnonzero(~inside))
 
-        def ood_sets(*splits: np.ndarray | None) -> PositiveSets:
-            if inside is None:
-                return sets(*splits)
-            return sets(*(pairs[inside[pairs[:, 1]]] for pairs in splits if pairs is not None))
-
-        self.exclude = {"val": sets(data.train), "test": sets(data.train, data.val)}
-        self.ood_exclude = {"val": ood_sets(data.train), "test": ood_sets(data.train, data.val, data.ood_val)}
+        self.exclude: dict[str, PositiveSets] = {}
+        self.ood_exclude: dict[str, PositiveSets] = {}
+        self.exclude["val"], self.iid_blocked = restricted_sets(data.iid_candidates, data.train)
+        self.exclude["test"], _ = restricted_sets(data.iid_candidates, data.train, data.val)
+        self.ood_exclude["val"], self.ood_blocked = restricted_sets(data.ood_candidates, data.train)
+        self.ood_exclude["test"], _ = restricted_sets(data.ood_candidates, data.train, data.val, data.ood_val)
         self.env_labels: dict[str, np.ndarray | None] = {"val": None, "test": None}
 
     def set_env_labels(self, val: np.ndarray | None, test: np.ndarray | None) -> None:
@@ -171,11 +172,13 @@ class Evaluator:
                                           self.collective.all_gather_objects, ev.chunk_size, env_labels,
                                           ev.legacy_invrl)
 
-    def _ood_scores(self, score_users: Callable[[torch.Tensor], torch.Tensor], device: torch.device
-                    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.ood_blocked is None or self.ood_blocked.numel() == 0:
+    @staticmethod
+    def _restricted(score_users: Callable[[torch.Tensor], torch.Tensor], blocked_items: torch.Tensor | None,
+                    device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``score_users`` with -inf on ``blocked_items`` (the items outside a split's candidates)."""
+        if blocked_items is None or blocked_items.numel() == 0:
             return score_users
-        blocked = self.ood_blocked.to(device)  # once per section, not once per user chunk
+        blocked = blocked_items.to(device)  # once per section, not once per user chunk
 
         def restricted(users: torch.Tensor) -> torch.Tensor:
             scores = score_users(users)
@@ -195,12 +198,13 @@ class Evaluator:
                 return model.user_embedding[users.to(item_vectors.device)] @ item_vectors.T
 
             pairs = self.data.val if which == "val" else self.data.test
-            iid = self._rank(score_users, pairs, self.exclude[which], self.env_labels[which])
+            iid_scores = self._restricted(score_users, self.iid_blocked, item_vectors.device)
+            iid = self._rank(iid_scores, pairs, self.exclude[which], self.env_labels[which])
             out: dict[str, Any] = {"iid": dict(iid.overall)}
             if self.data.has_ood():
                 ood_pairs = self.data.ood_val if which == "val" else self.data.ood_test
                 if ood_pairs is not None and len(ood_pairs):
-                    ood_scores = self._ood_scores(score_users, item_vectors.device)
+                    ood_scores = self._restricted(score_users, self.ood_blocked, item_vectors.device)
                     out["ood"] = dict(self._rank(ood_scores, ood_pairs, self.ood_exclude[which], None).overall)
         model.train(was_training)
         if iid.envs:

@@ -203,6 +203,10 @@ def test_many_items_few_users() -> None:
         ({"ood_new_items": -0.1}, "dataset.ood_new_items"),
         ({"ood_new_items": 0.02}, "dataset.ood_new_items"),  # 6 new items, but each user clicks 10 OOD items
         ({"ood_new_items": 0.95}, "dataset.ood_new_items"),  # 15 released items for 20 training clicks
+        ({"iid_new_items": 1.0}, "dataset.iid_new_items"),
+        ({"iid_new_items": float("nan")}, "dataset.iid_new_items"),
+        ({"iid_new_items": 0.01}, "dataset.iid_new_items"),  # 3 held-out items, but 4 val + test clicks per user
+        ({"iid_new_items": 0.7}, "dataset.iid_new_items"),  # 15 warm items left for 16 train clicks per user
     ],
 )
 def test_impossible_configs_name_the_field(changes: dict[str, Any], field: str) -> None:
@@ -266,3 +270,35 @@ def test_cold_start_ood_leaves_other_data_unchanged_and_is_part_of_the_fingerpri
         np.testing.assert_array_equal(plain.features[modality], cold.features[modality])
     assert cold.fingerprint() != plain.fingerprint()
     assert make_synthetic(_cfg(ood_new_items=0.25)).fingerprint() == cold.fingerprint()
+
+
+def test_cold_start_iid_holds_items_out_of_training_and_ranks_val_test_among_them() -> None:
+    data = make_synthetic(_cfg(iid_new_items=0.2))
+    held, new = data.iid_candidates, data.ood_candidates
+    assert held is not None and new is not None
+    assert len(held) == 60 and data.info["iid_new_items"] == 60
+    assert not np.isin(held, new).any()  # held out of training, but released in the training environments
+    assert not np.isin(data.train[:, 1], held).any()
+    assert not np.isin(data.train[:, 1], new).any()
+    for split in (data.val, data.test):
+        assert np.isin(split[:, 1], held).all()
+        # every user keeps the 8:1:1 counts of its 20 training-environment positives: 2 val and 2 test
+        np.testing.assert_array_equal(np.bincount(split[:, 0], minlength=SMALL.n_users), 2)
+    assert np.bincount(data.train[:, 0], minlength=SMALL.n_users).min() == 16
+    # val and test follow the training mixture: 4 held-out clicks per user split 3 : 1 over the environments
+    _, train_env, val_env, test_env = _ground_truth(data)
+    held_env = np.bincount(np.concatenate([val_env, test_env]), minlength=2)
+    np.testing.assert_array_equal(held_env, [3 * SMALL.n_users, 1 * SMALL.n_users])
+    np.testing.assert_array_equal(np.bincount(train_env, minlength=2), [12 * SMALL.n_users, 4 * SMALL.n_users])
+    assert make_synthetic(_cfg(iid_new_items=0.2)).fingerprint() == data.fingerprint()
+
+
+def test_cold_start_iid_keeps_the_features_and_the_ood_items() -> None:
+    plain = make_synthetic(_cfg())
+    held = make_synthetic(_cfg(iid_new_items=0.2))
+    assert plain.iid_candidates is None and plain.info["iid_new_items"] == 0
+    for modality in plain.features:
+        np.testing.assert_array_equal(plain.features[modality], held.features[modality])
+    assert plain.ood_candidates is not None and held.ood_candidates is not None
+    np.testing.assert_array_equal(plain.ood_candidates, held.ood_candidates)
+    assert held.fingerprint() != plain.fingerprint()

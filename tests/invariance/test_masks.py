@@ -298,3 +298,41 @@ def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> 
 def test_range_normalisation_is_wired_from_the_config() -> None:
     assert resolve_settings(MaskConfig(normalisation="range"), "painvrl", 0.1, 1.0).normalisation == "range"
     assert resolve_settings(MaskConfig(), "painvrl", 0.1, 1.0).normalisation == "start"
+
+
+def test_item_ids_off_scores_items_by_their_features_alone() -> None:
+    """mask.use_item_ids = False: the item vector is [0 ; W (g * f)], the pretrained Q is left as it was, and the
+    closed-form per-environment gradients still equal autograd's."""
+    from painvrl.invariance.penalties import per_env_param_grads
+
+    backbone, train = _backbone(dtype=torch.float64)
+    q_before = backbone.item_embedding.detach().clone()
+    with_ids = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
+    without = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False,
+                        use_item_ids=False)
+    with_ids, without = with_ids.to(torch.float64), without.to(torch.float64)
+    torch.testing.assert_close(backbone.item_embedding.detach(), q_before)
+    assert (without.item_embedding == 0).all() and not (with_ids.item_embedding == 0).all()
+    batches = _batches(train)
+    gates = without.gates(torch.zeros(8, dtype=torch.float64))
+    losses, cache = without.env_forward(gates, batches)
+    with torch.no_grad():
+        backbone.item_embedding.zero_()
+    reference = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5),
+                          init_from_pretrained=False).to(torch.float64)
+    torch.testing.assert_close(losses, reference.env_partial_losses(gates, batches))
+    assert not torch.allclose(losses, with_ids.env_partial_losses(gates, batches))
+    torch.testing.assert_close(without.env_weight_grads(cache), per_env_param_grads(list(losses), without.weight),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_item_ids_option_reaches_the_mask_model() -> None:
+    backbone, train = _backbone()
+    labels = np.arange(len(train)) % 2
+    masks = {}
+    for use_item_ids in (True, False):
+        cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3, use_item_ids=use_item_ids)
+        settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+        masks[use_item_ids] = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4,
+                                     seed=0, negative_pool=10).mask
+    assert not np.array_equal(masks[True], masks[False])

@@ -1,5 +1,5 @@
-"""Cold-start OOD: InteractionData.ood_candidates is validated, and the evaluator ranks the OOD splits among
-those items only (IID ranking is unchanged)."""
+"""Cold-start splits: InteractionData.ood_candidates / iid_candidates are validated, and the evaluator ranks the
+OOD (IID) splits among those items only, leaving the other ranking unchanged."""
 
 from __future__ import annotations
 
@@ -80,3 +80,34 @@ def test_candidates_without_ood_splits_are_refused() -> None:
     with pytest.raises(PainvrlInputError, match="no OOD splits"):
         InteractionData(name="toy", n_users=N_USERS, n_items=N_ITEMS, train=pairs, val=pairs, test=pairs,
                         features={"f": np.ones((N_ITEMS, 2), dtype=np.float32)}, ood_candidates=CANDIDATES)
+
+
+def _iid_data(candidates: np.ndarray | None, train_item: int = 0) -> InteractionData:
+    users = np.arange(N_USERS)
+    pairs = lambda item: np.stack([users, np.full(N_USERS, item)], 1)  # noqa: E731
+    return InteractionData(name="toy", n_users=N_USERS, n_items=N_ITEMS, train=pairs(train_item), val=pairs(29),
+                           test=pairs(28), features={"f": np.ones((N_ITEMS, 2), dtype=np.float32)},
+                           ood_val=pairs(1), ood_test=pairs(2), iid_candidates=candidates)
+
+
+def test_iid_splits_rank_only_among_the_held_out_candidates() -> None:
+    section = _section(_iid_data(CANDIDATES))
+    # Item 28 is the best unseen held-out item (29 was a val positive, excluded at test time): rank 1.
+    assert section["iid"]["recall@10"] == pytest.approx(1.0)
+    assert section["envs"]["all"]["recall@10"] == pytest.approx(1.0)
+    plain = _section(_iid_data(None))
+    assert plain["iid"]["recall@10"] == pytest.approx(0.0)  # the 19 unseen released items fill the top 10
+    assert section["ood"] == plain["ood"]
+
+
+@pytest.mark.parametrize(
+    ("candidates", "train_item", "message"),
+    [
+        (np.array([20, 28]), 0, "val positives are on items outside iid_candidates"),
+        (CANDIDATES, 25, "train positives are on items of iid_candidates"),
+        (np.array([28, 29, 30]), 0, "iid_candidates holds item ids outside"),
+    ],
+)
+def test_bad_iid_candidate_sets_are_refused(candidates: np.ndarray, train_item: int, message: str) -> None:
+    with pytest.raises(PainvrlInputError, match=message):
+        _iid_data(candidates, train_item)
