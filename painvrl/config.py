@@ -98,8 +98,10 @@ class DatasetConfig:
     (cold-start IID). Each user's val and test positives are clicks on these items, drawn in the training
     environments with their strengths, and the IID splits are ranked among them (``InteractionData
     .iid_candidates``); the train split holds the clicks on the other released items. IID and OOD then measure
-    the same thing, the ranking of new items through their features, with and without the shift. 0: the val
-    and test positives are a random 1/10 each of every user's training-environment clicks (warm IID)."""
+    the same thing, the ranking of new items through their features, with and without the shift. 0 (default):
+    the val and test positives are a random 1/10 each of every user's training-environment clicks (warm IID).
+    With 0.15 and train_env_strengths (1.25, -1) invariance costs the oracle 5% of erm's IID recall, and the
+    pref_ood sweep shows the IID/OOD trade-off (README, "Cold-start IID variant")."""
 
 
 @dataclass
