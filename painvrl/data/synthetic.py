@@ -36,7 +36,12 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
   environment. The training environments never take them, the OOD environment takes only them, and
   ``InteractionData.ood_candidates`` lists them, so the OOD splits are ranked among the new items.
 - Splits: each user's training-environment positives are split at random 8:1:1 (at least one of each) into
-  train / val / test, so val and test follow the same mixture of training environments (IID). The OOD
+  train / val / test, so val and test follow the same mixture of training environments (IID).
+- Cold-start IID (``cfg.iid_new_items > 0``, default 0): that fraction of the items, drawn from those the training
+  environments release, is held out of training. Each training environment is then two sampling periods: clicks
+  on the other (warm) items, which form the train split, and clicks on the held-out items, which form val / test
+  (the same per-user counts as the 8:1:1 split, spread over the environments in their shares).
+  ``InteractionData.iid_candidates`` lists the held-out items, so the IID splits are ranked among them. The OOD
   environment's positives are split at random in half into ``ood_val`` and ``ood_test``. Environment labels are
   NOT visible to the learner; they are kept in ``GroundTruth.train_env / val_env / test_env`` (training
   environment index of each pair; OOD pairs all belong to environment ``E``, recorded in ``info``).
