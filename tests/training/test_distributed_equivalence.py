@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from distributed_helpers import free_port
+from distributed_helpers import exit_rank_now, free_port
 
 from painvrl.config import Config, load_config
 from painvrl.training.collective import Collective, LocalCollective
@@ -148,6 +148,7 @@ def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    exit_rank_now()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from distributed_helpers import free_port
+from distributed_helpers import exit_rank_now, free_port
 
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
 from painvrl.training.checkpoint import load_pipeline_state, save_pipeline_state
@@ -153,8 +153,6 @@ def _distributed_worker(rank: int, world_size: int, port: int, out_file: str) ->
 
     from painvrl.training.distributed import TorchCollective
 
-    # tcp:// rendezvous: with file:// init a rank aborted in 2 of 6 runs ("terminate called without an active
-    # exception"); with tcp:// (as in test_distributed_equivalence) 12 of 12 passed.
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     train = _pairs()
@@ -166,6 +164,7 @@ def _distributed_worker(rank: int, world_size: int, port: int, out_file: str) ->
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_file)
     dist.barrier()
     dist.destroy_process_group()
+    exit_rank_now()
 
 
 def test_two_gloo_ranks_train_exactly_like_one_process(tmp_path: Path) -> None:
