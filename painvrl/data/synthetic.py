@@ -119,15 +119,20 @@ def _env_counts(cfg: DatasetConfig) -> tuple[list[int], int]:
         raise _fail("interactions_per_user", f"is {n}, but with {n_train_envs} training environment(s) each "
                     f"user needs at least {needed} positives (>= 3 for the 8:1:1 train/val/test split, >= 1 "
                     f"per training environment, >= 2 for ood_val/ood_test)")
-    shares = np.asarray(cfg.train_env_shares or [1.0] * n_train_envs, dtype=np.float64)
-    # Largest-remainder rounding with at least one positive per environment.
-    raw = shares / shares.sum() * n_train_side
-    counts = np.maximum(np.floor(raw).astype(np.int64), 1)
-    while counts.sum() > n_train_side:
+    shares = cfg.train_env_shares or [1.0] * n_train_envs
+    return _apportion(shares, n_train_side, minimum=1), n_ood
+
+
+def _apportion(weights: list[float] | list[int], total: int, minimum: int = 0) -> list[int]:
+    """``total`` split in proportion to ``weights`` by largest-remainder rounding, at least ``minimum`` each."""
+    w = np.asarray(weights, dtype=np.float64)
+    raw = w / w.sum() * total
+    counts = np.maximum(np.floor(raw).astype(np.int64), minimum)
+    while counts.sum() > total:
         counts[int(np.argmax(counts))] -= 1
-    for e in np.argsort(-(raw - np.floor(raw)), kind="stable")[: n_train_side - int(counts.sum())]:
+    for e in np.argsort(-(raw - np.floor(raw)), kind="stable")[: total - int(counts.sum())]:
         counts[e] += 1
-    return [int(c) for c in counts], n_ood
+    return [int(c) for c in counts]
 
 
 def _validate(cfg: DatasetConfig) -> None:
@@ -197,17 +202,6 @@ def _user_split(n_train_side: int) -> tuple[int, int, int]:
     n_val = max(1, round(n_train_side * SPLIT_FRACTIONS[1]))
     n_test = max(1, round(n_train_side * SPLIT_FRACTIONS[2]))
     return n_train_side - n_val - n_test, n_val, n_test
-
-
-def _held_out_counts(train_counts: list[int], n_held: int) -> list[int]:
-    """Cold-start IID: how many of each training environment's positives fall on held-out items, proportional
-    to the environment's share (largest remainder), so val/test follow the training mixture."""
-    counts = np.asarray(train_counts, dtype=np.float64)
-    raw = counts / counts.sum() * n_held
-    held = np.floor(raw).astype(np.int64)
-    for e in np.argsort(-(raw - held), kind="stable")[: n_held - int(held.sum())]:
-        held[e] += 1
-    return [int(h) for h in held]
 
 
 def _features(cfg: DatasetConfig, rng: np.random.Generator, z_inv: np.ndarray,
@@ -336,6 +330,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
     if held_items is None:
         period_counts = [*train_counts, n_ood]
         period_env = list(range(n_train_envs + 1))
+        period_held = [False] * (n_train_envs + 1)
         blocked: list[np.ndarray | None] | None = None
         if new_items is not None:
             blocked = [*([new_items] * n_train_envs), released]
@@ -344,14 +339,17 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         # held-out items (val / test), in the environment's proportion of each.
         warm_items = np.setdiff1d(released, held_items)
         not_warm, not_held = np.setdiff1d(all_items, warm_items), np.setdiff1d(all_items, held_items)
-        held_counts = _held_out_counts(train_counts, n_val + n_test)
-        period_counts, period_env, blocked = [], [], []
+        # Held-out clicks per environment in its share of the training clicks: val/test follow the mixture.
+        held_counts = _apportion(train_counts, n_val + n_test)
+        period_counts, period_env, period_held, blocked = [], [], [], []
         for e, (count, held) in enumerate(zip(train_counts, held_counts, strict=True)):
             period_counts += [count - held, held]
             period_env += [e, e]
+            period_held += [False, True]
             blocked += [not_warm, not_held]
         period_counts.append(n_ood)
         period_env.append(n_train_envs)
+        period_held.append(False)
         blocked.append(None if new_items is None else released)
     period_strengths = [strengths[e] for e in period_env]
     positives = _sample_positives(rng, w, v, z_inv, z_sp, period_strengths, period_counts, blocked)
@@ -362,7 +360,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         positions = np.broadcast_to(np.arange(n_train_side), (cfg.n_users, n_train_side))
         train_pos, val_pos, test_pos = _split_rows(rng, positions, [n_train, n_val, n_test])
     else:
-        is_held = np.repeat(np.arange(len(period_counts) - 1) % 2 == 1, period_counts[:-1])
+        is_held = np.repeat(np.asarray(period_held[:-1]), period_counts[:-1])
         train_pos = np.broadcast_to(np.flatnonzero(~is_held), (cfg.n_users, n_train))
         held_pos = np.broadcast_to(np.flatnonzero(is_held), (cfg.n_users, n_val + n_test))
         val_pos, test_pos = _split_rows(rng, held_pos, [n_val, n_test])
