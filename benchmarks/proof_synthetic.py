@@ -12,9 +12,10 @@ PASS / FAIL for the issue's bars:
     larger standard error of the pair; end to end strictly);
 (e) painvrl OOD >= invrl OOD (within noise) at IID >= 0.95 x invrl IID.
 
-Two diagnostic rows (not bars): ``painvrl known envs`` (environments.source=ground_truth: IRM with the true
+Three diagnostic rows (not bars): ``painvrl known envs`` (environments.source=ground_truth: IRM with the true
 environments) shows how much of a shortfall is HEI's; ``painvrl no IRM`` (linear solver, irm_weight 0: the
-ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance objective makes.
+ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance objective makes;
+``painvrl last round`` (painvrl.mask_average=last) shows what averaging the rounds' gate logits adds.
 
 The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark is
 cold-start OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released there, and the OOD
@@ -25,10 +26,11 @@ item ID embeddings learn the spurious item popularity later in training (README,
 ``--set train.epochs=40 --set train.patience=40`` trains every row to the end.
 
 Cold-start IID variant (README, "Scientific status"): ``--set dataset.iid_new_items=0.15 --set
-dataset.train_env_strengths=[1.25,-1.0] --set mask.use_item_ids=false --set train.patience=30``. IID val/test are
-clicks of the training environments on items held out of training, ranked among them, so IID and OOD both rank
-new items from their features; the stronger majority environment makes invariance cost IID recall there, which
-the pref_ood sweep (d) needs. patience 30: the held-out items' validation curve is flat for the first ~8 epochs.
+dataset.train_env_strengths=[1.25,-1.0] --set train.patience=30`` (optionally ``--set mask.use_item_ids=false``).
+IID val/test are clicks of the training environments on items held out of training, ranked among them, so IID
+and OOD both rank new items from their features; the stronger majority environment makes invariance cost IID
+recall there, which the pref_ood sweep (d) needs. patience 30: the held-out items' validation curve is flat for
+the first ~8 epochs.
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
@@ -61,6 +63,9 @@ RUNS: list[tuple[str, list[str]]] = [
     ("painvrl known envs", ["method=painvrl", "environments.source=ground_truth"]),
     # Diagnostic, not a bar: the same mask learning without the IRM objective (sparsity alone).
     ("painvrl no IRM", ["method=painvrl", "mask.solver=linear", "mask.irm_weight=0"]),
+    # Diagnostic, not a bar: the last round's mask instead of the mean of the rounds' gate logits (ALGORITHM.md's
+    # m <- IMG(labels)), so the table shows what the averaging adds.
+    ("painvrl last round", ["method=painvrl", "painvrl.mask_average=last"]),
 ]
 
 
@@ -144,6 +149,7 @@ PAIRS: list[tuple[str, str]] = [
     ("oracle", "erm"), ("painvrl", "erm"), ("painvrl", "invrl"),
     ("painvrl", "painvrl pref_ood=0.1"), ("painvrl pref_ood=0.9", "painvrl"),
     ("painvrl pref_ood=0.9", "painvrl pref_ood=0.1"),
+    ("painvrl", "painvrl last round"),
 ]
 
 
@@ -164,6 +170,8 @@ def paired_lines(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One line per comparison: per-seed paired differences of IID and OOD recall@20 (report only, not a bar)."""
     lines = ["paired per-seed differences, mean ± standard error (t = mean / SE); report only, not a bar:"]
     for a, b in PAIRS:
+        if not by.get(a) or not by.get(b):
+            continue
         cells = []
         for key in ("iid", "ood"):
             mean, se, n = paired(by, a, b, key)
@@ -179,8 +187,11 @@ def diagnosis(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     gap = oracle - erm
     lines = []
     for name, what in (("painvrl known envs", "with the TRUE environments"),
-                       ("painvrl no IRM", "without the IRM objective (sparsity alone)")):
-        rows = by[name]
+                       ("painvrl no IRM", "without the IRM objective (sparsity alone)"),
+                       ("painvrl last round", "with the last round's mask (no averaging over rounds)")):
+        rows = by.get(name)
+        if not rows:  # runs saved before the row existed
+            continue
         closed = (stats(rows, "ood")[0] - erm) / gap if gap > 0 else math.nan
         lines.append(f"diagnosis (not a bar): {what} painvrl closes {closed:.2f} of the OOD gap at IID ratio "
                      f"{stats(rows, 'iid')[0] / stats(by['erm'], 'iid')[0]:.2f}, mask AUC {stats(rows, 'auc')[0]:.3f}")
@@ -222,6 +233,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, rows in by.items():
+        if not rows:
+            continue
         print(f"{name:<22} {fmt(rows, 'iid'):>17} {fmt(rows, 'ood'):>17} {fmt(rows, 'auc', 3):>15} "
               f"{fmt(rows, 'auc_logits', 3):>15} {fmt(rows, 'ari', 3):>15} {fmt(rows, 'spurious_open', 3):>15} "
               f"{fmt(rows, 'invariant_open', 3):>15} {fmt(rows, 'epoch', 1):>13} {stats(rows, 'seconds')[0]:>5.0f}")

@@ -1,9 +1,13 @@
 """Outer loop of PaInvRL (ALGORITHM.md section 5): alternate HEI and IMG for a number of rounds.
 
-m <- 0.5 everywhere; each round: environments from HEI(m), then the mask from IMG(environments); the sparsity
+m <- 0.5 everywhere; each round: environments from HEI(m), then the mask from IMG(environments), handed on as
+the round's own mask (``painvrl.mask_average=last``, ALGORITHM.md) or, by default, as clamp(mean of the gate
+logits of all rounds so far + 0.5, 0, 1) (``logits``: every round relearns the gates from mu = 0, so one round's
+mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity
 and penalty weights (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by
-painvrl.schedule_factor after every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight)
-and the ||mu||^2 regulariser (the pipeline forces its invariant_only convert module).
+painvrl.schedule_factor after every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight),
+the ||mu||^2 regulariser and the last round's mask, as InvRL does (the pipeline forces its invariant_only convert
+module).
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ class MaskResult:
     ari: float | None = None
     """Adjusted Rand index of the final labels against the synthetic ground truth (None without one)."""
     logits: np.ndarray | None = None
-    """float32 [d] gate logits mu of the last round (m = clamp(mu + 0.5, 0, 1)): they still rank the dims the
-    clamp sets to exactly 0, which the mask alone scores as ties."""
+    """float32 [d] gate logits behind ``mask`` (m = clamp(mu + 0.5, 0, 1)): the mean over the rounds
+    (``painvrl.mask_average=logits``) or the last round's. They still rank the dims the clamp sets to exactly 0,
+    which the mask alone scores as ties."""
 
 
 def mask_auc(mask: np.ndarray, invariant_dims: np.ndarray) -> float:
@@ -93,6 +98,8 @@ def learn_invariant_mask(
     known = _known_environments(data, env_cfg.n_envs) if env_cfg.source == "ground_truth" else None
     sizes: list[int] = []
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
+    logit_sum = np.zeros(d, dtype=np.float64)
+    average = "last" if config.method == "invrl" else config.painvrl.mask_average  # InvRL keeps its last mask
     for round_index in range(config.painvrl.rounds):
         if known is not None:
             labels, label_pairs = known
@@ -120,16 +127,24 @@ def learn_invariant_mask(
                          collective=collective, progress=progress, negative_pool=model_cfg.negative_pool)
         for record in img.history:
             emit(record)
-        mask = torch.as_tensor(img.mask, device=device)
-        logits = img.model.gate.mu.detach().cpu().numpy().astype(np.float32)
-        auc = mask_auc(img.mask, invariant_dims) if invariant_dims is not None else None
+        round_logits = img.model.gate.mu.detach().cpu().numpy().astype(np.float64)
+        logit_sum += round_logits
+        if average == "logits":
+            logits = (logit_sum / (round_index + 1)).astype(np.float32)
+            handed = np.clip(logits + 0.5, 0.0, 1.0).astype(np.float32)
+        else:
+            logits, handed = round_logits.astype(np.float32), img.mask
+        mask = torch.as_tensor(handed, device=device)
+        auc = mask_auc(handed, invariant_dims) if invariant_dims is not None else None
         logit_auc = mask_auc(logits, invariant_dims) if invariant_dims is not None else None
-        emit({"phase": "round", "round": round_index, "density": float(img.mask.mean()),
-              "fraction_open": float((img.mask > 0.5).mean()), "mask_auc": auc, "logit_auc": logit_auc, "ari": ari,
+        round_auc = mask_auc(img.mask, invariant_dims) if invariant_dims is not None else None
+        emit({"phase": "round", "round": round_index, "density": float(handed.mean()),
+              "fraction_open": float((handed > 0.5).mean()), "mask_auc": auc, "logit_auc": logit_auc,
+              "round_mask_auc": round_auc, "round_density": float(img.mask.mean()), "ari": ari,
               "sparsity_weight": sparsity_weight, "irm_weight": irm_weight, "l1_rho": l1_rho,
               "solver": settings.solver, "preference": settings.preference})
         logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, sizes,
-                    ari, float(img.mask.mean()), auc)
+                    ari, float(handed.mean()), auc)
         factor = config.painvrl.schedule_factor
         sparsity_weight, irm_weight, l1_rho = sparsity_weight * factor, irm_weight * factor, l1_rho * factor
     assert labels is not None and label_pairs is not None

@@ -137,3 +137,48 @@ def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[Interaction
     no_truth = dataclasses.replace(data, ground_truth=None)
     with pytest.raises(PainvrlInputError, match=r"environments\.source"):
         learn_invariant_mask(cfg, no_truth, pretrained)
+
+
+@pytest.mark.parametrize(("method", "average", "effective"), [
+    ("painvrl", "last", "last"), ("painvrl", "logits", "logits"), ("invrl", "logits", "last")])
+def test_mask_handed_on_is_the_last_rounds_or_the_mean_of_the_rounds_logits(
+        tiny: tuple[InteractionData, Backbone], monkeypatch: pytest.MonkeyPatch, method: str, average: str,
+        effective: str) -> None:
+    from painvrl.invariance import outer_loop
+
+    round_logits: list[np.ndarray] = []
+    hei_masks: list[np.ndarray] = []
+    learn, models = outer_loop.learn_mask, outer_loop.EnvironmentModels
+
+    def recording_learn_mask(*args: Any, **kwargs: Any) -> Any:
+        result = learn(*args, **kwargs)
+        round_logits.append(result.model.gate.mu.detach().cpu().numpy().astype(np.float64))
+        return result
+
+    def recording_models(n_envs: int, pretrained: Backbone, mask: Any, *args: Any, **kwargs: Any) -> Any:
+        hei_masks.append(mask.detach().cpu().numpy().copy())
+        return models(n_envs, pretrained, mask, *args, **kwargs)
+
+    monkeypatch.setattr(outer_loop, "learn_mask", recording_learn_mask)
+    monkeypatch.setattr(outer_loop, "EnvironmentModels", recording_models)
+    data, pretrained = tiny
+    cfg = _config(epochs=3)
+    cfg.method = method  # type: ignore[assignment]
+    cfg.painvrl.rounds = 3
+    cfg.painvrl.mask_average = average  # type: ignore[assignment]
+    result = learn_invariant_mask(cfg, data, pretrained)
+    assert len(round_logits) == 3 and len(hei_masks) == 3
+    assert not np.allclose(round_logits[0], round_logits[-1])  # the rounds differ, so the two options do
+    np.testing.assert_allclose(hei_masks[0], 0.5)
+    for t in range(3):
+        expected = np.mean(round_logits[: t + 1], axis=0) if effective == "logits" else round_logits[t]
+        handed = np.clip(expected + 0.5, 0.0, 1.0)
+        if t + 1 < 3:  # what round t hands on is the next round's HEI input
+            np.testing.assert_allclose(hei_masks[t + 1], handed, atol=1e-6)
+    np.testing.assert_allclose(result.logits, expected, atol=1e-6)
+    np.testing.assert_allclose(result.mask, handed, atol=1e-6)
+    invariant = data.ground_truth.invariant_dims  # type: ignore[union-attr]
+    rounds = [r for r in result.history if r["phase"] == "round"]
+    assert rounds[-1]["mask_auc"] == pytest.approx(mask_auc(result.mask, invariant))
+    assert rounds[-1]["round_mask_auc"] == pytest.approx(
+        mask_auc(np.clip(round_logits[-1] + 0.5, 0.0, 1.0), invariant))
