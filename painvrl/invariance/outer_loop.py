@@ -3,9 +3,9 @@
 m <- 0.5 everywhere; each round: environments from HEI(m), then the mask from IMG(environments), handed on as
 the round's own mask (``painvrl.mask_average=last``, ALGORITHM.md) or, by default, as clamp(mean of the gate
 logits of all rounds so far + 0.5, 0, 1) (``logits``: every round relearns the gates from mu = 0, so one round's
-mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity
-and penalty weights (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by
-painvrl.schedule_factor after every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight),
+mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity and penalty weights
+(mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by painvrl.schedule_factor after
+every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight),
 the ||mu||^2 regulariser and the last round's mask, as InvRL does (the pipeline forces its invariant_only convert
 module).
 """
