@@ -170,7 +170,7 @@ def paired_lines(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     """One line per comparison: per-seed paired differences of IID and OOD recall@20 (report only, not a bar)."""
     lines = ["paired per-seed differences, mean ± standard error (t = mean / SE); report only, not a bar:"]
     for a, b in PAIRS:
-        if not by.get(a) or not by.get(b):
+        if not by[a] or not by[b]:  # runs saved before a row existed
             continue
         cells = []
         for key in ("iid", "ood"):
@@ -189,7 +189,7 @@ def diagnosis(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     for name, what in (("painvrl known envs", "with the TRUE environments"),
                        ("painvrl no IRM", "without the IRM objective (sparsity alone)"),
                        ("painvrl last round", "with the last round's mask (no averaging over rounds)")):
-        rows = by.get(name)
+        rows = by[name]
         if not rows:  # runs saved before the row existed
             continue
         closed = (stats(rows, "ood")[0] - erm) / gap if gap > 0 else math.nan

@@ -5,9 +5,8 @@ the round's own mask (``painvrl.mask_average=last``, ALGORITHM.md) or, by defaul
 logits of all rounds so far + 0.5, 0, 1) (``logits``: every round relearns the gates from mu = 0, so one round's
 mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity and penalty weights
 (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by painvrl.schedule_factor after
-every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight),
-the ||mu||^2 regulariser and the last round's mask, as InvRL does (the pipeline forces its invariant_only convert
-module).
+every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight), the ||mu||^2 regulariser and the
+last round's mask, as InvRL does (the pipeline forces its invariant_only convert module).
 """
 
 from __future__ import annotations
@@ -100,6 +99,10 @@ def learn_invariant_mask(
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
     logit_sum = np.zeros(d, dtype=np.float64)
     average = "last" if config.method == "invrl" else config.painvrl.mask_average  # InvRL keeps its last mask
+
+    def auc_of(scores: np.ndarray) -> float | None:
+        return mask_auc(scores, invariant_dims) if invariant_dims is not None else None
+
     for round_index in range(config.painvrl.rounds):
         if known is not None:
             labels, label_pairs = known
@@ -135,12 +138,10 @@ def learn_invariant_mask(
         else:
             logits, handed = round_logits.astype(np.float32), img.mask
         mask = torch.as_tensor(handed, device=device)
-        auc = mask_auc(handed, invariant_dims) if invariant_dims is not None else None
-        logit_auc = mask_auc(logits, invariant_dims) if invariant_dims is not None else None
-        round_auc = mask_auc(img.mask, invariant_dims) if invariant_dims is not None else None
+        auc = auc_of(handed)
         emit({"phase": "round", "round": round_index, "density": float(handed.mean()),
-              "fraction_open": float((handed > 0.5).mean()), "mask_auc": auc, "logit_auc": logit_auc,
-              "round_mask_auc": round_auc, "round_density": float(img.mask.mean()), "ari": ari,
+              "fraction_open": float((handed > 0.5).mean()), "mask_auc": auc, "logit_auc": auc_of(logits),
+              "round_mask_auc": auc_of(img.mask), "round_density": float(img.mask.mean()), "ari": ari,
               "sparsity_weight": sparsity_weight, "irm_weight": irm_weight, "l1_rho": l1_rho,
               "solver": settings.solver, "preference": settings.preference})
         logger.info("round %d: env sizes %s, ARI %s, mask density %.3f, mask AUC %s", round_index, sizes,
