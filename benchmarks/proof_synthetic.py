@@ -17,20 +17,18 @@ environments) shows how much of a shortfall is HEI's; ``painvrl no IRM`` (linear
 ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance objective makes;
 ``painvrl last round`` (painvrl.mask_average=last) shows what averaging the rounds' gate logits adds.
 
-The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark is
-cold-start OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released there, and the OOD
-splits are ranked among them), whose gap does not depend on when training stops. ``--set
-dataset.ood_new_items=0`` runs the warm-OOD benchmark of earlier stops: there the selected epoch is bimodal
-(epoch 1-3 or 14-29 of 30) and the oracle's OOD advantage is mostly an early-stopping transient, because the
-item ID embeddings learn the spurious item popularity later in training (README, "Scientific status").
-``--set train.epochs=40 --set train.patience=40`` trains every row to the end.
+The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark (stop 15)
+is cold-start on both sides: OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released
+there, and the OOD splits are ranked among them) and IID (``dataset.iid_new_items=0.15``: val/test are clicks of
+the training environments on items held out of training, ranked among them), so IID and OOD both rank new items
+from their features, without and with the shift. Its majority training environment (strength 1.1) makes the
+spurious dims worth a little IID recall, so invariance has an IID cost that the pref_ood sweep (d) can show;
+``train.patience`` 30 trains to the end (the held-out items' validation curve is flat for ~8 epochs).
 
-Cold-start IID variant (README, "Scientific status"): ``--set dataset.iid_new_items=0.15 --set
-dataset.train_env_strengths=[1.25,-1.0] --set train.patience=30`` (optionally ``--set mask.use_item_ids=false``).
-IID val/test are clicks of the training environments on items held out of training, ranked among them, so IID
-and OOD both rank new items from their features; the stronger majority environment makes invariance cost IID
-recall there, which the pref_ood sweep (d) needs. patience 30: the held-out items' validation curve is flat for
-the first ~8 epochs.
+Earlier defaults: ``--set dataset.iid_new_items=0 --set 'dataset.train_env_strengths=[1.0,-1.0]' --set
+train.patience=5`` is the stop 12-14 default (warm IID, where invariance cost no IID recall and (d) could not
+pass); adding ``--set dataset.ood_new_items=0`` gives the warm-OOD benchmark of stops 9-11, whose selected epoch is
+bimodal and whose OOD gap was mostly an early-stopping transient (README, "Scientific status").
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]

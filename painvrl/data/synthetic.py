@@ -23,8 +23,8 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
 
   with ``g_ui`` standard Gumbel noise drawn once per (user, item): the user's idiosyncratic taste for an item
   persists across environments; only the spurious strength changes. Both utility terms have unit variance.
-  The default training strengths (+1, -1) with shares (3, 1) give the spurious term a net strength of +0.5 in
-  the training mixture (ERM uses it, at a small IID gain), and the OOD strength (-1) makes it actively
+  The default training strengths (+1.1, -1) with shares (3, 1) give the spurious term a net strength of +0.575
+  in the training mixture (ERM uses it, at a small IID gain), and the OOD strength (-1) makes it actively
   misleading (see DatasetConfig.train_env_strengths for the designs tried before).
 - Positives: EVERY user interacts in EVERY environment ("environments as periods of each user's history"):
   the OOD environment gets ``max(2, n // (E + 1))`` of the ``interactions_per_user`` positives and the rest is
@@ -35,9 +35,10 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
 - Cold-start OOD (``cfg.ood_new_items > 0``, default 0.25): that fraction of the items is released only in the OOD
   environment. The training environments never take them, the OOD environment takes only them, and
   ``InteractionData.ood_candidates`` lists them, so the OOD splits are ranked among the new items.
-- Splits: each user's training-environment positives are split at random 8:1:1 (at least one of each) into
-  train / val / test, so val and test follow the same mixture of training environments (IID).
-- Cold-start IID (``cfg.iid_new_items > 0``, default 0): that fraction of the items, drawn from those the training
+- Warm splits (``cfg.iid_new_items = 0``): each user's training-environment positives are split at random 8:1:1
+  (at least one of each) into train / val / test, so val and test follow the same mixture of training
+  environments (IID).
+- Cold-start IID (``cfg.iid_new_items > 0``, default 0.15): that fraction of the items, drawn from those the training
   environments release, is held out of training. Each training environment is then two sampling periods: clicks
   on the other (warm) items, which form the train split, and clicks on the held-out items, which form val / test
   (the same per-user counts as the 8:1:1 split, spread over the environments in their shares).

@@ -15,7 +15,8 @@ from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic, make_synthetic_with_latents
 from painvrl.errors import PainvrlInputError
 
-SMALL = DatasetConfig(n_users=120, n_items=300, interactions_per_user=30, seed=3)
+# warm IID (iid_new_items=0); the cold-start IID tests below set it
+SMALL = DatasetConfig(n_users=120, n_items=300, interactions_per_user=30, seed=3, iid_new_items=0.0)
 
 
 def _cfg(**changes: Any) -> DatasetConfig:
@@ -35,9 +36,12 @@ def test_default_config_is_fast_and_labelled_as_synthetic_ood() -> None:
     assert data.name == "synthetic"
     assert data.info["ood"] == "synthetic"
     assert data.has_ood()
-    assert data.info["train_env_strengths"] == [1.0, -1.0]
+    assert data.info["train_env_strengths"] == [1.1, -1.0]
     assert data.info["ood_env_strength"] == -1.0
     assert data.info["positives_per_env"] == [15, 5, 10]
+    # the default is cold-start IID: the IID splits are ranked among the 15% held-out items
+    assert data.info["iid_new_items"] == 120
+    assert data.iid_candidates is not None and data.iid_candidates.size == 120
 
 
 def test_deterministic_in_seed() -> None:
@@ -148,10 +152,12 @@ def test_spurious_utility_of_positives_follows_environment_strengths() -> None:
 def test_item_exposure_is_balanced_with_personal_spurious_taste() -> None:
     data = make_synthetic(DatasetConfig(spurious_shared=0.0))
     degree = np.bincount(data.train[:, 1], minlength=data.n_items)
-    # The default benchmark is cold-start OOD: a quarter of the items is never clicked in training.
+    # The default benchmark is cold-start OOD and cold-start IID: a quarter of the items is released only out of
+    # distribution and 15% are held out for IID val / test; neither is clicked in training.
     assert data.ood_candidates is not None and len(data.ood_candidates) == data.n_items // 4
-    assert (degree[data.ood_candidates] == 0).all()
-    released = np.setdiff1d(np.arange(data.n_items), data.ood_candidates)
+    assert data.iid_candidates is not None and len(data.iid_candidates) == round(0.15 * data.n_items)
+    assert (degree[data.ood_candidates] == 0).all() and (degree[data.iid_candidates] == 0).all()
+    released = np.setdiff1d(np.arange(data.n_items), np.concatenate([data.ood_candidates, data.iid_candidates]))
     assert degree[released].min() >= 1
     assert degree[released].max() <= 3 * degree[released].mean()
 

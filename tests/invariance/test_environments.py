@@ -285,7 +285,8 @@ def test_feature_bias_lets_hei_find_a_global_spurious_shift_from_a_random_start(
     from painvrl.config import DatasetConfig
     from painvrl.data.synthetic import make_synthetic
 
-    data = make_synthetic(DatasetConfig(train_env_strengths=[2.0, -1.0], train_env_shares=[], spurious_shared=1.0))
+    data = make_synthetic(DatasetConfig(train_env_strengths=[2.0, -1.0], train_env_shares=[], spurious_shared=1.0,
+                                        iid_new_items=0.0))
     assert data.ground_truth is not None and data.ground_truth.train_env is not None
     truth = data.ground_truth.train_env
     pretrained = pretrained_backbone(data, k=16, epochs=10)
