@@ -69,7 +69,7 @@ class DatasetConfig:
     train_env_strengths: list[float] = field(default_factory=lambda: [1.1, -1.0])
     """Synthetic: strength of the spurious factor's effect on clicks in each training environment. Default
     (1.1, -1.0) with shares (3, 1) and one shared spurious direction: net training strength 0.575, where ERM
-    gains IID recall on held-out items from the spurious dims (the oracle keeps 0.97-0.98x of erm's IID recall)
+    gains IID recall on held-out items from the spurious dims (the oracle keeps 0.97-0.99x of erm's IID recall)
     and loses OOD (the oracle reaches 1.48-1.65x erm's OOD recall@20), so an IID/OOD trade-off exists for the
     preference sweep and the study's Pareto front (stop 15). History: (1.0, -1.0) left invariance free for IID
     (the stop 9-14 default); (1.25, -1.0) cost the oracle 5-6% IID; (2, 1) made the oracle's IID recall half of
