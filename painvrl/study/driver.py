@@ -160,7 +160,10 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
             run_config=tune.RunConfig(name=spec.name, storage_path=str(tune_path),
                                       callbacks=[MlflowTrialCallback(runs)], verbose=1),
         )
-    tuner.fit()
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+    runs.finish_left_running({str(r.metrics["trial_id"]): (r.metrics, r.error is not None)
+                              for r in results if r.metrics and "trial_id" in r.metrics})
     return summarise_study(spec, reference, tracking_uri, parent_run_id)
 
 

@@ -107,6 +107,26 @@ class TrialRuns:
             if run_id is not None:
                 client.set_terminated(run_id, status="KILLED")
 
+    def finish_left_running(self, outcomes: dict[str, tuple[dict[str, Any] | None, bool]]) -> list[str]:
+        """Close the child runs still RUNNING after Tune has finished, from Tune's final results
+        (``{trial id: (last result, failed)}``); returns the trial ids closed. A driver killed after Tune
+        checkpointed a trial as done but before the MLflow callback ran leaves that run open, and a resumed
+        Tune does not run the trial (nor the callback) again. Runs of trials without an outcome stay as they are."""
+        client = _client(self.tracking_uri)
+        query = (f"tags.`{STUDY_TAG}` = '{self.study}' and tags.`{ROLE_TAG}` = 'trial' "
+                 "and attributes.status = 'RUNNING'")
+        closed = []
+        for run in client.search_runs([self.experiment_id], filter_string=query, max_results=50_000):
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if trial_id in outcomes:
+                result, failed = outcomes[trial_id]
+                self._runs[trial_id] = run.info.run_id
+                self.finish(trial_id, result, failed)
+                closed.append(trial_id)
+        if closed:
+            logger.warning("closed the MLflow runs of trials %s, left RUNNING by a killed driver", sorted(closed))
+        return closed
+
     def log_result(self, trial_id: str, result: dict[str, Any]) -> None:
         run_id = self.run_id(trial_id)
         step = self._steps.get(trial_id, 0)
