@@ -161,7 +161,8 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
                                       callbacks=[MlflowTrialCallback(runs)], verbose=1),
         )
     grid = tuner.fit()
-    results = [grid[i] for i in range(len(grid))]
+    # ResultGrid has no __iter__ in its type stubs; index it
+    results = (grid[i] for i in range(len(grid)))
     runs.finish_left_running({str(r.metrics["trial_id"]): (r.metrics, r.error is not None)
                               for r in results if r.metrics and "trial_id" in r.metrics})
     return summarise_study(spec, reference, tracking_uri, parent_run_id)

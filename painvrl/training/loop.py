@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from painvrl.config import Config
+from painvrl.config import Config, TrainConfig
 from painvrl.model.backbone import Backbone
 from painvrl.training.collective import Collective, LocalCollective
 from painvrl.training.sampling import EpochBatches
@@ -39,14 +39,15 @@ DEFAULT_SPARSE_EMBEDDINGS = True
 
 @dataclass
 class LoopConfig:
-    """What one early-stopped training run needs (built from Config with :meth:`from_config`)."""
+    """What one early-stopped training run needs (built from Config with :meth:`from_config`; the defaults are
+    TrainConfig's, so the two cannot drift apart)."""
 
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 1e-3
-    patience: int = 5
-    eval_every: int = 1
-    seed: int = 0
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    patience: int = TrainConfig.patience
+    eval_every: int = TrainConfig.eval_every
+    seed: int = TrainConfig.seed
     progress: bool = True
     selection_key: str = "iid.recall@20"
     """Key of the dict returned by the validation evaluator that is maximised."""
