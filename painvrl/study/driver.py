@@ -95,6 +95,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     from painvrl.study.searcher import (
         BudgetedOptunaSearch,
         settle_unknown_trials,
+        settled_tune_trials,
         stale_tune_trial_ids,
         tune_known_trial_ids,
     )
@@ -161,10 +162,17 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
                                       callbacks=[MlflowTrialCallback(runs)], verbose=1),
         )
     grid = tuner.fit()
-    # ResultGrid has no __iter__ in its type stubs; index it
-    results = (grid[i] for i in range(len(grid)))
-    runs.finish_left_running({str(r.metrics["trial_id"]): (r.metrics, r.error is not None)
-                              for r in results if r.metrics and "trial_id" in r.metrics})
+    # Close child runs a killed driver left open: from Tune's final result where it has one, else from the
+    # Optuna state (a trial that ended after Tune's last checkpoint has no Tune result).
+    import optuna
+
+    outcomes: dict[str, tuple[dict[str, Any] | None, bool]] = {
+        trial_id: (None, failed)
+        for trial_id, failed in settled_tune_trials(optuna.load_study(study_name=spec.name, storage=storage)).items()}
+    for r in (grid[i] for i in range(len(grid))):  # ResultGrid has no __iter__ in its type stubs
+        if r.metrics and "trial_id" in r.metrics:
+            outcomes[str(r.metrics["trial_id"])] = (r.metrics, r.error is not None)
+    runs.finish_left_running(outcomes)
     return summarise_study(spec, reference, tracking_uri, parent_run_id)
 
 

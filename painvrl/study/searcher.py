@@ -82,3 +82,13 @@ def stale_tune_trial_ids(study: Any) -> set[str]:
             if t.user_attrs.get(STALE_ATTR) and TUNE_TRIAL_ATTR in t.user_attrs}
 
 
+def settled_tune_trials(study: Any) -> dict[str, bool]:
+    """{Tune trial id: failed} of the Optuna trials that ended (COMPLETE or FAIL, stale ones excluded). Optuna is
+    told before Tune checkpoints and before the MLflow callback runs, so after a driver kill it is the one
+    record of a trial that finished in that window."""
+    import optuna
+
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return {str(t.user_attrs[TUNE_TRIAL_ATTR]): t.state == optuna.trial.TrialState.FAIL
+            for t in study.get_trials(deepcopy=False, states=ended)
+            if TUNE_TRIAL_ATTR in t.user_attrs and not t.user_attrs.get(STALE_ATTR)}

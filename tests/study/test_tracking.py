@@ -29,3 +29,22 @@ def test_runs_left_running_by_a_killed_driver_are_closed_from_tunes_results(tmp_
     assert status == {done: "FINISHED", errored: "FAILED", lost: "RUNNING", finished: "FINISHED"}
     assert [a.path for a in client.list_artifacts(done)] == ["metrics.json"]
     assert resumed.finish_left_running(outcomes) == []  # nothing left open
+
+
+def test_settled_tune_trials_reads_ended_optuna_trials_and_skips_stale_ones() -> None:
+    import optuna
+
+    from painvrl.study.searcher import STALE_ATTR, TUNE_TRIAL_ATTR, settled_tune_trials
+
+    study = optuna.create_study(directions=["maximize"])
+    for tune_id, state, stale in (("a", "complete", False), ("b", "fail", False), ("c", "fail", True),
+                                  ("d", "running", False)):
+        trial = study.ask()
+        trial.set_user_attr(TUNE_TRIAL_ATTR, tune_id)
+        if stale:
+            trial.set_user_attr(STALE_ATTR, True)
+        if state == "complete":
+            study.tell(trial, 0.5)
+        elif state == "fail":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert settled_tune_trials(study) == {"a": False, "b": True}
