@@ -49,7 +49,7 @@ def build_sampler(spec: StudySpec) -> Any:
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 
-def _init_ray(spec: StudySpec) -> None:
+def _init_ray(spec: StudySpec, verbose: bool = False) -> None:
     import ray
 
     for key, value in RAY_TRAIN_FAST_ENV.items():
@@ -61,14 +61,16 @@ def _init_ray(spec: StudySpec) -> None:
     address = spec.ray_address or os.environ.get("RAY_ADDRESS")
     env_vars = {k: os.environ[k] for k in RAY_TRAIN_FAST_ENV}
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env_vars})
+        ray.init(address=address, runtime_env={"env_vars": env_vars},
+                 logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=True)
         return
     # A local Ray's workers would run at niceness 15 and lose the CPU to anything else on a laptop.
     os.environ.setdefault("RAY_worker_niceness", "0")
     per_trial = spec.trial_cpus * (1 + spec.trial_num_workers)
     num_cpus = spec.ray_num_cpus or max(int(per_trial * spec.max_concurrent_trials + 0.999), 1)
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": env_vars}, log_to_driver=True)
+             runtime_env={"env_vars": env_vars}, log_to_driver=True,
+             logging_level=logging.INFO if verbose else logging.ERROR)
 
 
 def _versions() -> dict[str, str]:
@@ -83,14 +85,18 @@ def _git_commit() -> str:
     return git_commit()
 
 
-def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
-    """Run (or resume) the study; returns the trials table and the front. Logs everything to MLflow."""
+def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> StudyOutcome:
+    """Run (or resume) the study; returns the trials table and the front. Logs everything to MLflow.
+
+    The console shows one progress bar over the trials; ``verbose`` restores Ray Tune's own trial tables.
+    """
     import ray
     from ray import tune
 
     from painvrl.data.registry import load_dataset
     from painvrl.study import tracking
     from painvrl.study.callbacks import MlflowTrialCallback
+    from painvrl.study.progress import StudyProgress
     from painvrl.study.identity import pin_study_identity, study_identity
     from painvrl.study.searcher import (
         BudgetedOptunaSearch,
@@ -114,7 +120,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
     storage = _optuna_storage(spec.optuna_url())
     pin_study_identity(storage, spec.name, spec.directions(), identity, str(study_dir))
 
-    _init_ray(spec)
+    _init_ray(spec, verbose)
     validate_study(spec, cluster_cpus=float(ray.cluster_resources().get("CPU", 0)))
     dump_study(spec, study_dir / "study.yaml")
 
@@ -139,13 +145,17 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
                                     mode=["max" if d == "maximize" else "min" for d in spec.directions()],
                                     sampler=build_sampler(spec), study_name=spec.name,
                                     storage=storage, budget=spec.num_samples)
+    import optuna
+
+    completed = len(optuna.load_study(study_name=spec.name, storage=storage).get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)))
+    progress = StudyProgress(spec.num_samples, spec.metric_keys(), spec.directions(), reference, done=completed)
+    callbacks = [MlflowTrialCallback(runs), progress]
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_cpus if spec.trial_num_workers == 0 else 1})
     param_space = {"spec": spec.to_dict()}
     tune_path = study_dir / "tune"
     if resume and tune.Tuner.can_restore(str(tune_path / spec.name)):
         logger.info("resuming study from %s", tune_path / spec.name)
-        import optuna
-
         study = optuna.load_study(study_name=spec.name, storage=storage)
         settle_unknown_trials(study, tune_known_trial_ids(tune_path / spec.name))
         runs.mark_killed(stale_tune_trial_ids(study))
@@ -159,12 +169,11 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
                                         max_concurrent_trials=spec.max_concurrent_trials,
                                         reuse_actors=True),
             run_config=tune.RunConfig(name=spec.name, storage_path=str(tune_path),
-                                      callbacks=[MlflowTrialCallback(runs)], verbose=1),
+                                      callbacks=callbacks, verbose=1 if verbose else 0),
         )
     grid = tuner.fit()
     # Close child runs a killed driver left open: from Tune's final result where it has one, else from the
     # Optuna state (a trial that ended after Tune's last checkpoint has no Tune result).
-    import optuna
 
     outcomes: dict[str, tuple[dict[str, Any] | None, bool]] = {
         trial_id: (None, failed)
@@ -206,7 +215,7 @@ def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_i
                                                                tracking.ROLE_TAG: "erm-baseline"})
     if existing is not None:
         logged = client.get_run(existing).data.metrics
-        keys = [k.replace("@", "_at_") for k in spec.metric_keys()]
+        keys = [tracking.metric_name(k) for k in spec.metric_keys()]
         if all(k in logged for k in keys):
             return [float(logged[k]) for k in keys]
     config = trial_config(spec, {"method": "erm"})
@@ -215,7 +224,7 @@ def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_i
     run = client.create_run(experiment_id, run_name="erm-baseline", tags={
         tracking.PARENT_TAG: parent_run_id, tracking.STUDY_TAG: spec.name, tracking.ROLE_TAG: "erm-baseline"})
     for key, value in flat.items():
-        client.log_metric(run.info.run_id, key.replace("@", "_at_"), value)
+        client.log_metric(run.info.run_id, tracking.metric_name(key), value)
     client.set_terminated(run.info.run_id)
     return [flat[k] for k in spec.metric_keys()]
 
@@ -277,5 +286,34 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri)
 
 
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
 def mlflow_ui_command(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+    """The command that serves a local store's MLflow UI on loopback (a remote server is opened directly)."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host {UI_HOST} --port {UI_PORT} --workers 1"
+
+
+def mlflow_ui_url(tracking_uri: str, parent_run_id: str, metric_keys: list[str]) -> str:
+    """URL of the study's runs (parent and trials) with its objective columns, in the UI served by
+    :func:`mlflow_ui_command` (or on the tracking server itself when the store is http://)."""
+    from painvrl.study import tracking
+
+    client = tracking._client(tracking_uri)
+    run = client.get_run(parent_run_id)
+    experiment_id = run.info.experiment_id
+    study = run.data.tags.get(tracking.STUDY_TAG, "")
+    key = tracking.save_study_view(tracking_uri, experiment_id, study, metric_keys)
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else f"http://{UI_HOST}:{UI_PORT}"
+    return tracking.study_runs_url(base, experiment_id, key)
+
+
+def describe_study(spec: StudySpec, resume: bool = False) -> str:
+    """The study's start line: what runs, on which data, how many trials, where results go."""
+    base = spec.base_config()
+    data = base.dataset.name + (f" ({base.dataset.path})" if getattr(base.dataset, "path", None) else "")
+    where = "in-process" if spec.trial_num_workers == 0 else f"{spec.trial_num_workers} Ray Train workers each"
+    verb = "resuming" if resume else "study"
+    return (f"{verb} '{spec.name}': {base.method} on {data}, {spec.num_samples} trials "
+            f"({spec.max_concurrent_trials} at a time, {where}); results in {spec.study_dir()}, "
+            f"MLflow {spec.mlflow_uri()}")

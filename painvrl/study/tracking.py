@@ -29,17 +29,55 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+"""Makes the MLflow UI open the experiment on its runs table, not on the GenAI overview."""
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+STUDY_VIEW_KEY = "painvrl-study"
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
-    """Experiment id for the study, created with an explicit artifact location (never ./mlruns of the CWD)."""
+    """Experiment id for the study, created with an explicit artifact location (never ./mlruns of the CWD) and
+    tagged as model training."""
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    location = None
-    if artifact_root is not None and tracking_uri.startswith("sqlite:"):
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        location = artifact_root.resolve().as_uri()
-    return str(client.create_experiment(name, artifact_location=location))
+    if experiment is None:
+        location = None
+        if artifact_root is not None and tracking_uri.startswith("sqlite:"):
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            location = artifact_root.resolve().as_uri()
+        experiment_id = str(client.create_experiment(name, artifact_location=location))
+    else:
+        experiment_id = str(experiment.experiment_id)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment_id
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of a metrics.json path: ``val.iid.recall@20`` -> ``val.iid.recall_at_20``."""
+    return key.replace("@", "_at_")
+
+
+def save_study_view(tracking_uri: str, experiment_id: str, study: str, metric_keys: list[str]) -> str:
+    """Store a shared view of the runs table (the study's runs, its objective columns, best first) on the
+    experiment and return its share key (the UI's ``?viewStateShareKey=`` parameter)."""
+    objectives = [f"metrics.`{metric_name(k)}`" for k in metric_keys]
+    view = {
+        "searchFilter": f"tags.`{STUDY_TAG}` = '{study}'",
+        "orderByKey": objectives[0] if objectives else "attributes.start_time",
+        "orderByAsc": False,
+        "lifecycleFilter": "Active",
+        "selectedColumns": ["attributes.`Run Name`", *objectives, f"tags.`{ROLE_TAG}`"],
+        "runsHiddenMode": "SHOW_ALL",
+        "groupBy": None,
+    }
+    _client(tracking_uri).set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + STUDY_VIEW_KEY, json.dumps(view))
+    return STUDY_VIEW_KEY
+
+
+def study_runs_url(ui_base: str, experiment_id: str, share_key: str) -> str:
+    """Runs table of the study's experiment with the shared view: the parent run, its trials, the objectives."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={share_key}"
 
 
 def find_run(tracking_uri: str, experiment_id: str, tags: dict[str, str]) -> str | None:
