@@ -96,8 +96,8 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     from painvrl.data.registry import load_dataset
     from painvrl.study import tracking
     from painvrl.study.callbacks import MlflowTrialCallback
-    from painvrl.study.progress import StudyProgress
     from painvrl.study.identity import pin_study_identity, study_identity
+    from painvrl.study.progress import StudyProgress
     from painvrl.study.searcher import (
         BudgetedOptunaSearch,
         settle_unknown_trials,
