@@ -1,4 +1,4 @@
-"""Wall time per phase and peak memory of the full PaInvRL pipeline at a Tiktok-like shape (issue 3).
+"""Wall time per phase and peak memory of the full PaInvRL pipeline at a Tiktok-like shape.
 
 Data: the synthetic benchmark at Tiktok-like shape (``--shape tiktok-like``: 36,000 users, 76,000 items,
 29 positives per user -> about 576k training positives, three 128-d modality blocks = 384-d features) or a

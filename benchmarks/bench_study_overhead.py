@@ -5,7 +5,7 @@ Runs the default study's base config (tune/configs/default.yaml, unchanged: no e
 modes, each in a fresh process with a fresh local Ray:
 
 - ``inprocess``:    trial_num_workers=0 (the pipeline runs inside the Tune trial actor), 1 CPU.
-- ``train-fast``:   trial_num_workers=2 Ray Train (TorchTrainer, gloo) runs, the driver's STACK.md settings
+- ``train-fast``:   trial_num_workers=2 Ray Train (TorchTrainer, gloo) runs, the driver's fast Ray Train settings
                     (reuse_actors=True, RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1,
                     RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION=0, include_dashboard=False, 256 MiB object store).
 - ``train-default``: the same Train trials with Ray's defaults, overriding the driver: the three RAY_TRAIN_*

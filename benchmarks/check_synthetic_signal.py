@@ -1,6 +1,6 @@
 """Sanity check of the synthetic benchmark: does ERM exploit the spurious dims and lose OOD to the oracle?
 
-Trains the project's Backbone (ALGORITHM.md section 1) with a minimal loop of its own (Adam, uniform
+Trains the project's Backbone (docs/algorithm.md) with a minimal loop of its own (Adam, uniform
 negatives, early stopping on IID val recall@20, patience in epochs) twice per seed: ``erm`` on all feature
 dims, ``oracle`` on the features multiplied by the true invariant mask. Prints recall@20 on the IID test split
 and on ood_test (full ranking; train items excluded, plus val items for test and train+val+ood_val items for

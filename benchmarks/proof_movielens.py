@@ -1,4 +1,4 @@
-"""Proof run of issue 3 on real data: erm, invrl and painvrl on MovieLens ml-latest-small.
+"""Real-data evidence: erm, invrl and painvrl on MovieLens ml-latest-small.
 
 Dataset config: ``dataset.name=movielens``, ``dataset.path`` (default /work/shared/data/ml-latest-small),
 ``text_features=derived`` (precomputed vectors, no model download), ``ood=temporal`` with
@@ -7,7 +7,7 @@ through :func:`painvrl.training.pipeline.run_pipeline` with the default config p
 Prints IID and OOD test recall@20 / ndcg@20 and the worst-environment IID recall@20 (environments: learned
 by HEI for invrl / painvrl; one environment "all" for erm, so its worst-env equals its IID), mean ± std over
 seeds. No bar is checked: the table is reported as it comes out. Each run executes in a fresh process, so the
-table also gives the full pipeline's wall time per phase and the peak RSS of that process (issue 3's
+table also gives the full pipeline's wall time per phase and the peak RSS of that process (the
 "wall time and peak memory of the full default pipeline on ml-latest-small").
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_movielens.py [--seeds 0] [--path DIR] [--set k=v ...]

@@ -1,34 +1,32 @@
-"""Proof run of issue 3 on the default (cold-start) synthetic benchmark: erm, oracle, invrl, painvrl, a sweep.
+"""The synthetic benchmark's evidence for PaInvRL: erm, oracle, invrl, painvrl and a preference sweep, over seeds.
 
-Every method runs in-process through :func:`painvrl.training.pipeline.run_pipeline` on the DEFAULT config (plus
+Every method runs in-process through :func:`painvrl.training.pipeline.run_pipeline` on the default config (plus
 ``--set`` overrides), for each seed (``dataset.seed = train.seed = seed``). Prints a table of mean ± std over
 seeds of IID / OOD test recall@20, mask ROC-AUC against the true invariant dims and environment ARI, then
-PASS / FAIL for the issue's bars:
+PASS / FAIL for five checks of what the method claims:
 
-(a) oracle OOD >= 1.2 x erm OOD;
-(b) painvrl closes >= half of the erm-to-oracle OOD gap and keeps IID >= 0.95 x erm IID;
-(c) painvrl mask AUC >= 0.9 (ARI reported);
-(d) pref_ood in {0.1, 0.5, 0.9}: OOD rises and IID falls as pref_ood grows (each step within noise = the
-    larger standard error of the pair; end to end strictly);
-(e) painvrl OOD >= invrl OOD (within noise) at IID >= 0.95 x invrl IID.
+- shift: the oracle (true invariant mask) reaches >= 1.2 x erm's OOD recall, so the benchmark has a real OOD gap;
+- gap closed: painvrl closes >= half of the erm-to-oracle OOD gap and keeps IID >= 0.95 x erm IID;
+- mask ranking: painvrl's mask ranks the invariant dims above the spurious ones (ROC-AUC >= 0.9; ARI reported);
+- front: pref_ood in {0.1, 0.5, 0.9}: OOD rises and IID falls as pref_ood grows (each step within noise = the
+  larger standard error of the pair; end to end strictly);
+- vs invrl: painvrl OOD >= invrl OOD (within noise) at IID >= 0.95 x invrl IID.
 
-Three diagnostic rows (not bars): ``painvrl known envs`` (environments.source=ground_truth: IRM with the true
-environments) shows how much of a shortfall is HEI's; ``painvrl no IRM`` (linear solver, irm_weight 0: the
-ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance objective makes;
-``painvrl last round`` (painvrl.mask_average=last) shows what averaging the rounds' gate logits adds.
+Three diagnostic rows: ``painvrl known envs`` (environments.source=ground_truth: IRM with the true
+environments) shows how much of a shortfall is environment identification's; ``painvrl no IRM`` (linear solver,
+irm_weight 0: the ERM objective and the sparsity term alone) shows how much of painvrl's OOD gain the invariance
+objective makes; ``painvrl last round`` (painvrl.mask_average=last) shows what averaging the rounds' gate logits
+adds.
 
-The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark (stop 15)
-is cold-start on both sides: OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released
+The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark is
+cold-start on both sides: OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released
 there, and the OOD splits are ranked among them) and IID (``dataset.iid_new_items=0.15``: val/test are clicks of
 the training environments on items held out of training, ranked among them), so IID and OOD both rank new items
 from their features, without and with the shift. Its majority training environment (strength 1.1) makes the
-spurious dims worth a little IID recall, so invariance has an IID cost that the pref_ood sweep (d) can show;
-``train.patience`` 30 trains to the end (the held-out items' validation curve is flat for ~8 epochs).
-
-Earlier defaults: ``--set dataset.iid_new_items=0 --set 'dataset.train_env_strengths=[1.0,-1.0]' --set
-train.patience=5`` is the stop 12-14 default (warm IID, where invariance cost no IID recall and (d) could not
-pass); adding ``--set dataset.ood_new_items=0`` gives the warm-OOD benchmark of stops 9-11, whose selected epoch is
-bimodal and whose OOD gap was mostly an early-stopping transient (README, "Scientific status").
+spurious dims worth a little IID recall, so invariance has an IID cost that the preference sweep can show;
+``train.patience`` 30 trains to the end (the held-out items' validation curve is flat for about 8 epochs).
+``--set dataset.iid_new_items=0 --set 'dataset.train_env_strengths=[1.0,-1.0]' --set train.patience=5`` gives the
+warm-IID variant, where invariance costs no IID recall.
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
@@ -56,13 +54,13 @@ RUNS: list[tuple[str, list[str]]] = [
     ("painvrl", ["method=painvrl"]),
     ("painvrl pref_ood=0.1", ["method=painvrl", "mask.pref_ood=0.1"]),
     ("painvrl pref_ood=0.9", ["method=painvrl", "mask.pref_ood=0.9"]),
-    # Diagnostic, not a bar: IRM with the TRUE environments (environments.source=ground_truth). Separates what
+    # Diagnostic: IRM with the TRUE environments (environments.source=ground_truth). Separates what
     # HEI misses from what IMG and the final model miss.
     ("painvrl known envs", ["method=painvrl", "environments.source=ground_truth"]),
-    # Diagnostic, not a bar: the same mask learning without the IRM objective (sparsity alone).
+    # Diagnostic: the same mask learning without the IRM objective (sparsity alone).
     ("painvrl no IRM", ["method=painvrl", "mask.solver=linear", "mask.irm_weight=0"]),
-    # Diagnostic, not a bar: the last round's mask instead of the mean of the rounds' gate logits (ALGORITHM.md's
-    # m <- IMG(labels)), so the table shows what the averaging adds.
+    # Diagnostic: the last round's mask instead of the mean of the rounds' gate logits (the plain
+    # outer loop's m <- IMG(labels)), so the table shows what the averaging adds.
     ("painvrl last round", ["method=painvrl", "painvrl.mask_average=last"]),
 ]
 
@@ -107,22 +105,22 @@ def fmt(rows: list[dict[str, Any]], key: str, digits: int = 4) -> str:
     return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def bars(by: dict[str, list[dict[str, Any]]]) -> list[tuple[str, bool, str]]:
-    """PASS/FAIL per bar with the numbers behind it."""
+def checks(by: dict[str, list[dict[str, Any]]]) -> list[tuple[str, bool, str]]:
+    """PASS/FAIL per check with the numbers behind it."""
     m = {name: {k: stats(rows, k)[0] for k in ("iid", "ood", "auc", "auc_logits", "ari")}
          for name, rows in by.items()}
     out = []
     erm, oracle, pai, inv = m["erm"], m["oracle"], m["painvrl"], m["invrl"]
-    out.append(("(a) oracle OOD >= 1.2 x erm OOD", oracle["ood"] >= 1.2 * erm["ood"],
+    out.append(("shift: oracle OOD >= 1.2 x erm OOD", oracle["ood"] >= 1.2 * erm["ood"],
                 f"oracle {oracle['ood']:.4f} vs erm {erm['ood']:.4f}"))
     gap = oracle["ood"] - erm["ood"]
     closed = (pai["ood"] - erm["ood"]) / gap if gap > 0 else math.nan
     ok_b = closed >= 0.5 and pai["iid"] >= 0.95 * erm["iid"]
-    out.append(("(b) painvrl closes >= 1/2 OOD gap, IID >= 95% erm", bool(ok_b),
+    out.append(("gap closed: painvrl closes >= 1/2 OOD gap, IID >= 95% erm", bool(ok_b),
                 f"gap closed {closed:.2f}, IID ratio {pai['iid'] / erm['iid']:.2f}"))
-    out.append(("(c) painvrl mask AUC >= 0.9 (clamped mask, ties count 1/2)", bool(pai["auc"] >= 0.9),
+    out.append(("mask ranking: painvrl mask AUC >= 0.9 (clamped mask, ties count 1/2)", bool(pai["auc"] >= 0.9),
                 f"AUC {pai['auc']:.3f}, ARI {pai['ari']:.3f}"))
-    out.append(("(c') painvrl gate-logit AUC >= 0.9 (the same ranking, clamp ties broken)",
+    out.append(("mask ranking (logits): painvrl gate-logit AUC >= 0.9 (the same ranking, clamp ties broken)",
                 bool(pai["auc_logits"] >= 0.9), f"AUC {pai['auc_logits']:.3f}"))
     sweep = [by["painvrl pref_ood=0.1"], by["painvrl"], by["painvrl pref_ood=0.9"]]
     ok_d = True
@@ -133,12 +131,12 @@ def bars(by: dict[str, list[dict[str, Any]]]) -> list[tuple[str, bool, str]]:
         ok_d &= stats(hi, "iid")[0] <= stats(lo, "iid")[0] + tol_iid
     ok_d &= stats(sweep[2], "ood")[0] > stats(sweep[0], "ood")[0]
     ok_d &= stats(sweep[2], "iid")[0] < stats(sweep[0], "iid")[0]
-    out.append(("(d) pref_ood 0.1 -> 0.5 -> 0.9: OOD up, IID down", bool(ok_d),
+    out.append(("front: pref_ood 0.1 -> 0.5 -> 0.9: OOD up, IID down", bool(ok_d),
                 "OOD " + " / ".join(f"{stats(s, 'ood')[0]:.4f}" for s in sweep)
                 + "; IID " + " / ".join(f"{stats(s, 'iid')[0]:.4f}" for s in sweep)))
     tol = max(sem(by["painvrl"], "ood"), sem(by["invrl"], "ood"))
     ok_e = pai["ood"] >= inv["ood"] - tol and pai["iid"] >= 0.95 * inv["iid"]
-    out.append(("(e) painvrl OOD >= invrl OOD at comparable IID", bool(ok_e),
+    out.append(("vs invrl: painvrl OOD >= invrl OOD at comparable IID", bool(ok_e),
                 f"painvrl {pai['iid']:.4f}/{pai['ood']:.4f} vs invrl {inv['iid']:.4f}/{inv['ood']:.4f} (IID/OOD)"))
     return out
 
@@ -165,8 +163,8 @@ def paired(by: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> tup
 
 
 def paired_lines(by: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """One line per comparison: per-seed paired differences of IID and OOD recall@20 (report only, not a bar)."""
-    lines = ["paired per-seed differences, mean ± standard error (t = mean / SE); report only, not a bar:"]
+    """One line per comparison: per-seed paired differences of IID and OOD recall@20 (reported, not checked)."""
+    lines = ["paired per-seed differences, mean ± standard error (t = mean / SE):"]
     for a, b in PAIRS:
         if not by[a] or not by[b]:  # runs saved before a row existed
             continue
@@ -191,7 +189,7 @@ def diagnosis(by: dict[str, list[dict[str, Any]]]) -> list[str]:
         if not rows:  # runs saved before the row existed
             continue
         closed = (stats(rows, "ood")[0] - erm) / gap if gap > 0 else math.nan
-        lines.append(f"diagnosis (not a bar): {what} painvrl closes {closed:.2f} of the OOD gap at IID ratio "
+        lines.append(f"diagnosis: {what} painvrl closes {closed:.2f} of the OOD gap at IID ratio "
                      f"{stats(rows, 'iid')[0] / stats(by['erm'], 'iid')[0]:.2f}, mask AUC {stats(rows, 'auc')[0]:.3f}")
     return lines
 
@@ -204,7 +202,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write every run's numbers here")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                         help="run nothing: pool the runs saved by earlier --json runs (e.g. two seed ranges of the "
-                             "same code and overrides) and print their table and bars")
+                             "same code and overrides) and print their table and checks")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.from_json:
@@ -237,7 +235,7 @@ def main() -> None:
               f"{fmt(rows, 'auc_logits', 3):>15} {fmt(rows, 'ari', 3):>15} {fmt(rows, 'spurious_open', 3):>15} "
               f"{fmt(rows, 'invariant_open', 3):>15} {fmt(rows, 'epoch', 1):>13} {stats(rows, 'seconds')[0]:>5.0f}")
     print()
-    for label, ok, detail in bars(by):
+    for label, ok, detail in checks(by):
         print(f"{'PASS' if ok else 'FAIL'}  {label}: {detail}")
     for line in diagnosis(by):
         print(line)

@@ -2,7 +2,7 @@
 
 Layout of a finished run folder (the contract of ``painvrl train`` and ``painvrl.load_run``)::
 
-    DIR/metrics.json       see DESIGN.md and painvrl.training.pipeline
+    DIR/metrics.json       see docs/metrics.md
     DIR/config.yaml        the fully resolved config
     DIR/checkpoint/        model.pt (state_dict of the selected final model) + meta.json (encoder spec)
     DIR/mask.npy           float32 [d] mask, when the method has one (painvrl, invrl, oracle)

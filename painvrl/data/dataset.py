@@ -154,7 +154,7 @@ class InteractionData:
         return sum(m.shape[1] for m in self.features.values())
 
     def feature_matrix(self) -> np.ndarray:
-        """float32 [n_items, d]: each block L2-normalised per row, concatenated (ALGORITHM.md section 0)."""
+        """float32 [n_items, d]: each block L2-normalised per row, concatenated (docs/algorithm.md)."""
         blocks = []
         for modality, matrix in self.features.items():
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)

@@ -4,7 +4,7 @@ Positives are ratings >= ``dataset.rating_threshold``. Items are the movies with
 users the users with at least one positive, both re-indexed densely in ascending id order
 (``info["item_external_ids"]`` / ``info["user_external_ids"]`` map back to movieId / userId).
 
-Modalities (ALGORITHM.md section 0 L2-normalises each block):
+Modalities (docs/algorithm.md L2-normalises each block):
 - ``title``: MiniLM embedding of the title string exactly as in movies.csv, e.g. "Toy Story (1995)".
 - ``tags``: MiniLM embedding of the movie's lower-cased tags, distinct, in descending frequency (ties in first
   appearance order in tags.csv), joined by ", ". Untagged movies have a zero row and

@@ -1,4 +1,4 @@
-"""Synthetic spurious-correlation benchmark with a known invariant feature mask (ALGORITHM.md section 7).
+"""Synthetic spurious-correlation benchmark with a known invariant feature mask (docs/algorithm.md).
 
 Generative model (every draw comes from one ``numpy.random.Generator`` seeded with ``cfg.seed``):
 

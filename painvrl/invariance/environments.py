@@ -1,4 +1,4 @@
-"""Heterogeneous environment identification (HEI, ALGORITHM.md section 2).
+"""Heterogeneous environment identification (HEI, docs/algorithm.md).
 
 Hard-EM clustering of the training positives into E environments. The E environment models share the frozen
 pretrained user table P and item-ID table Q and differ only in their feature projection W_k; the projections

@@ -1,4 +1,4 @@
-"""Invariant mask generation (IMG, ALGORITHM.md section 3) with Pareto weighting of ERM and IRM objectives.
+"""Invariant mask generation (IMG, docs/algorithm.md) with Pareto weighting of ERM and IRM objectives.
 
 Trainable: stochastic-gate logits mu [d] (init 0) and a fresh projection W [k_f, d]; the pretrained P and Q are
 frozen. Each step draws one batch per environment (environment-balanced), computes the per-environment backbone
@@ -22,7 +22,7 @@ Distributed design (painvrl/training/collective.py), exact for any number of ran
 Initialisation of W (``MaskModel(init_from_pretrained=...)``, module default ``INIT_FROM_PRETRAINED = True``;
 False = the spec's fresh projection): with True, W starts at ``2 W_pre`` (the pretrained ERM projection;
 gates start at 0.5), so the first mask step sees the pretrained scores. Measured on the synthetic benchmark
-(strengths (2, 1)) with the TRUE environment labels (issue 3): V-REx reached mask AUC 1.0 from the pretrained
+(strengths (2, 1)) with the true environment labels: V-REx reached mask AUC 1.0 from the pretrained
 W vs 0.81 from a fresh W. At W ~ 0 the per-env gradients only measure E[f | positive, env], which differs
 across environments for invariant features too (top-k selection on inv + s_e * sp attenuates the invariant
 term where s_e is large), so gradvar there is not an invariance signal; near an ERM fit the invariant
@@ -311,7 +311,7 @@ def normalisation_constants(model: MaskModel, batches: Sequence[EnvBatch], losse
                             settings: StepSettings, collective: Collective) -> torch.Tensor:
     """[2, m] float64: the offset (row 0) and scale (row 1) each objective is normalised by.
 
-    ``start`` (ALGORITHM.md): offset 0, scale = the objective's current value, so r_j says how much objective j
+    ``start``: offset 0, scale = the objective's current value, so r_j says how much objective j
     must improve RELATIVE to the ERM fit the round starts from.
 
     ``range``: the same for the IRM objectives (their ideal is 0), but ERM is measured on its attainable range:

@@ -1,7 +1,7 @@
-"""Outer loop of PaInvRL (ALGORITHM.md section 5): alternate HEI and IMG for a number of rounds.
+"""Outer loop of PaInvRL (docs/algorithm.md): alternate HEI and IMG for a number of rounds.
 
 m <- 0.5 everywhere; each round: environments from HEI(m), then the mask from IMG(environments), handed on as
-the round's own mask (``painvrl.mask_average=last``, ALGORITHM.md) or, by default, as clamp(mean of the gate
+the round's own mask (``painvrl.mask_average=last``, as in docs/algorithm.md) or, by default, as clamp(mean of the gate
 logits of all rounds so far + 0.5, 0, 1) (``logits``: every round relearns the gates from mu = 0, so one round's
 mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity and penalty weights
 (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by painvrl.schedule_factor after

@@ -1,4 +1,4 @@
-"""Pareto weighting of the mask objectives (ALGORITHM.md section 3): MGDA, EPO and fixed linear weights.
+"""Pareto weighting of the mask objectives (docs/algorithm.md): MGDA, EPO and fixed linear weights.
 
 Every function here is pure: it maps objective losses and objective gradients (or their Gram matrix) to weights
 alpha over the objectives. No training code lives here; the mask trainer calls :func:`solve_weights` once per

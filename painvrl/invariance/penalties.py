@@ -1,4 +1,4 @@
-"""IRM-style OOD objectives from per-environment quantities (ALGORITHM.md section 3).
+"""IRM-style OOD objectives from per-environment quantities (docs/algorithm.md).
 
 - ``gradvar`` (default, InvRL/HRM form): G_k = dL_k/dW per environment, V = sum_k (G_k - mean_k G_k)^2
   elementwise, L = sum_{r,c} (V_rc * s_c)^2 with the per-feature mask scale s = mu + 0.5.

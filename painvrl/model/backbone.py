@@ -1,4 +1,4 @@
-"""Multimodal UltraGCN-style scorer (ALGORITHM.md section 1).
+"""Multimodal UltraGCN-style scorer (docs/algorithm.md).
 
 score(u, i) = <P_u, [Q_i ; h_i]> where h_i = encoder(f_i). The encoder is any module mapping feature rows
 [b, d] to [b, k_f]: a plain projection (ERM), a gated projection (mask learning) or the convert module.

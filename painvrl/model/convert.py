@@ -1,4 +1,4 @@
-"""Convert module of the final recommender (ALGORITHM.md section 4): combine invariant and variant parts.
+"""Convert module of the final recommender (docs/algorithm.md): combine invariant and variant parts.
 
 With a fixed mask m (a buffer, never trained here): h_inv = W_inv(m * f), h_var = W_var((1 - m) * f), and
 

@@ -4,7 +4,7 @@ Each feature c has a gate logit mu_c (init 0, so every gate starts half open). T
 ``g = clamp(mu + 0.5 + sigma * eps, 0, 1)`` with fresh ``eps ~ N(0, I)`` per call; evaluation uses the
 deterministic ``m = clamp(mu + 0.5, 0, 1)``. The expected number of open gates
 ``sum_c P(mu_c + 0.5 + sigma eps_c > 0) = sum_c Phi((mu_c + 0.5) / sigma)`` is the sparsity regulariser
-(ALGORITHM.md section 3); ``||mu||^2`` is the InvRL-parity alternative.
+(docs/algorithm.md); ``||mu||^2`` is the InvRL-parity alternative.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One run of one method on one dataset: train, select on validation, evaluate, assemble metrics.json.
 
-Methods (ALGORITHM.md section 5):
+Methods (docs/algorithm.md):
 
 - ``erm``: Backbone with a plain projection of the full features.
 - ``oracle``: the same on features masked with the TRUE invariant dims (synthetic ground truth): the upper bound.
@@ -11,7 +11,7 @@ The same function runs in-process (LocalCollective) and in every Ray Train worke
 draws that must agree across ranks come from generators seeded from (seed, phase, ...), and models are
 initialised from the same seed on every rank. Test data is only read once, after selection.
 
-Evaluation (ALGORITHM.md section 6): full ranking; items excluded per user are the training positives for val,
+Evaluation (docs/algorithm.md): full ranking; items excluded per user are the training positives for val,
 training + val positives for test; for OOD, training positives for ood_val and training + val + ood_val for
 ood_test. Environment labels of val/test positives come from the learned environment models (painvrl, invrl),
 else from the synthetic ground truth, else there is one environment "all". The selection key is

@@ -219,7 +219,7 @@ def test_trainable_user_table_keeps_identifiable_environments_that_frozen_p_lose
     """Training strengths (+2, -1) average out over the mixture, so the ERM-pretrained P carries no spurious
     taste: environment models on frozen P cannot express the environments and lose even the TRUE labels after
     one EM iteration; with a trained shared user table (environments.train_users) the true labels stay a fixed
-    point. (Recovering them from a random start is a separate, unsolved problem: see the issue 3 notes.)"""
+    point. (Recovering them from a random start is a separate, unsolved problem.)"""
     from painvrl.config import DatasetConfig
     from painvrl.data.synthetic import make_synthetic
 

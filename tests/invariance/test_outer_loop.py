@@ -47,8 +47,8 @@ def _config(**mask: Any) -> Config:
 
 def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, Backbone],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pinned to the settings this test was written for (the defaults changed in issue 3: vrex, sigma 0.5,
-    # sparsity 1e-4, W from the pretrained projection): gradvar from a fresh W with sigma 0.01.
+    # Pinned to the settings this test was written for, which differ from the defaults: gradvar from a
+    # fresh W with sigma 0.01.
     monkeypatch.setattr(masks, "INIT_FROM_PRETRAINED", False)
     data, pretrained = tiny
     assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
@@ -58,7 +58,7 @@ def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, B
 
     def pinned_config(**mask: Any) -> Config:
         cfg = _config(**pinned, **mask)
-        cfg.painvrl.mask_average = "last"  # and the last round's mask (the default averaging came in stop 14)
+        cfg.painvrl.mask_average = "last"  # and the last round's mask, not the default average over rounds
         return cfg
 
     result = learn_invariant_mask(pinned_config(), data, pretrained, log=records.append)
