@@ -21,7 +21,7 @@ def settings_from(model_config: Any, section: str, default: S) -> S:
         return default
     if isinstance(value, dict):
         return type(default)(**value)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def bpr_per_interaction(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,7 @@ def degree_sensitive_prune(users: torch.Tensor, items: torch.Tensor, n_users: in
     1 / (sqrt(d_u) sqrt(d_i)), so edges between high-degree nodes are pruned first. Sampling without replacement
     uses exponential keys (Efraimidis-Spirakis: the edges with the smallest Exp(1) / w), O(|E| log |E|).
     """
-    n_keep = int(round(keep_ratio * users.numel()))
+    n_keep = round(keep_ratio * users.numel())
     d_u = torch.bincount(users, minlength=n_users).to(torch.float32)
     d_i = torch.bincount(items, minlength=n_items).to(torch.float32)
     weight = (d_u[users] * d_i[items]).rsqrt()

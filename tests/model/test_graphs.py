@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from painvrl.model.graphs import (bipartite_adjacency, degree_sensitive_prune, knn_graph, knn_neighbours,
-                                  propagate)
+from painvrl.model.graphs import bipartite_adjacency, degree_sensitive_prune, knn_graph, knn_neighbours, propagate
 
 
 def _dense_bipartite(train: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
