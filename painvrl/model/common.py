@@ -1,0 +1,68 @@
+"""Helpers shared by the backbones: the multi-negative BPR loss, per-modality content through the encoder
+slot, settings lookup and chunked full-catalogue scoring."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from painvrl.model.recommender import UserScorer
+
+S = TypeVar("S")
+
+
+def settings_from(model_config: Any, section: str, default: S) -> S:
+    """The model's settings section of the config (``model_config.<section>``) or the paper defaults."""
+    value = getattr(model_config, section, None)
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return type(default)(**value)
+    return value
+
+
+def bpr_per_interaction(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """BPR with several negatives: [B] = mean over the n_neg negatives of -log sigmoid(s_pos - s_neg).
+
+    ``pos_scores`` [B], ``neg_scores`` [B, n_neg]. With one negative this is the BPR loss of Rendle et al.
+    """
+    return F.softplus(neg_scores - pos_scores.unsqueeze(1)).mean(dim=1)
+
+
+def pair_scores(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: torch.Tensor,
+                neg_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dot-product scores of the positives [B] and negatives [B, n_neg] of a batch of user vectors [B, k]."""
+    pos = (user_vecs * item_table[pos_items]).sum(dim=1)
+    neg = torch.einsum("bk,bnk->bn", user_vecs, item_table[neg_items])
+    return pos, neg
+
+
+def modality_contents(encoder: nn.Module, features: torch.Tensor,
+                      modality_slices: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Per-modality content through the encoder slot: c_m = encoder(f with every other modality block zeroed).
+
+    With a linear bias-free slot (W f, or W (g * f) under a mask) c_m = W_m f_m is the projection of block m alone
+    and the c_m sum to encoder(f); any other slot (the convert module) is applied to the single-block input the same
+    way. A gate on a column therefore changes exactly the modality that column belongs to.
+    """
+    out = {}
+    for name, (start, stop) in modality_slices.items():
+        block = torch.zeros_like(features)
+        block[:, start:stop] = features[:, start:stop]
+        out[name] = encoder(block)
+    return out
+
+
+def chunked_scorer(user_table: torch.Tensor, item_table: torch.Tensor) -> UserScorer:
+    """A scorer of every item for a batch of users from fixed (already propagated) tables."""
+    def score(users: torch.Tensor) -> torch.Tensor:
+        return user_table[users] @ item_table.T
+    return score
+
+
+def l2_mean(*tensors: torch.Tensor) -> torch.Tensor:
+    """Sum over the tensors of the mean over rows of 0.5 * ||row||^2 (the usual per-batch L2 of BPR models)."""
+    return sum((0.5 * t.pow(2).sum(dim=-1).mean() for t in tensors), torch.zeros((), device=tensors[0].device))
