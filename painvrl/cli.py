@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -28,7 +28,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="painvrl", description="PaInvRL: Pareto invariant representation "
                                      "learning for multimedia recommendation.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every epoch and the libraries' own messages (default: progress bars and a summary)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one method on one dataset and write a run folder")
@@ -80,18 +81,27 @@ def _run(args: argparse.Namespace) -> int:
     from painvrl.runner import train
 
     metrics = train(config, args.output, overwrite=args.overwrite)
-    selection = metrics["selection"]
-    print(json.dumps({"output": args.output, "method": metrics["method"], "selection": selection,
-                      "test": {k: v for k, v in metrics["test"].items() if k in ("iid", "ood", "worst_env")}},
-                     indent=2, default=float))
+    print(train_summary(args.output, metrics))
     return 0
+
+
+def train_summary(output: str, metrics: dict[str, Any]) -> str:
+    """One line: what was trained, which epoch was selected on what, and the test metrics that matter."""
+    selection = metrics.get("selection", {})
+    test = metrics.get("test", {})
+    parts = [f"{split} recall@20 {test[split]['recall@20']:.4f}" for split in ("iid", "ood", "worst_env")
+             if isinstance(test.get(split), dict) and "recall@20" in test[split]]
+    seconds = sum(float(v) for v in metrics.get("timing", {}).values() if isinstance(v, int | float))
+    return (f"{metrics.get('method')}: selected epoch {selection.get('epoch')} on {selection.get('source')} "
+            f"{selection.get('metric')}; test {', '.join(parts) or 'n/a'}; {seconds:.0f} s; wrote {output}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from painvrl.console import configure_logging
+
+    configure_logging(args.verbose)
     try:
         return _run(args)
     except PainvrlInputError as exc:

@@ -203,6 +203,7 @@ def train_recommender(
 
     show_progress = cfg.progress and collective.rank == 0 and not in_ray_worker()
     epoch = start_epoch - 1
+    bar: Any = None  # one progress bar over the whole phase (all epochs' batches)
     for epoch in range(start_epoch, cfg.epochs):
         if bad_evals >= cfg.patience:
             break
@@ -212,10 +213,11 @@ def train_recommender(
                                collective.world_size, phase=phase, n_items=model.n_items,
                                n_negatives=cfg.n_negatives, negative_pool=cfg.negative_pool)
         iterator: Iterable[Any] = batches
-        if show_progress:
+        if bar is None and show_progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(batches, total=len(batches), desc=f"{phase} epoch {epoch}", leave=False)
+            bar = tqdm(total=(cfg.epochs - start_epoch) * len(batches), desc=phase, unit="batch", leave=False,
+                       dynamic_ncols=True)
         loss_sum = torch.zeros((), device=device)
         for batch in iterator:
             users = users_all[batch.rows].to(device, non_blocking=True)
@@ -231,6 +233,8 @@ def train_recommender(
             optimizer.sync(collective)
             optimizer.step()
             loss_sum += loss.detach() * batch.global_size
+            if bar is not None:
+                bar.update(1)
         epoch_loss = float(collective.all_reduce_sum(loss_sum).item()) / len(users_all)
         seconds = time.perf_counter() - started
         logger.info("%s epoch %d: loss %.5f (%.1fs)", phase, epoch, epoch_loss, seconds)
@@ -253,6 +257,8 @@ def train_recommender(
         history.append(record)
         logger.info("%s epoch %d: val %s = %.5f%s", phase, epoch, cfg.selection_key, value,
                     " (best)" if improved else "")
+        if bar is not None:
+            bar.set_postfix_str(f"epoch {epoch}, val {cfg.selection_key} {value:.4f}, best {best_value:.4f}")
         if snapshot is not None:  # before on_evaluation, so a reporter can attach this state to this record
             snapshot({"epoch": epoch, "model_state": _cpu_state(model),
                       "optimizer_state": optimizer.state_dict(), "best_state": best_state,
@@ -263,5 +269,7 @@ def train_recommender(
         if bad_evals >= cfg.patience:
             logger.info("%s: early stop at epoch %d (best epoch %d)", phase, epoch, best_epoch)
             break
+    if bar is not None:
+        bar.close()
     return TrainOutcome(best_state=best_state, best_epoch=best_epoch, best_value=best_value, history=history,
                         epochs_run=epoch + 1)
