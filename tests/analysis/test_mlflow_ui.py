@@ -80,7 +80,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             time.sleep(0.5)
         study = report.studies[0]
         trials = dict(zip(study.trials["run_id"], study.trials["trial_id"], strict=True))
-        yield {"base": base, "experiment_id": study.experiment_id, "parent": outcome.parent_run_id, "trials": trials,
+        yield {"base": base, "uri": uri, "experiment_id": study.experiment_id, "parent": outcome.parent_run_id, "trials": trials,
                "shots": os.environ.get("PAINVRL_UI_SCREENSHOT_DIR") or str(root / "screenshots"),
                "profile": str(root / "chromium-profile")}
     finally:
@@ -177,6 +177,43 @@ def _check_with_chromium_cli(ui: dict[str, Any], shots: Path) -> None:
     artifacts = f"{ui['base']}/#/experiments/{ui['experiment_id']}/runs/{ui['parent']}/artifacts"
     assert "front.csv" in _chromium(ui, artifacts, "--dump-dom")
     _chromium(ui, artifacts, f"--screenshot={shots / 'mlflow_ui_front_artifact.png'}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _selenium_available(), reason="needs selenium and /usr/bin/chromedriver")
+def test_the_printed_url_opens_the_study_runs_with_their_objectives(ui: dict[str, Any]) -> None:
+    """The page search.py prints opens on the runs table (not the GenAI overview): the parent run, every trial
+    run, and the two objective columns with values, without a click."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from painvrl.study import tracking
+    from painvrl.study.driver import mlflow_ui_url
+
+    uri = ui["uri"]
+    printed = mlflow_ui_url(uri, ui["parent"], ["val.iid.recall@20", "val.ood.recall@20"])
+    assert printed.startswith("http://127.0.0.1:5000/#/experiments/")
+    url = ui["base"] + printed.removeprefix("http://127.0.0.1:5000")
+    experiment = tracking._client(uri).get_experiment(ui["experiment_id"])
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING_KIND
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={ui['profile']}-url"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(url)
+        wait.until(lambda d: f"study:{STUDY}" in d.page_source and len(_trial_names(d.page_source)) >= 5)
+        page = driver.page_source
+        assert "val.iid.recall_at_20" in page and "val.ood.recall_at_20" in page
+        assert "Detect Issues" not in page
+        assert re.search(r">0\.\d{2,}", page), "no objective values in the table"
+        Path(ui["shots"]).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(ui["shots"]) / "mlflow_ui_study_url.png"))
+    finally:
+        driver.quit()
 
 
 @pytest.mark.slow
