@@ -1,7 +1,7 @@
 """Typed run configuration: dataclasses with a docstring under every field, YAML I/O, overrides, validation.
 
 A field's search distribution (for studies) sits beside its default in ``field(metadata={"search": ...})``,
-DomainBed-style, so the study issue reads ranges from here instead of repeating them.
+DomainBed-style, so studies read their ranges from here instead of repeating them.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class DatasetConfig:
     """Folder for cached text features (MovieLens); default: <path>/.painvrl-cache."""
     text_features: Literal["encode", "derived"] = "encode"
     """MovieLens: encode texts with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
-    # synthetic benchmark (ALGORITHM.md section 7)
+    # synthetic benchmark (docs/algorithm.md, section 7)
     n_users: int = 600
     """Synthetic: number of users."""
     n_items: int = 800
@@ -67,14 +67,10 @@ class DatasetConfig:
     interactions_per_user: int = 30
     """Synthetic: positives drawn per user (over all environments)."""
     train_env_strengths: list[float] = field(default_factory=lambda: [1.1, -1.0])
-    """Synthetic: strength of the spurious factor's effect on clicks in each training environment. Default
-    (1.1, -1.0) with shares (3, 1) and one shared spurious direction: net training strength 0.575, where ERM
-    gains IID recall on held-out items from the spurious dims (the oracle keeps 0.97-0.99x of erm's IID recall)
-    and loses OOD (the oracle reaches 1.48-1.65x erm's OOD recall@20), so an IID/OOD trade-off exists for the
-    preference sweep and the study's Pareto front (stop 15). History: (1.0, -1.0) left invariance free for IID
-    (the stop 9-14 default); (1.25, -1.0) cost the oracle 5-6% IID; (2, 1) made the oracle's IID recall half of
-    ERM's; the milder personal-taste (1.0, 0.5) left environments that even the ideal classifier of the true
-    spurious utility separates only at ARI 0.09."""
+    """Synthetic: strength of the spurious factor's effect on clicks in each training environment (one value
+    per environment; negative flips the correlation). The default (1.1, -1.0), with shares (3, 1), gives a net
+    positive spurious effect in training, so ERM gains some IID recall from the spurious dims and loses OOD
+    recall: an IID/OOD trade-off exists for preference sweeps and studies' Pareto fronts."""
     train_env_shares: list[float] = field(default_factory=lambda: [3.0, 1.0])
     """Synthetic: share of each training environment in a user's training-side positives (same length as
     train_env_strengths, positive, normalised to sum 1). Empty: equal shares."""
@@ -88,22 +84,20 @@ class DatasetConfig:
     feature_noise: float = 0.1
     """Synthetic: std of noise added to item features."""
     ood_new_items: float = 0.25
-    """Synthetic: fraction of the items released only in the OOD environment (cold-start OOD; default 0.25).
+    """Synthetic: fraction (in [0, 1)) of the items released only in the OOD environment (cold-start OOD).
     The training environments never click them, the OOD environment clicks only them, and the OOD splits are
     ranked among them (``InteractionData.ood_candidates``). The item ID embeddings then cannot carry the
     spurious item popularity into the OOD ranking, so the OOD gap measures the feature pathway, which the mask
-    acts on, and survives training to convergence. 0: the OOD environment clicks the same items as training
-    (the benchmark before stop 12: its OOD gap was an early-stopping transient, because the ID embeddings learn
-    the spurious popularity late in training; README, "Scientific status")."""
+    acts on. 0: the OOD environment clicks the same items as training, and the ID embeddings can learn the
+    spurious popularity late in training."""
     iid_new_items: float = 0.15
     """Synthetic: fraction of the items released in the training environments but held out of training
     (cold-start IID). Each user's val and test positives are clicks on these items, drawn in the training
     environments with their strengths, and the IID splits are ranked among them (``InteractionData
     .iid_candidates``); the train split holds the clicks on the other released items. IID and OOD then measure
-    the same thing, the ranking of new items through their features, with and without the shift. Default 0.15
-    (stop 15; with ``train_env_strengths`` (1.1, -1) and ``train.patience`` 30). 0: the val and test positives
-    are a random 1/10 each of every user's training-environment clicks (warm IID, the default before stop 15),
-    whose items' ID embeddings already carry the spurious popularity, so invariance cost no IID recall there."""
+    the same thing, the ranking of new items through their features, with and without the shift. 0: the val
+    and test positives are a random 1/10 each of every user's training-environment clicks (warm IID), whose
+    items' ID embeddings already carry the spurious popularity, so invariance costs no IID recall there."""
 
 
 @dataclass
@@ -135,10 +129,9 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata=_search("log", 1e-4, 1e-2))
     """Adam learning rate."""
     patience: int = 30
-    """Early stopping: evaluations without improvement of the selection metric. Default 30 (= epochs: train to
-    the end and keep the best validation epoch; stop 15): on the default synthetic benchmark the held-out items'
-    validation curve is flat for about 8 epochs before it rises, and patience 5 stopped models in that plateau
-    (the oracle selected epoch 4 and lost 8% of its IID recall)."""
+    """Early stopping: evaluations without improvement of the selection metric. The default equals ``epochs``
+    (train to the end and keep the best validation epoch), because the cold-start validation curve can stay
+    flat for several epochs before it rises and a small patience stops models in that plateau."""
     eval_every: int = 1
     """Evaluate on validation every this many epochs."""
     seed: int = 0
@@ -189,20 +182,20 @@ class EnvironmentsConfig:
 @dataclass
 class MaskConfig:
     epochs: int = 60
-    """Epochs of invariant mask generation per round. 60 (was 20): after 20 epochs the gates are still
-    drifting, and a fresh round's mask AUC varied 0.92 / 0.77 / 0.76 between rounds with the same (true)
-    environments on one seed."""
+    """Epochs of invariant mask generation per round; enough for the gates to settle (with far fewer they
+    are still drifting and the mask varies between rounds)."""
     steps_per_epoch: int = 0
     """Steps per epoch (0: enough environment-balanced batches to see the training set once)."""
     lr: float = 2e-2
-    """Adam learning rate of mask logits and projection (was 5e-3: too slow for the gates to separate)."""
+    """Adam learning rate of mask logits and projection (much smaller rates are too slow for the gates to
+    separate)."""
     sigma: float = 0.5
-    """Stochastic gate noise std. 0.5 is STG's own default; with 0.01 (old default) a small gate times a large
-    W costs nothing, so ERM opens every gate and the expected-L0 term has zero gradient."""
+    """Stochastic gate noise std. 0.5 is STG's own default; with a tiny std a small gate times a large W costs
+    nothing, so ERM opens every gate and the expected-L0 term has zero gradient."""
     penalty: Literal["gradvar", "irmv1", "vrex"] = "vrex"
-    """IRM objective form. vrex (was gradvar): with the true environments of the synthetic benchmark it ranks
-    the mask at AUC 0.95 where gradvar stays at 0.5 (gradvar's EPO weight goes almost all to IRM and the gates
-    all open)."""
+    """IRM objective form: gradvar (variance of the environments' gradients), irmv1 (IRMv1 gradient penalty)
+    or vrex (variance of the environments' risks). vrex by default: it separates the invariant dims where
+    gradvar's EPO weight goes almost all to IRM and the gates all open."""
     extra_objective: Literal["none", "irmv1", "vrex"] = "none"
     """Optional third objective."""
     solver: Literal["epo", "mgda", "linear"] = "epo"
@@ -216,18 +209,19 @@ class MaskConfig:
     sparsity: Literal["l0", "l2"] = "l0"
     """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
     sparsity_weight: float = field(default=3e-4, metadata=_search("log", 1e-5, 1e-1))
-    """lambda_s, weight of the mask regulariser (3e-4, was 1e-4; README "Scientific status"). Only gates at
-    exactly 0 remove a feature from the final model (its W, trained from scratch, rescales any open gate), so
-    this weight sets the IID/OOD trade-off; the studies search it."""
+    """lambda_s, weight of the mask regulariser. Only gates at exactly 0 remove a feature from the final model
+    (its W, trained from scratch, rescales any open gate), so this weight sets the IID/OOD trade-off; the
+    studies search it."""
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
     normalisation: Literal["start", "range"] = "start"
-    """How the solvers see the objectives. ``start`` (ALGORITHM.md): each divided by its value at the first
-    Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
+    """How the solvers see the objectives. ``start`` (as in docs/algorithm.md): each divided by its value at
+    the first Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
     closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
     use_item_ids: bool = True
-    """Whether the mask's scores keep the item ID embeddings. True (ALGORITHM.md): the pretrained Q_i stays in the
-    item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training items do not.
+    """Whether the mask's scores keep the item ID embeddings. True (as in docs/algorithm.md): the pretrained
+    Q_i stays in the item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training
+    items do not.
     False: the item vector is [0 ; W (g * f_i)] during mask learning, so ERM values a feature by what it predicts
     about an item it has no ID for (how the final model scores cold-start items); P stays frozen."""
 
@@ -235,9 +229,10 @@ class MaskConfig:
 @dataclass
 class ConvertConfig:
     mode: Literal["attention", "global", "invariant_only", "concat"] = "invariant_only"
-    """How invariant and variant representations combine in the final recommender. invariant_only (was
-    attention): the variant branch hands the spurious dims back to an ERM-trained final model; even with the
-    TRUE mask, attention gives OOD recall@20 0.007 (= erm) on the synthetic benchmark vs 0.061 invariant_only."""
+    """How invariant and variant representations combine in the final recommender: attention-weighted,
+    a global learned weight, the invariant part only, or concatenated. invariant_only by default: any variant
+    branch hands the spurious dims back to an ERM-trained final model, which then loses the OOD gain even with
+    the true mask."""
     attention_dim: int = 32
     """Hidden size of the attention scorer."""
 
@@ -245,19 +240,17 @@ class ConvertConfig:
 @dataclass
 class PainvrlConfig:
     rounds: int = field(default=5, metadata=_search("int", 1, 5))
-    """Outer rounds of HEI + IMG (ALGORITHM.md's default 5; 3 until stop 12: on the cold-start benchmark, seeds
-    0-3, 5 rounds lift the mask AUC from 0.844 to 0.879 and OOD recall@20 from 0.252 to 0.266)."""
+    """Outer rounds of HEI + IMG (5, the default of docs/algorithm.md; more rounds give a better mask)."""
     schedule_factor: float = 1.05
     """Multiply sparsity and penalty weights by this after each round (InvRL/HRM schedule)."""
     pretrain_epochs: int = 10
     """Epochs of ERM backbone pretraining (P, Q are then frozen during mask learning)."""
     mask_average: Literal["last", "logits"] = "logits"
     """Which mask a round hands on (to the next round's HEI and, after the last round, to the final model).
-    ``logits`` (default, stop 14): clamp(mean_t mu_t + 0.5, 0, 1), the mean of the gate logits of every round so
-    far. Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw (on
-    the default synthetic benchmark, seeds 30-37, single rounds rank the dims at mask AUC 0.83-0.90, the mean of
-    five rounds' logits at 0.97). ``last`` (ALGORITHM.md's m <- IMG(labels)): the round's own mask. Method
-    ``invrl`` always uses ``last``, like InvRL."""
+    ``logits`` (default): clamp(mean_t mu_t + 0.5, 0, 1), the mean of the gate logits of every round so far.
+    Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw and the
+    mean over rounds ranks the dims better. ``last`` (docs/algorithm.md's m <- IMG(labels)): the round's own
+    mask. Method ``invrl`` always uses ``last``, like InvRL."""
 
 
 @dataclass
