@@ -80,7 +80,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             time.sleep(0.5)
         study = report.studies[0]
         trials = dict(zip(study.trials["run_id"], study.trials["trial_id"], strict=True))
-        yield {"base": base, "uri": uri, "experiment_id": study.experiment_id, "parent": outcome.parent_run_id, "trials": trials,
+        yield {"base": base, "uri": uri, "experiment_id": study.experiment_id, "parent": outcome.parent_run_id,
+               "trials": trials,
                "shots": os.environ.get("PAINVRL_UI_SCREENSHOT_DIR") or str(root / "screenshots"),
                "profile": str(root / "chromium-profile")}
     finally:
@@ -116,17 +117,23 @@ def clickable(wait: Any, text: str) -> Any:
     return wait.until(expected_conditions.element_to_be_clickable(locator))
 
 
-def _check_with_selenium(ui: dict[str, Any], shots: Path) -> None:
+def _chrome(profile: str) -> Any:
+    """Headless Chromium under Selenium with its own profile folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={ui['profile']}"]:
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def _check_with_selenium(ui: dict[str, Any], shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chrome(ui['profile'])
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(f"{ui['base']}/#/experiments/{ui['experiment_id']}/runs")
@@ -184,8 +191,6 @@ def _check_with_chromium_cli(ui: dict[str, Any], shots: Path) -> None:
 def test_the_printed_url_opens_the_study_runs_with_their_objectives(ui: dict[str, Any]) -> None:
     """The page search.py prints opens on the runs table (not the GenAI overview): the parent run, every trial
     run, and the two objective columns with values, without a click."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     from painvrl.study import tracking
@@ -197,11 +202,7 @@ def test_the_printed_url_opens_the_study_runs_with_their_objectives(ui: dict[str
     url = ui["base"] + printed.removeprefix("http://127.0.0.1:5000")
     experiment = tracking._client(uri).get_experiment(ui["experiment_id"])
     assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING_KIND
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={ui['profile']}-url"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = _chrome(ui['profile'] + "-url")
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(url)
