@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "tensorboardX", "optuna", "mlflow", "alembic",
                  "matplotlib", "urllib3", "filelock", "git", "numexpr")
@@ -33,6 +34,9 @@ def quiet_third_party() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # mlflow resets its logger's level on import
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose=0 prints no boxes
+    # The GP sampler takes a second or two per suggestion; Ray mistakes that for training in the search space.
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took",
+                            category=UserWarning)
     try:
         import optuna
 
