@@ -53,7 +53,7 @@ class DatasetConfig:
     """Folder for cached text features (MovieLens); default: <path>/.painvrl-cache."""
     text_features: Literal["encode", "derived"] = "encode"
     """MovieLens: encode texts with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
-    # synthetic benchmark (docs/algorithm.md, section 7)
+    # synthetic benchmark (the method description's synthetic shift benchmark)
     n_users: int = 600
     """Synthetic: number of users."""
     n_items: int = 800
@@ -139,7 +139,7 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (cuda when available), "cpu" or "cuda"."""
     deterministic: bool = True
-    """Ask torch for deterministic algorithms."""
+    """Ask torch for deterministic kernels (reproducible runs, possibly slower)."""
     progress: bool = True
     """tqdm progress bars (forced off inside Ray workers)."""
     sparse_embeddings: bool = True
@@ -215,24 +215,24 @@ class MaskConfig:
     warmup_steps: int = 20
     """ERM-only steps before Pareto weighting starts in each round."""
     normalisation: Literal["start", "range"] = "start"
-    """How the solvers see the objectives. ``start`` (as in docs/algorithm.md): each divided by its value at
-    the first Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
+    """How the solvers see the objectives. ``start`` (the method's own): each divided by its value at the first
+    Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
     closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
     use_item_ids: bool = True
-    """Whether the mask's scores keep the item ID embeddings. True (as in docs/algorithm.md): the pretrained
-    Q_i stays in the item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training
-    items do not.
-    False: the item vector is [0 ; W (g * f_i)] during mask learning, so ERM values a feature by what it predicts
-    about an item it has no ID for (how the final model scores cold-start items); P stays frozen."""
+    """Whether the mask's scores keep the item ID embeddings. True (the method's own): the pretrained Q_i
+    stays in the item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training
+    items do not. False: the item vector is [0 ; W (g * f_i)] during mask learning, so ERM values a feature by
+    what it predicts about an item it has no ID for (how the final model scores cold-start items); P stays
+    frozen."""
 
 
 @dataclass
 class ConvertConfig:
     mode: Literal["attention", "global", "invariant_only", "concat"] = "invariant_only"
-    """How invariant and variant representations combine in the final recommender: attention-weighted,
-    a global learned weight, the invariant part only, or concatenated. invariant_only by default: any variant
-    branch hands the spurious dims back to an ERM-trained final model, which then loses the OOD gain even with
-    the true mask."""
+    """How invariant and variant representations combine in the final recommender: a weighted sum
+    with per-item attention weights, the same with two global learned weights, the invariant part alone, or a
+    projection of both concatenated. invariant_only by default: any variant branch hands the spurious dims back
+    to an ERM-trained final model, which then loses the OOD gain even with the true mask."""
     attention_dim: int = 32
     """Hidden size of the attention scorer."""
 
@@ -240,7 +240,7 @@ class ConvertConfig:
 @dataclass
 class PainvrlConfig:
     rounds: int = field(default=5, metadata=_search("int", 1, 5))
-    """Outer rounds of HEI + IMG (5, the default of docs/algorithm.md; more rounds give a better mask)."""
+    """Outer rounds of HEI + IMG (5, the method's own default; more rounds give a better mask)."""
     schedule_factor: float = 1.05
     """Multiply sparsity and penalty weights by this after each round (InvRL/HRM schedule)."""
     pretrain_epochs: int = 10
@@ -249,8 +249,8 @@ class PainvrlConfig:
     """Which mask a round hands on (to the next round's HEI and, after the last round, to the final model).
     ``logits`` (default): clamp(mean_t mu_t + 0.5, 0, 1), the mean of the gate logits of every round so far.
     Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw and the
-    mean over rounds ranks the dims better. ``last`` (docs/algorithm.md's m <- IMG(labels)): the round's own
-    mask. Method ``invrl`` always uses ``last``, like InvRL."""
+    mean over rounds ranks the dims better. ``last`` (the method's m <- IMG(labels)): the round's own mask.
+    Method ``invrl`` always uses ``last``, like InvRL."""
 
 
 @dataclass
