@@ -333,8 +333,8 @@ def reseed_empty(
         with torch.no_grad():
             models.weight[env].copy_(models.weight[largest])
         event = {"iteration": iteration, "empty": env, "split_from": largest, "moved": len(moved)}
-        logger.warning("HEI: environment %d was empty; re-seeded with %d positives split from environment %d",
-                       env, len(moved), largest)
+        logger.info("HEI: environment %d was empty; re-seeded with %d positives split from environment %d",
+                    env, len(moved), largest)
         events.append(event)
     return events
 

@@ -54,11 +54,12 @@ class StudyProgress(Callback):
             else math.nan
         return size, hv
 
-    def _refresh(self) -> None:
+    def _refresh(self, redraw: bool | None = None) -> None:
+        """Update the postfix; redraw at once on a terminal only (a pipe or log file gets one line per trial)."""
         bar = self._ensure_bar()
         size, hv = self._front_summary()
         bar.set_postfix_str(f"running {len(self.running)}, failed {self.failed}, front {size}, hv {hv:.3g}",
-                            refresh=True)
+                            refresh=sys.stderr.isatty() if redraw is None else redraw)
 
     # ---------------------------------------------------------------------------------------- callbacks
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -71,8 +72,8 @@ class StudyProgress(Callback):
         values = [result.get(key) for key in self.metric_keys]
         if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             self.points.append([float(v) for v in values])  # type: ignore[arg-type]
+        self._refresh(redraw=False)
         self._ensure_bar().update(1)
-        self._refresh()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
@@ -80,12 +81,12 @@ class StudyProgress(Callback):
         bar = self._ensure_bar()
         bar.write(f"trial {trial.trial_id} failed: {_first_error_line(trial)}\n  log: {_error_path(trial)}",
                   file=sys.stderr)
+        self._refresh(redraw=False)
         bar.update(1)
-        self._refresh()
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self._bar is not None:
-            self._refresh()
+            self._refresh(redraw=True)
             self._bar.close()
             self._bar = None
 
