@@ -28,7 +28,7 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def quiet_third_party() -> None:
-    """Third-party loggers to ERROR (tensorboardX to ERROR too) and the progress bars they draw off."""
+    """Third-party loggers to ERROR, their progress bars off, Ray Tune on its quiet reporter."""
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from painvrl.analysis.front import front_table, hypervolume_history
 from painvrl.errors import PainvrlInputError
+from painvrl.study.tracking import metric_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ _PAGE = 1000
 
 def metric_column(metric_key: str) -> str:
     """Trials-table column of a metrics.json path, e.g. ``val.iid.recall@20`` -> ``metrics.val.iid.recall_at_20``."""
-    return "metrics." + metric_key.replace("@", "_at_")
+    return "metrics." + metric_name(metric_key)
 
 
 @dataclass
@@ -160,7 +161,7 @@ def _reference(spec: dict[str, Any], baseline: dict[str, float] | None, objectiv
     if isinstance(spec.get("reference_point"), list):
         return [float(v) for v in spec["reference_point"]]
     if baseline is not None:
-        keys = [k.replace("@", "_at_") for k in objectives]
+        keys = [metric_name(k) for k in objectives]
         if all(k in baseline for k in keys):
             return [float(baseline[k]) for k in keys]
     if all(d == "maximize" for d in directions):

@@ -174,7 +174,6 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     grid = tuner.fit()
     # Close child runs a killed driver left open: from Tune's final result where it has one, else from the
     # Optuna state (a trial that ended after Tune's last checkpoint has no Tune result).
-
     outcomes: dict[str, tuple[dict[str, Any] | None, bool]] = {
         trial_id: (None, failed)
         for trial_id, failed in settled_tune_trials(optuna.load_study(study_name=spec.name, storage=storage)).items()}
@@ -296,7 +295,8 @@ def mlflow_ui_command(tracking_uri: str) -> str:
 
 def mlflow_ui_url(tracking_uri: str, parent_run_id: str, metric_keys: list[str]) -> str:
     """URL of the study's runs (parent and trials) with its objective columns, in the UI served by
-    :func:`mlflow_ui_command` (or on the tracking server itself when the store is http://)."""
+    :func:`mlflow_ui_command` (or on the tracking server itself when the store is http://). Stores the view it
+    opens on the study's experiment (:func:`tracking.save_study_view`)."""
     from painvrl.study import tracking
 
     client = tracking._client(tracking_uri)

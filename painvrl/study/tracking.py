@@ -108,7 +108,7 @@ def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if math.isfinite(float(value)):
-            out[key.replace("@", "_at_")] = float(value)
+            out[metric_name(key)] = float(value)
     return out
 
 
