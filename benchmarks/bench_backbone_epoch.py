@@ -12,7 +12,7 @@ Both sides run the same loss (Backbone.per_example_loss + L2) and Adam. Rows:
 - ``naive``: InvRL-style, all items encoded per step, independent uniform negatives;
 - ``ours, independent negatives`` (negative_pool = 0): only the unique items of the batch are encoded;
 - ``ours, pool P`` (the default): each step's negatives come from a shared pool of P uniform items (each
-  negative still marginally uniform; see painvrl/training/sampling.py), so a step encodes ~B + P items.
+  negative still marginally uniform; see painvrl/distributed/sampling.py), so a step encodes ~B + P items.
 
 Random features and random positives; a fixed number of timed steps after warm-up, extrapolated to an epoch.
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from painvrl.distributed.sampling import draw_negative_pool, draw_negatives, make_generator, pool_active
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
 from painvrl.training.loop import DEFAULT_NEGATIVE_POOL, Optimisers, step_loss
-from painvrl.training.sampling import draw_negative_pool, draw_negatives, make_generator, pool_active
 
 
 @dataclass

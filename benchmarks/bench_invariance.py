@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from painvrl.config import EnvironmentsConfig, MaskConfig
+from painvrl.distributed.collective import LocalCollective
+from painvrl.distributed.sampling import EpochBatches, draw_negative_pool, make_generator
 from painvrl.invariance.environments import EnvironmentModels, _labels_of, train_environment_models
 from painvrl.invariance.masks import EnvBatch, MaskModel, mask_step, resolve_settings
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
-from painvrl.training.collective import LocalCollective
 from painvrl.training.loop import Optimisers, step_loss
-from painvrl.training.sampling import EpochBatches, draw_negative_pool, make_generator
 
 
 def _sync(device: torch.device) -> None:

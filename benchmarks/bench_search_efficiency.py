@@ -56,9 +56,9 @@ class Objective:
         self.seconds: list[float] = []
 
     def values(self, params: dict[str, Any], method: str | None = None) -> list[float]:
+        from painvrl.distributed.collective import LocalCollective
         from painvrl.study.space import trial_config
         from painvrl.study.trial import flatten_metrics
-        from painvrl.training.collective import LocalCollective
         from painvrl.training.pipeline import run_pipeline
 
         settings = dict(params) if method is None else {**params, "method": method}

@@ -6,7 +6,7 @@ are STACKED in one parameter ``weight [E, k_f, d]`` and trained jointly, one pas
 each positive contributing only to the model of its current environment. Relabelling scores every positive
 under all E models with one matmul (``x @ W_flat^T``) and takes the argmax score (or argmin own loss).
 
-Distributed design (painvrl/training/collective.py): every rank draws the same global batch and negatives from
+Distributed design (painvrl/distributed/collective.py): every rank draws the same global batch and negatives from
 a generator seeded by (seed, round, iteration, epoch), keeps ``shard_slice`` of it, divides its loss by the
 GLOBAL batch size and calls ``collective.sync_gradients`` before the optimiser step; replicated terms (the L2
 and InvRL L1 penalties) are divided by the world size so the synced gradient counts them once. Relabelling
@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from painvrl.config import EnvironmentsConfig
+from painvrl.distributed.collective import Collective, LocalCollective, shard_slice
+from painvrl.distributed.sampling import EpochBatches, make_generator, pool_active
 from painvrl.model.backbone import Backbone
-from painvrl.training.collective import Collective, LocalCollective, shard_slice
-from painvrl.training.sampling import EpochBatches, make_generator, pool_active
 
 logger = logging.getLogger(__name__)
 

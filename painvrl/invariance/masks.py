@@ -6,7 +6,7 @@ losses L_k with gated features g * f, the objectives (ERM = mean_k L_k, the IRM 
 objective), the gradient of every objective with respect to (mu, W), Pareto weights alpha from the normalised
 losses and gradients, and sets ``param.grad = sum_j alpha_j grad_j + lambda_s grad R(mu)`` before an Adam step.
 
-Distributed design (painvrl/training/collective.py), exact for any number of ranks:
+Distributed design (painvrl/distributed/collective.py), exact for any number of ranks:
 
 - every rank draws the same global per-environment batches, negatives and gate noise (seeded generators) and
   keeps ``shard_slice`` of each environment's batch;
@@ -55,13 +55,13 @@ import torch
 from torch import nn
 
 from painvrl.config import MaskConfig
+from painvrl.distributed.collective import Collective, LocalCollective, shard_slice
+from painvrl.distributed.sampling import environment_balanced_batches, make_generator, pool_active
 from painvrl.invariance.environments import _replicated
 from painvrl.invariance.pareto import normalise_losses, preference_from_pref_ood, solve_weights, validate_preference
 from painvrl.invariance.penalties import gradient_variance, masked_variance_penalty, per_env_param_grads, vrex_penalty
 from painvrl.model.backbone import Backbone
 from painvrl.model.gates import StochasticGate
-from painvrl.training.collective import Collective, LocalCollective, shard_slice
-from painvrl.training.sampling import environment_balanced_batches, make_generator, pool_active
 
 logger = logging.getLogger(__name__)
 

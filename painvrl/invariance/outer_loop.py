@@ -21,6 +21,7 @@ import torch
 
 from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
+from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
 from painvrl.invariance.environments import (
     EnvironmentModels,
@@ -30,7 +31,6 @@ from painvrl.invariance.environments import (
 )
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.model.backbone import Backbone
-from painvrl.training.collective import Collective, LocalCollective
 
 logger = logging.getLogger(__name__)
 

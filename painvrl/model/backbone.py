@@ -9,6 +9,8 @@ matrix; full-item encoding happens once per evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,6 +82,11 @@ class Backbone(nn.Module):
             items = torch.arange(start, min(start + chunk_size, self.n_items), device=self.features.device)
             parts.append(self.item_vectors(items))
         return torch.cat(parts)
+
+    def ranking_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Scores of every item for a batch of users; the item vectors are encoded once per call."""
+        item_vectors = self.all_item_vectors()
+        return lambda users: self.user_embedding[users.to(item_vectors.device)] @ item_vectors.T
 
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.user_embedding[users] * self.item_vectors(items)).sum(-1)

@@ -203,10 +203,10 @@ def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_i
         return list(spec.reference_point)
     if not spec.erm_baseline:
         return [0.0 if d == "maximize" else float("inf") for d in spec.directions()]
+    from painvrl.distributed.collective import LocalCollective
     from painvrl.study import tracking
     from painvrl.study.space import trial_config
     from painvrl.study.trial import flatten_metrics
-    from painvrl.training.collective import LocalCollective
     from painvrl.training.pipeline import run_pipeline
 
     client = tracking._client(tracking_uri)

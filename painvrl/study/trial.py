@@ -54,7 +54,7 @@ def run_trial(tune_config: dict[str, Any]) -> None:
 
     if config.scaling.num_workers == 0:
         from painvrl.data.registry import load_dataset
-        from painvrl.training.collective import LocalCollective
+        from painvrl.distributed.collective import LocalCollective
         from painvrl.training.pipeline import run_pipeline
 
         def reporter(update: dict[str, Any]) -> None:

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from painvrl.config import Config, TrainConfig
+from painvrl.distributed.collective import Collective, LocalCollective
+from painvrl.distributed.sampling import EpochBatches
 from painvrl.model.backbone import Backbone
-from painvrl.training.collective import Collective, LocalCollective
-from painvrl.training.sampling import EpochBatches
 
 logger = logging.getLogger(__name__)
 

@@ -107,9 +107,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     from painvrl.config import config_from_dict
     from painvrl.data.registry import load_dataset
+    from painvrl.distributed.torch_collective import TorchCollective
     from painvrl.study.trial import final_report
     from painvrl.training.checkpoint import load_pipeline_state, save_model, save_pipeline_state
-    from painvrl.training.distributed import TorchCollective
     from painvrl.training.pipeline import run_pipeline
 
     config = config_from_dict(loop_config["config"])

@@ -10,6 +10,7 @@ import torch
 from invariance_helpers import pretrained_backbone, run_two_ranks
 
 from painvrl.config import EnvironmentsConfig
+from painvrl.distributed.collective import LocalCollective
 from painvrl.invariance import environments
 from painvrl.invariance.environments import (
     EnvironmentModels,
@@ -19,7 +20,6 @@ from painvrl.invariance.environments import (
     train_environment_models,
 )
 from painvrl.model.backbone import Backbone, FeatureProjection
-from painvrl.training.collective import LocalCollective
 
 
 def _backbone(n_users: int = 30, n_items: int = 50, d: int = 12, k_id: int = 4, k_f: int = 6,

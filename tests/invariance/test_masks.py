@@ -11,6 +11,7 @@ import torch
 from invariance_helpers import run_two_ranks
 
 from painvrl.config import MaskConfig
+from painvrl.distributed.collective import LocalCollective, shard_slice
 from painvrl.invariance.masks import (
     EnvBatch,
     MaskModel,
@@ -22,7 +23,6 @@ from painvrl.invariance.masks import (
     resolve_settings,
 )
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
-from painvrl.training.collective import LocalCollective, shard_slice
 
 
 def _backbone(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Backbone, np.ndarray]:

@@ -25,7 +25,7 @@ import torch
 from distributed_helpers import exit_rank_now, free_port
 
 from painvrl.config import Config, load_config
-from painvrl.training.collective import Collective, LocalCollective
+from painvrl.distributed.collective import Collective, LocalCollective
 
 TINY = ["method=painvrl", "dataset.n_users=60", "dataset.n_items=80", "dataset.interactions_per_user=8",
         "dataset.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
@@ -44,11 +44,12 @@ def _config(pool: int) -> Config:
 def _phases(config: Config, collective: Collective) -> dict[str, Any]:
     """ERM pretraining, HEI and IMG, then the final model's training, as the pipeline chains them."""
     from painvrl.data.registry import load_dataset
+    from painvrl.evaluation.evaluator import Evaluator
     from painvrl.invariance.environments import EnvironmentModels, identify_environments, seeded_generator
     from painvrl.invariance.masks import learn_mask, resolve_settings
     from painvrl.model.backbone import FeatureProjection
     from painvrl.training.loop import LoopConfig, train_recommender
-    from painvrl.training.pipeline import Evaluator, build_backbone, build_encoder, encoder_spec
+    from painvrl.training.pipeline import build_backbone, build_encoder, encoder_spec
 
     data = load_dataset(config.dataset)
     features = torch.from_numpy(data.feature_matrix())
@@ -91,9 +92,10 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
 
 def _erm_only(config: Config, collective: Collective) -> dict[str, Any]:
     from painvrl.data.registry import load_dataset
+    from painvrl.evaluation.evaluator import Evaluator
     from painvrl.model.backbone import FeatureProjection
     from painvrl.training.loop import LoopConfig, train_recommender
-    from painvrl.training.pipeline import Evaluator, build_backbone
+    from painvrl.training.pipeline import build_backbone
 
     data = load_dataset(config.dataset)
     m = config.model
@@ -127,7 +129,7 @@ def _sparse_grad(rank: int) -> torch.Tensor:
 def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
     import torch.distributed as dist
 
-    from painvrl.training.distributed import TorchCollective
+    from painvrl.distributed.torch_collective import TorchCollective
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)

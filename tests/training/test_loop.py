@@ -8,10 +8,10 @@ import pytest
 import torch
 from distributed_helpers import exit_rank_now, free_port
 
+from painvrl.distributed.sampling import draw_negative_pool, make_generator
 from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
 from painvrl.training.checkpoint import load_pipeline_state, save_pipeline_state
 from painvrl.training.loop import LoopConfig, Optimisers, step_loss, train_recommender
-from painvrl.training.sampling import draw_negative_pool, make_generator
 
 N_USERS, N_ITEMS, DIM = 30, 40, 12
 
@@ -151,7 +151,7 @@ def test_pipeline_reports_resumable_state_and_resumes_to_the_same_result(tmp_pat
 def _distributed_worker(rank: int, world_size: int, port: int, out_file: str) -> None:
     import torch.distributed as dist
 
-    from painvrl.training.distributed import TorchCollective
+    from painvrl.distributed.torch_collective import TorchCollective
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)

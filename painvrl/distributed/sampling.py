@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from painvrl.training.collective import shard_slice
+from painvrl.distributed.collective import shard_slice
 
 
 def stream_seed(seed: int, phase: str, *counters: int) -> int:

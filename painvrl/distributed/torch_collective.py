@@ -1,6 +1,6 @@
 """torch.distributed implementation of the Collective protocol (used inside Ray Train workers).
 
-See painvrl/training/collective.py for why we reduce explicitly instead of wrapping models in DDP.
+See painvrl/distributed/collective.py for why we reduce explicitly instead of wrapping models in DDP.
 """
 
 from __future__ import annotations

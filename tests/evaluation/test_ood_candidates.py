@@ -3,6 +3,8 @@ OOD (IID) splits among those items only, leaving the other ranking unchanged."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,9 @@ from torch import nn
 
 from painvrl.config import load_config
 from painvrl.data.dataset import InteractionData
+from painvrl.distributed.collective import LocalCollective
 from painvrl.errors import PainvrlInputError
-from painvrl.training.collective import LocalCollective
-from painvrl.training.pipeline import Evaluator
+from painvrl.evaluation.evaluator import Evaluator
 
 N_USERS, N_ITEMS = 4, 30
 CANDIDATES = np.arange(20, 30)  # items 20..29 are released only in the OOD environment
@@ -33,11 +35,11 @@ class _FixedScores(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         values = np.where(np.arange(N_ITEMS) < 20, 100.0, np.arange(N_ITEMS, dtype=np.float64))
-        self.user_embedding = nn.Parameter(torch.ones(N_USERS, 1))
-        self.items = torch.tensor(values, dtype=torch.float32)[:, None]
+        self.features = torch.zeros(N_ITEMS, 1)
+        self.items = torch.tensor(values, dtype=torch.float32)[None, :]
 
-    def all_item_vectors(self) -> torch.Tensor:
-        return self.items
+    def ranking_scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda users: self.items.expand(len(users), -1).clone()
 
 
 def _section(data: InteractionData) -> dict:

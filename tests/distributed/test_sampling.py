@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from painvrl.training.sampling import (
+from painvrl.distributed.sampling import (
     EpochBatches,
     SamplerState,
     draw_negative_pool,
