@@ -1,4 +1,4 @@
-"""Training-epoch time of the Backbone vs an InvRL-style step, and peak RSS at MovieLens scale.
+"""Training-epoch time of the UltraGCN vs an InvRL-style step, and peak RSS at MovieLens scale.
 
 Performance bar: at a Tiktok-like shape (36k users, 76k items, ~560k positives, 384-d features) our epoch must
 be >= 10x faster, at a Kwai-like shape (7k users, 86k items, ~300k positives, 2048-d) >= 20x faster than a
@@ -7,7 +7,7 @@ step that projects the WHOLE item feature matrix every step (InvRL, github nickw
 Peak RSS of loading + one epoch at MovieLens scale (55k users, 6k items, 1.2M positives, 2276-d) must stay
 under 4 GB.
 
-Both sides run the same loss (Backbone.per_example_loss + L2) and Adam. Rows:
+Both sides run the same loss (UltraGCN.per_example_loss + L2) and Adam. Rows:
 
 - ``naive``: InvRL-style, all items encoded per step, independent uniform negatives;
 - ``ours, independent negatives`` (negative_pool = 0): only the unique items of the batch are encoded;
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from painvrl.distributed.sampling import draw_negative_pool, draw_negatives, make_generator, pool_active
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 from painvrl.training.loop import DEFAULT_NEGATIVE_POOL, Optimisers, step_loss
 
 
@@ -67,21 +68,21 @@ def make_data(shape: Shape, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
     return train, torch.from_numpy(features)
 
 
-def make_model(shape: Shape, train: np.ndarray, features: torch.Tensor, seed: int = 0) -> Backbone:
-    """A Backbone over shared (not copied) features."""
+def make_model(shape: Shape, train: np.ndarray, features: torch.Tensor, seed: int = 0) -> UltraGCN:
+    """A UltraGCN over shared (not copied) features."""
     b_user, b_item = degree_weights(train, shape.n_users, shape.n_items)
     torch.manual_seed(seed)
-    return Backbone(shape.n_users, shape.n_items, features, FeatureProjection(shape.feature_dim, 64), b_user,
+    return UltraGCN(shape.n_users, shape.n_items, features, FeatureProjection(shape.feature_dim, 64), b_user,
                     b_item)
 
 
-def naive_step_loss(model: Backbone, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """InvRL-style: project every item's features, then gather (same loss as Backbone.loss)."""
+def naive_step_loss(model: UltraGCN, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """InvRL-style: project every item's features, then gather (same loss as UltraGCN.loss)."""
     all_items = torch.cat([model.item_embedding, model.encoder(model.features)], dim=1)
     user_vectors = model.user_embedding[users]
     pos_scores = (user_vectors * all_items[pos]).sum(-1)
     neg_scores = torch.bmm(all_items[neg], user_vectors.unsqueeze(2)).squeeze(2)
-    per_example = model.per_example_loss(users, pos, pos_scores, neg, neg_scores)
+    per_example = model.scores_loss(users, pos, pos_scores, neg, neg_scores)
     return per_example.mean() + model.regularisation(users, pos)
 
 
@@ -147,7 +148,7 @@ def memory_child(n_users: int, n_items: int, n_positives: int, dims: list[int]) 
     from painvrl.config import Config
     from painvrl.data.dataset import InteractionData
     from painvrl.training.loop import LoopConfig, train_recommender
-    from painvrl.training.pipeline import build_backbone
+    from painvrl.training.pipeline import new_model
 
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -156,7 +157,7 @@ def memory_child(n_users: int, n_items: int, n_positives: int, dims: list[int]) 
     features = {f"m{i}": rng.standard_normal((n_items, d), dtype=np.float32) for i, d in enumerate(dims)}
     data = InteractionData("movielens-scale", n_users, n_items, train, held, held, features)
     config = Config()
-    model = build_backbone(config, data, torch.from_numpy(data.feature_matrix()),
+    model = new_model(config, data, torch.from_numpy(data.feature_matrix()),
                            lambda: FeatureProjection(data.feature_dim, config.model.k_f), 0)
     cfg = LoopConfig.from_config(config, "x", epochs=1)
     cfg.progress = False

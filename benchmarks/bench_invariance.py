@@ -29,9 +29,12 @@ import torch
 from painvrl.config import EnvironmentsConfig, MaskConfig
 from painvrl.distributed.collective import LocalCollective
 from painvrl.distributed.sampling import EpochBatches, draw_negative_pool, make_generator
-from painvrl.invariance.environments import EnvironmentModels, _labels_of, train_environment_models
-from painvrl.invariance.masks import EnvBatch, MaskModel, mask_step, resolve_settings
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.invariance.environments import _labels_of, train_environment_models
+from painvrl.invariance.linear_models import LinearMaskModel, StackedEnvironmentModels
+from painvrl.invariance.mask_models import EnvBatch
+from painvrl.invariance.masks import mask_step, resolve_settings
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 from painvrl.training.loop import Optimisers, step_loss
 
 
@@ -41,18 +44,18 @@ def _sync(device: torch.device) -> None:
 
 
 def make_backbone(n_users: int, n_items: int, n_pos: int, d: int, device: torch.device,
-                  seed: int = 0) -> tuple[Backbone, np.ndarray]:
+                  seed: int = 0) -> tuple[UltraGCN, np.ndarray]:
     rng = np.random.default_rng(seed)
     train = np.stack([rng.integers(0, n_users, n_pos), rng.integers(0, n_items, n_pos)], axis=1).astype(np.int64)
     features = rng.standard_normal((n_items, d), dtype=np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     b_u, b_i = degree_weights(train, n_users, n_items)
     torch.manual_seed(seed)
-    model = Backbone(n_users, n_items, torch.from_numpy(features), FeatureProjection(d, 64), b_u, b_i)
+    model = UltraGCN(n_users, n_items, torch.from_numpy(features), FeatureProjection(d, 64), b_u, b_i)
     return model.to(device), train
 
 
-def backbone_epochs(model: Backbone, train: np.ndarray, epochs: int, batch: int, n_neg: int, pool: int,
+def backbone_epochs(model: UltraGCN, train: np.ndarray, epochs: int, batch: int, n_neg: int, pool: int,
                     device: torch.device) -> float:
     """Seconds of ``epochs`` epochs of the project's backbone step (pool, lazy Adam on P/Q)."""
     opt = Optimisers(model, list(model.parameters()), 1e-3, sparse=True)
@@ -83,7 +86,7 @@ def bench_hei(args: argparse.Namespace, device: torch.device) -> None:
     t_backbone = backbone_epochs(model, train, epochs, args.batch, args.negatives, args.pool, device)
 
     def hei_iteration() -> tuple[float, float]:
-        models = EnvironmentModels(n_envs, model, torch.full((args.dim,), 0.5), 64)
+        models = StackedEnvironmentModels(n_envs, model, torch.full((args.dim,), 0.5), 64)
         _sync(device)
         started = time.perf_counter()
         train_environment_models(models, train, labels, epochs, cfg.lr, args.batch, args.negatives, 0, (0, 0),
@@ -99,7 +102,7 @@ def bench_hei(args: argparse.Namespace, device: torch.device) -> None:
     started = time.perf_counter()
     for env in range(n_envs):
         rows = train[labels == env]
-        single = EnvironmentModels(1, model, torch.full((args.dim,), 0.5), 64)
+        single = StackedEnvironmentModels(1, model, torch.full((args.dim,), 0.5), 64)
         train_environment_models(single, rows, np.zeros(len(rows), dtype=np.int64), epochs, cfg.lr, args.batch,
                                  args.negatives, 0, (env, 0), LocalCollective(),
                                  negative_pool=max(1, args.pool // n_envs))
@@ -140,8 +143,8 @@ def bench_mask_step(args: argparse.Namespace, device: torch.device) -> None:
                         positions[k * per_env:(k + 1) * per_env]) for k in range(2)]
     eps = torch.randn(args.dim, generator=gen)
     cfg = MaskConfig()
-    settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
-    mask_model = MaskModel(model, 64, cfg.sigma, 0.01)
+    settings = resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight)
+    mask_model = LinearMaskModel(model, 64, cfg.sigma, 0.01)
     opt = torch.optim.Adam(mask_model.trainable(), lr=1e-3)
     _, initial = mask_step(mask_model, opt, batches, eps, settings, LocalCollective(), None)
     t_pareto = _median_time(lambda: mask_step(mask_model, opt, batches, eps, settings, LocalCollective(), initial),

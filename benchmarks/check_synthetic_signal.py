@@ -1,6 +1,6 @@
 """Sanity check of the synthetic benchmark: does ERM exploit the spurious dims and lose OOD to the oracle?
 
-Trains the project's Backbone (docs/algorithm.md) with a minimal loop of its own (Adam, uniform
+Trains the project's UltraGCN (docs/algorithm.md) with a minimal loop of its own (Adam, uniform
 negatives, early stopping on IID val recall@20, patience in epochs) twice per seed: ``erm`` on all feature
 dims, ``oracle`` on the features multiplied by the true invariant mask. Prints recall@20 on the IID test split
 and on ood_test (full ranking; train items excluded, plus val items for test and train+val+ood_val items for
@@ -27,7 +27,8 @@ from painvrl.config import DatasetConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import SyntheticLatents, make_synthetic_with_latents
 from painvrl.invariance.environments import adjusted_rand_index
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 
 
 def recall_at_k(scores: np.ndarray, positives: np.ndarray, exclude: list[np.ndarray], k: int = 20) -> float:
@@ -45,7 +46,7 @@ def recall_at_k(scores: np.ndarray, positives: np.ndarray, exclude: list[np.ndar
 
 
 @torch.no_grad()
-def all_scores(model: Backbone) -> np.ndarray:
+def all_scores(model: UltraGCN) -> np.ndarray:
     return (model.user_embedding @ model.all_item_vectors().T).numpy()
 
 
@@ -53,7 +54,7 @@ def train_and_eval(data: InteractionData, features: np.ndarray, seed: int, epoch
                    batch_size: int, n_neg: int, patience: int) -> dict[str, float]:
     torch.manual_seed(seed)
     b_user, b_item = degree_weights(data.train, data.n_users, data.n_items)
-    model = Backbone(data.n_users, data.n_items, torch.from_numpy(features),
+    model = UltraGCN(data.n_users, data.n_items, torch.from_numpy(features),
                      FeatureProjection(features.shape[1], 64), b_user, b_item)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

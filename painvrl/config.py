@@ -102,6 +102,9 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    name: str = "ultragcn"
+    """Backbone recommender, a key of painvrl.model.registry.MODELS: ``ultragcn`` (UltraGCN-style multimodal
+    scorer with degree-weighted BCE)."""
     k_id: int = 64
     """Dimension of the item ID embedding part of the user vector."""
     k_f: int = 64
@@ -218,6 +221,9 @@ class MaskConfig:
     """How the solvers see the objectives. ``start`` (the method's own): each divided by its value at the first
     Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
     closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
+    init_from_pretrained: bool = True
+    """IMG's projection W starts at twice the pretrained ERM projection, so gates at 0.5 reproduce the
+    pretrained scores (invariance penalties are informative only near an ERM fit); false: a fresh random W."""
     use_item_ids: bool = True
     """Whether the mask's scores keep the item ID embeddings. True (the method's own): the pretrained Q_i
     stays in the item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training

@@ -20,7 +20,7 @@ from painvrl.config import Config, load_config
 from painvrl.data.dataset import InteractionData
 from painvrl.errors import PainvrlInputError
 from painvrl.evaluation.ranking import PositiveSets, topk_unseen
-from painvrl.model.backbone import Backbone
+from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class LoadedRun:
     """A trained model plus the data it needs; ids are the dataset's dense 0-based ids."""
 
     config: Config
-    model: Backbone
+    model: Recommender
     data: InteractionData
     seen: PositiveSets
     """Items excluded by :meth:`recommend` (the training positives)."""
@@ -64,7 +64,7 @@ class LoadedRun:
         i = _ids(items, self.n_items, "score items")
         if u.shape != i.shape:
             raise PainvrlInputError(f"score: users ({u.shape[0]}) and items ({i.shape[0]}) differ in length")
-        device = self.model.user_embedding.device
+        device = self.model.features.device
         scores = self.model.score_pairs(torch.from_numpy(u).to(device), torch.from_numpy(i).to(device))
         return scores.float().cpu().numpy()
 
@@ -75,19 +75,14 @@ class LoadedRun:
         u = _ids(users, self.n_users, "recommend users")
         if not 1 <= k <= self.n_items:
             raise PainvrlInputError(f"recommend: k must be in [1, {self.n_items}], got {k}")
-        item_vectors = self.model.all_item_vectors()
-
-        def score_users(batch: torch.Tensor) -> torch.Tensor:
-            return self.model.user_embedding[batch.to(item_vectors.device)] @ item_vectors.T
-
-        return topk_unseen(score_users, u, self.seen, k, chunk_size)
+        return topk_unseen(self.model.ranking_scorer(), u, self.seen, k, chunk_size)
 
 
 def load_run(path: str | Path, device: str = "cpu", data: InteractionData | None = None) -> LoadedRun:
     """Rebuild a run's final model. ``data`` skips re-loading the dataset (it must be the same data)."""
     from painvrl.runner import CHECKPOINT_DIR, CONFIG_FILE, MASK_FILE, METRICS_FILE
     from painvrl.training.checkpoint import load_model
-    from painvrl.training.pipeline import build_backbone, build_encoder
+    from painvrl.training.pipeline import final_encoder, new_model
 
     folder = Path(path).expanduser()
     for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR):
@@ -109,7 +104,7 @@ def load_run(path: str | Path, device: str = "cpu", data: InteractionData | None
         raise PainvrlInputError(f"run folder {folder}: checkpoint expects {meta.get('feature_dim')} feature "
                                 f"dims, the dataset has {data.feature_dim}")
     features = torch.from_numpy(data.feature_matrix())
-    model = build_backbone(config, data, features, lambda: build_encoder(meta, config, data.feature_dim, mask), 0)
+    model = new_model(config, data, features, lambda: final_encoder(meta, config, data.feature_dim, mask), 0)
     model.load_state_dict(state)
     model.to(torch.device(device)).eval()
     seen = PositiveSets.from_pairs(data.train, data.n_users, data.n_items)

@@ -72,3 +72,11 @@ def shard_slice(n: int, rank: int, world_size: int) -> slice:
     base, extra = divmod(n, world_size)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def replicated(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Same value, gradient divided by world_size: a term every rank computes identically is counted once
+    after gradients are summed over ranks."""
+    if world_size == 1:
+        return value
+    return value / world_size + (value - value / world_size).detach()

@@ -5,8 +5,8 @@ the round's own mask (``painvrl.mask_average=last``, as in docs/algorithm.md) or
 logits of all rounds so far + 0.5, 0, 1) (``logits``: every round relearns the gates from mu = 0, so one round's
 mask is a noisy draw and the mean keeps what the rounds agree on); the sparsity and penalty weights
 (mask.sparsity_weight, mask.irm_weight, environments.l1_rho) are multiplied by painvrl.schedule_factor after
-every round. ``method="invrl"`` uses the linear solver with r = (1, irm_weight), the ||mu||^2 regulariser and the
-last round's mask, as InvRL does (the pipeline forces its invariant_only convert module).
+every round. Method ``invrl`` runs this loop with InvRL's settings (the linear solver with r = (1, irm_weight),
+the ||mu||^2 regulariser, the last round's mask; see painvrl/training/methods.py).
 """
 
 from __future__ import annotations
@@ -23,14 +23,10 @@ from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
-from painvrl.invariance.environments import (
-    EnvironmentModels,
-    adjusted_rand_index,
-    identify_environments,
-    seeded_generator,
-)
+from painvrl.invariance.environment_models import environment_models
+from painvrl.invariance.environments import adjusted_rand_index, identify_environments, seeded_generator
 from painvrl.invariance.masks import learn_mask, resolve_settings
-from painvrl.model.backbone import Backbone
+from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +66,11 @@ def mask_auc(mask: np.ndarray, invariant_dims: np.ndarray) -> float:
 def learn_invariant_mask(
     config: Config,
     data: InteractionData,
-    pretrained: Backbone,
+    pretrained: Recommender,
     collective: Collective | None = None,
     log: LogFn | None = None,
 ) -> MaskResult:
-    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (P, Q of ``pretrained`` stay frozen)."""
+    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (``pretrained`` itself stays frozen)."""
     collective = collective or LocalCollective()
     env_cfg, mask_cfg, model_cfg, train_cfg = config.environments, config.mask, config.model, config.train
     features = pretrained.features
@@ -98,7 +94,7 @@ def learn_invariant_mask(
     sizes: list[int] = []
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
     logit_sum = np.zeros(d, dtype=np.float64)
-    average = "last" if config.method == "invrl" else config.painvrl.mask_average  # InvRL keeps its last mask
+    average = config.painvrl.mask_average
 
     def auc_of(scores: np.ndarray) -> float | None:
         return mask_auc(scores, invariant_dims) if invariant_dims is not None else None
@@ -110,9 +106,9 @@ def learn_invariant_mask(
             ari = 1.0
             emit({"phase": "hei", "round": round_index, "source": "ground_truth", "env_sizes": sizes, "ari": ari})
         else:
-            models = EnvironmentModels(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
-                                       model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
-                                       train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
+            models = environment_models(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
+                                        model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
+                                        train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
             init = labels if (env_cfg.warm_start and labels is not None) else None
             hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                         n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
@@ -123,7 +119,7 @@ def learn_invariant_mask(
             emit({"phase": "hei", "round": round_index, "source": "hei", "env_sizes": sizes, "churn": hei.churn,
                   "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
                   "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
-        settings = resolve_settings(mask_cfg, config.method, sparsity_weight, irm_weight)
+        settings = resolve_settings(mask_cfg, sparsity_weight, irm_weight)
         img = learn_mask(pretrained, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                          round_index=round_index, k_f=model_cfg.k_f, init_std=model_cfg.init_std,

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,88 +29,29 @@ import torch
 from torch import Tensor
 
 from painvrl.errors import PainvrlInputError
+from painvrl.invariance.epo import (  # noqa: F401  (re-exported: the solvers' public names live here)
+    EpoLinearProgram,
+    EpoMode,
+    EpoStep,
+    build_epo_lp,
+    epo_from_gram,
+    epo_weights,
+    non_uniformity,
+    solve_lp_highs,
+    solve_lp_two,
+)
+from painvrl.invariance.solver_common import (  # noqa: F401
+    check_gram,
+    gradient_cosine,
+    gram,
+    normalise_losses,
+    preference_from_pref_ood,
+    validate_preference,
+)
 
 logger = logging.getLogger(__name__)
 
-EpoMode = Literal["balance", "descent"]
 SolverName = Literal["mgda", "epo", "linear"]
-SOLVERS: tuple[str, ...] = ("mgda", "epo", "linear")
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def normalise_losses(losses: Tensor, initial: Tensor, floor: float = 1e-8, offset: Tensor | None = None) -> Tensor:
-    """(losses - offset) / initial, floored at ``floor`` (elementwise): by default the losses divided by their
-    values at the start of the round; ``offset`` (an ideal value) makes it a range normalisation.
-
-    A zero or negative scale would make the ratio meaningless, so ``initial`` is floored too.
-    """
-    if losses.shape != initial.shape or (offset is not None and offset.shape != losses.shape):
-        raise ValueError(f"losses {tuple(losses.shape)}, initial {tuple(initial.shape)} and offset "
-                         f"{None if offset is None else tuple(offset.shape)} differ in shape")
-    shifted = losses if offset is None else losses - offset
-    return (shifted / initial.clamp_min(floor)).clamp_min(floor)
-
-
-def validate_preference(preference: Tensor | Sequence[float], m: int | None = None) -> Tensor:
-    """Check a preference vector and return it normalised onto the simplex (float64, CPU).
-
-    Raises :class:`painvrl.errors.PainvrlInputError` (a ``ValueError``) when the vector is not 1-D, has the
-    wrong length, holds non-finite or negative entries, or sums to zero.
-    """
-    r = torch.as_tensor(preference, dtype=torch.float64).detach().cpu()
-    if r.ndim != 1 or r.numel() == 0:
-        raise PainvrlInputError(f"preference must be a non-empty 1-D vector, got shape {tuple(r.shape)}")
-    if m is not None and r.numel() != m:
-        raise PainvrlInputError(f"preference has {r.numel()} components but there are {m} objectives")
-    if not bool(torch.isfinite(r).all()):
-        raise PainvrlInputError(f"preference must be finite, got {r.tolist()}")
-    if bool((r < 0).any()):
-        raise PainvrlInputError(f"preference must be non-negative (it lives on the simplex), got {r.tolist()}")
-    total = float(r.sum())
-    if total <= 0.0:
-        raise PainvrlInputError(f"preference must have a positive sum to be normalised, got {r.tolist()}")
-    return r / total
-
-
-def preference_from_pref_ood(pref_ood: float) -> Tensor:
-    """Two-objective preference r = (1 - pref_ood, pref_ood) over (ERM, IRM); larger pref_ood asks lower IRM."""
-    if not isinstance(pref_ood, numbers.Real) or isinstance(pref_ood, bool):
-        raise PainvrlInputError(f"pref_ood must be a number in (0, 1), got {pref_ood!r}")
-    value = float(pref_ood)
-    if not math.isfinite(value) or not 0.0 < value < 1.0:
-        raise PainvrlInputError(f"pref_ood must lie strictly between 0 and 1, got {pref_ood!r}")
-    return torch.tensor([1.0 - value, value], dtype=torch.float64)
-
-
-def gram(grads: Tensor) -> Tensor:
-    """Gram matrix ``C = G G^T`` of objective gradients ``[m, p]`` in float64 (computed on grads' device)."""
-    if grads.ndim != 2:
-        raise ValueError(f"grads must be [m, p], got shape {tuple(grads.shape)}")
-    g = grads.detach().to(torch.float64)
-    return (g @ g.T).cpu()
-
-
-def gradient_cosine(grads: Tensor) -> float:
-    """Cosine between the first two objective gradients (0.0 when either is zero or m < 2)."""
-    if grads.ndim != 2 or grads.shape[0] < 2:
-        return 0.0
-    g = grads.detach().to(torch.float64)
-    n0, n1 = float(g[0].norm()), float(g[1].norm())
-    if n0 == 0.0 or n1 == 0.0:
-        return 0.0
-    return float(g[0] @ g[1]) / (n0 * n1)
-
-
-def _check_gram(C: Tensor) -> np.ndarray:
-    c = C.detach().to(torch.float64).cpu().numpy()
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 1:
-        raise ValueError(f"Gram matrix must be square [m, m], got shape {c.shape}")
-    if not np.isfinite(c).all():
-        raise ValueError("Gram matrix has non-finite entries (NaN/inf objective gradients)")
-    result: np.ndarray = 0.5 * (c + c.T)
-    return result
 
 
 # ----------------------------------------------------------------------------------------------------- MGDA
@@ -130,7 +70,7 @@ def mgda_from_gram(C: Tensor, method: MgdaMethod = "auto", max_iter: int = 2000,
     (Frank-Wolfe as in Sener & Koltun, NeurIPS 2018, plus away steps) from the best pair, stopping when the
     duality gap falls below ``tol * max(1, max|C|)`` or after ``max_iter`` iterations.
     """
-    c = _check_gram(C)
+    c = check_gram(C)
     m = c.shape[0]
     if m == 1:
         return torch.ones(1, dtype=torch.float64)
@@ -231,203 +171,6 @@ def mgda_weights(grads: Tensor) -> Tensor:
     return alpha.to(dtype=grads.dtype, device=grads.device)
 
 
-# ------------------------------------------------------------------------------------------------------ EPO
-
-
-@dataclass(frozen=True)
-class EpoLinearProgram:
-    """``maximise objective^T alpha  s.t.  A alpha >= b,  alpha >= 0,  sum(alpha) = 1`` (all float64)."""
-
-    objective: np.ndarray  # [m]
-    A: np.ndarray  # [k, m]
-    b: np.ndarray  # [k]
-
-
-@dataclass(frozen=True)
-class EpoStep:
-    """Result of one EPO weighting step."""
-
-    alpha: Tensor
-    mode: EpoMode
-    non_uniformity: float
-    lp_feasible: bool
-
-
-def non_uniformity(losses: Tensor, preference: Tensor) -> float:
-    """mu(rl) = KL(rl_hat || 1/m) with rl_hat = r*l / sum(r*l); 0 means r_j * L_j are all equal."""
-    rl = (preference.to(torch.float64).cpu() * losses.detach().to(torch.float64).cpu()).numpy()
-    return _mu_and_adjustments(rl, preference.to(torch.float64).cpu().numpy())[0]
-
-
-def _mu_and_adjustments(rl: np.ndarray, r: np.ndarray) -> tuple[float, np.ndarray]:
-    """Non-uniformity mu(rl) and the EPO adjustment vector a_j = r_j (log(m rl_hat_j) - mu).
-
-    a is (up to the positive factor sum(r*l)) the derivative of mu with respect to the losses, so
-    ``G^T a`` is the direction in parameter space along which the non-uniformity grows fastest.
-    Components with r_j = 0 get a_j = 0 (the limit of r log r); a zero loss with r_j > 0 is floored at the
-    smallest positive float so a_j stays finite.
-    """
-    m = rl.shape[0]
-    total = float(rl.sum())
-    if total <= 0.0:  # every preferred loss is zero: nothing to balance
-        return 0.0, np.zeros(m)
-    l_hat = rl / total
-    eps = np.finfo(np.float64).eps
-    keep = l_hat > eps
-    mu = float(np.sum(l_hat[keep] * np.log(l_hat[keep] * m)))
-    log_term = np.log(np.maximum(l_hat, np.finfo(np.float64).tiny) * m)
-    a = np.where(r > 0, r * (log_term - mu), 0.0)
-    return mu, a
-
-
-def build_epo_lp(
-    losses: Tensor, C: Tensor, preference: Tensor, eps: float = 1e-4
-) -> tuple[EpoLinearProgram, EpoMode, float]:
-    """The EPO linear program of Mahapatra & Rajan (ICML 2020, their ``epo_lp.py``) for one step.
-
-    With ``rl = r * l``, non-uniformity ``mu = KL(rl_hat || 1/m)``, adjustments
-    ``a_j = r_j (log(m rl_hat_j) - mu)`` and ``Ca = C a`` (``(Ca)_j = <g_j, G^T a>``):
-
-    - balance mode (``mu > eps``): maximise ``alpha^T Ca`` (decrease the non-uniformity fastest) subject to
-      the simplex and, with ``J = {j: (Ca)_j > 0}`` and ``J* = argmax_j rl_j`` (all ties):
-      if J is empty, ``(C alpha)_j >= 0`` for every j (a common descent direction); otherwise
-      ``(C alpha)_j >= 0`` for j in J*, ``(C alpha)_j >= (Ca)_j`` for j outside J and J*, and no constraint
-      for j in J minus J* (those losses may rise: "controlled ascent").
-    - descent mode (``mu <= eps``): maximise ``alpha^T C 1`` (sum of the per-objective decrease rates)
-      subject to the simplex, ``C alpha >= 0`` (no objective increases) and
-      ``alpha^T Ca >= min(max_j (Ca)_j, 0)`` (the non-uniformity does not grow much).
-
-    The update direction is ``d = G^T alpha`` (parameters move along ``-d``), so ``(C alpha)_j = <g_j, d>`` is
-    the first-order decrease rate of objective j. Returns the LP, the mode and mu.
-    """
-    c = _check_gram(C)
-    m = c.shape[0]
-    r = validate_preference(preference, m).numpy()
-    loss = losses.detach().to(torch.float64).cpu().numpy().reshape(-1)
-    if loss.shape[0] != m:
-        raise ValueError(f"{loss.shape[0]} losses for a {m} x {m} Gram matrix")
-    if not np.isfinite(loss).all() or (loss < 0).any():
-        raise ValueError(f"EPO needs finite non-negative losses, got {loss.tolist()}")
-    rl = r * loss
-    mu, a = _mu_and_adjustments(rl, r)
-    ca = c @ a
-    if mu > eps:
-        J = ca > 0
-        if J.any():
-            j_star = rl == rl.max()
-            rows = j_star | ~J
-            b = np.where(j_star, 0.0, ca)[rows]
-            A = c[rows]
-        else:
-            A, b = c, np.zeros(m)
-        return EpoLinearProgram(objective=ca, A=A, b=b), "balance", mu
-    A = np.vstack([c, ca[None, :]])
-    b = np.concatenate([np.zeros(m), [min(float(ca.max()), 0.0)]])
-    return EpoLinearProgram(objective=c.sum(axis=1), A=A, b=b), "descent", mu
-
-
-def solve_lp_two(lp: EpoLinearProgram, rel_tol: float = 1e-12) -> np.ndarray | None:
-    """Closed-form optimum of a two-variable :class:`EpoLinearProgram`; None when infeasible.
-
-    With alpha = (t, 1 - t), t in [0, 1], each constraint row ``A_k alpha >= b_k`` reads
-    ``(A_k1 - A_k2) t >= b_k - A_k2``: a half-line in t. Their intersection with [0, 1] is an interval
-    [lo, hi]; the objective ``c2 + (c1 - c2) t`` is affine, so the optimum is hi when c1 > c2, lo when
-    c1 < c2, and the midpoint when the objective is flat (every feasible t is then optimal).
-    ``rel_tol`` (relative to the largest coefficient) absorbs round-off at the interval's ends.
-    """
-    if lp.objective.shape[0] != 2:
-        raise ValueError("solve_lp_two handles exactly two objectives")
-    scale = max(1.0, float(np.abs(lp.A).max(initial=0.0)), float(np.abs(lp.b).max(initial=0.0)))
-    tol = rel_tol * scale
-    lo, hi = 0.0, 1.0
-    for (a1, a2), bk in zip(lp.A, lp.b, strict=True):
-        slope, rhs = a1 - a2, bk - a2
-        if abs(slope) <= tol:
-            if rhs > tol:  # constant row violated
-                return None
-            continue
-        bound = rhs / slope
-        if slope > 0:
-            lo = max(lo, bound)
-        else:
-            hi = min(hi, bound)
-    if lo > hi + tol:
-        return None
-    lo, hi = min(lo, hi), max(lo, hi)
-    lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
-    c1, c2 = float(lp.objective[0]), float(lp.objective[1])
-    obj_scale = max(1e-300, abs(c1), abs(c2))
-    if c1 - c2 > rel_tol * obj_scale:
-        t = hi
-    elif c2 - c1 > rel_tol * obj_scale:
-        t = lo
-    else:
-        t = 0.5 * (lo + hi)
-    return np.array([t, 1.0 - t])
-
-
-def solve_lp_highs(lp: EpoLinearProgram) -> np.ndarray | None:
-    """Optimum of an :class:`EpoLinearProgram` with scipy's HiGHS (any m); None when infeasible or failed."""
-    from scipy.optimize import linprog
-
-    m = lp.objective.shape[0]
-    res = linprog(
-        c=-lp.objective,
-        A_ub=-lp.A if lp.A.shape[0] else None,
-        b_ub=-lp.b if lp.A.shape[0] else None,
-        A_eq=np.ones((1, m)),
-        b_eq=np.ones(1),
-        bounds=[(0.0, None)] * m,
-        method="highs",
-    )
-    if res.status != 0 or res.x is None:
-        logger.debug("EPO LP not solved by HiGHS: status %s (%s)", res.status, res.message)
-        return None
-    alpha = np.clip(np.asarray(res.x, dtype=np.float64), 0.0, None)
-    result: np.ndarray = alpha / alpha.sum()
-    return result
-
-
-def epo_from_gram(losses: Tensor, C: Tensor, preference: Tensor, eps: float = 1e-4) -> EpoStep:
-    """EPO weights (float64 alpha) from losses ``[m]``, Gram matrix ``[m, m]`` and a preference ``[m]``.
-
-    Solves the LP of :func:`build_epo_lp` in closed form for m = 2 (:func:`solve_lp_two`) and with scipy's
-    HiGHS for m >= 3. An infeasible LP falls back to alpha = r / sum(r) with ``lp_feasible=False``.
-    """
-    r = validate_preference(preference, C.shape[0])
-    lp, mode, mu = build_epo_lp(losses, C, r, eps)
-    m = r.numel()
-    alpha = solve_lp_two(lp) if m == 2 else (np.ones(1) if m == 1 else solve_lp_highs(lp))
-    if alpha is None:
-        logger.debug("EPO %s LP infeasible; falling back to alpha = r", mode)
-        return EpoStep(alpha=r.clone(), mode=mode, non_uniformity=mu, lp_feasible=False)
-    return EpoStep(alpha=torch.tensor(alpha, dtype=torch.float64), mode=mode, non_uniformity=mu, lp_feasible=True)
-
-
-def epo_weights(losses: Tensor, grads: Tensor, preference: Tensor, eps: float = 1e-4) -> EpoStep:
-    """Exact Pareto Optimal search weights (Mahapatra & Rajan, ICML 2020) for losses ``[m]``, grads ``[m, p]``.
-
-    ``preference`` r (validated, normalised onto the simplex) follows the EPO meaning: larger r_j asks for a
-    smaller L_j; EPO drives ``r_j * L_j`` toward equality. Mode is "balance" when the non-uniformity
-    ``mu = KL(rl_hat || 1/m)`` exceeds ``eps``, else "descent". The LP solved each step (C = G G^T):
-
-    - balance: ``max alpha^T C a`` s.t. simplex, ``(C alpha)_j >= 0`` for j in J* = argmax r*l,
-      ``(C alpha)_j >= (C a)_j`` for j with ``(C a)_j <= 0``; if no ``(C a)_j > 0``, ``C alpha >= 0``.
-    - descent: ``max alpha^T C 1`` s.t. simplex, ``C alpha >= 0``, ``alpha^T C a >= min(max(C a), 0)``.
-
-    with ``a_j = r_j (log(m rl_hat_j) - mu)``. m = 2 uses the closed form (optimum at an end of the feasible
-    t-interval), m >= 3 scipy ``linprog(method="highs")``. Infeasible: alpha = r, ``lp_feasible=False``.
-    The returned alpha has grads' dtype and device.
-    """
-    step = epo_from_gram(losses, gram(grads), preference, eps)
-    return EpoStep(
-        alpha=step.alpha.to(dtype=grads.dtype, device=grads.device),
-        mode=step.mode,
-        non_uniformity=step.non_uniformity,
-        lp_feasible=step.lp_feasible,
-    )
-
-
 # ---------------------------------------------------------------------------------------------------- linear
 
 
@@ -495,22 +238,60 @@ def solve_weights_from_gram(
 ) -> ParetoStep:
     """:func:`solve_weights` on a precomputed Gram matrix ``[m, m]``; alpha is float64 on the CPU."""
     if solver not in SOLVERS:
-        raise PainvrlInputError(f"unknown Pareto solver {solver!r} (known: {', '.join(SOLVERS)})")
+        raise PainvrlInputError(f"config field 'mask.solver': unknown Pareto solver {solver!r} "
+                                f"(known: {', '.join(SOLVERS)})")
     m = C.shape[0]
     if C.ndim != 2 or losses.numel() != m:
         raise ValueError(f"need losses [m] and C [m, m], got {tuple(losses.shape)} and {tuple(C.shape)}")
     if preference is None:
-        if solver != "mgda":
+        if SOLVERS[solver].needs_preference:
             raise PainvrlInputError(f"the {solver!r} solver needs a preference vector")
         r = torch.full((m,), 1.0 / m, dtype=torch.float64)
     else:
         r = validate_preference(preference, m)
-    cosine = cosine_from_gram(C)
-    if solver == "epo":
-        step = epo_from_gram(losses, C, r, eps)
-        return ParetoStep(step.alpha, step.mode, step.non_uniformity, cosine, step.lp_feasible)
-    mu = non_uniformity(losses, r)
-    if solver == "mgda":
-        return ParetoStep(mgda_from_gram(C), "mgda", mu, cosine)
-    assert preference is not None
-    return ParetoStep(linear_weights(preference), "linear", mu, cosine)
+    inputs = SolverInputs(losses, C, r, preference, eps, cosine_from_gram(C))
+    return SOLVERS[solver].weights(inputs)
+
+
+@dataclass(frozen=True)
+class SolverInputs:
+    """One weighting problem: normalised losses [m], Gram matrix C [m, m], the preference r on the simplex
+    (``preference`` as given, un-normalised), EPO's balance threshold and the cosine to log."""
+
+    losses: Tensor
+    C: Tensor
+    r: Tensor
+    preference: Tensor | Sequence[float] | None
+    eps: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A Pareto weighting rule ``weights(inputs) -> ParetoStep``; ``needs_preference`` is False for rules that
+    ignore the preference (it then only enters the logged non-uniformity)."""
+
+    weights: Callable[[SolverInputs], ParetoStep]
+    needs_preference: bool = True
+
+
+def _epo(p: SolverInputs) -> ParetoStep:
+    step = epo_from_gram(p.losses, p.C, p.r, p.eps)
+    return ParetoStep(step.alpha, step.mode, step.non_uniformity, p.cosine, step.lp_feasible)
+
+
+def _mgda(p: SolverInputs) -> ParetoStep:
+    return ParetoStep(mgda_from_gram(p.C), "mgda", non_uniformity(p.losses, p.r), p.cosine)
+
+
+def _linear(p: SolverInputs) -> ParetoStep:
+    assert p.preference is not None
+    return ParetoStep(linear_weights(p.preference), "linear", non_uniformity(p.losses, p.r), p.cosine)
+
+
+SOLVERS: dict[str, Solver] = {
+    "epo": Solver(_epo),
+    "mgda": Solver(_mgda, needs_preference=False),
+    "linear": Solver(_linear),
+}
+"""Config field ``mask.solver`` -> Pareto weighting rule."""

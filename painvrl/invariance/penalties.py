@@ -1,25 +1,24 @@
 """IRM-style OOD objectives from per-environment quantities (docs/algorithm.md).
 
-- ``gradvar`` (default, InvRL/HRM form): G_k = dL_k/dW per environment, V = sum_k (G_k - mean_k G_k)^2
+- ``gradvar`` (InvRL/HRM form): G_k = dL_k/dW per environment, V = sum_k (G_k - mean_k G_k)^2
   elementwise, L = sum_{r,c} (V_rc * s_c)^2 with the per-feature mask scale s = mu + 0.5.
 - ``irmv1``: sum_k (d L_k(w * scores) / dw at w = 1)^2 (Arjovsky et al. 2019).
 - ``vrex``: population variance of the environment losses (Krueger et al. 2021).
 
 The maths is split into small pure functions of per-environment tensors. Under DDP, each rank all-reduces its
-per-environment sums (losses, gradients, or the first two moments of the gradients) first; the functions here
-then give the global penalty (:func:`gradient_variance_from_sums` for the moment form).
+per-environment sums (losses, gradients) first; the functions here then give the global penalty.
+
+``PENALTIES`` maps the names of config field ``mask.penalty`` (and ``mask.extra_objective``) to
+:class:`Penalty` entries; adding one is a function of :class:`PenaltyInputs` plus one registry line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-
 
 # -------------------------------------------------------------------------------------------------- gradvar
 
@@ -50,17 +49,6 @@ def gradient_variance(env_grads: Tensor) -> Tensor:
     return (centred**2).sum(dim=0)
 
 
-def gradient_variance_from_sums(grad_sum: Tensor, grad_sq_sum: Tensor, n_envs: int) -> Tensor:
-    """The same V from sum_k G_k and sum_k G_k^2 (all-reducible): V = sum_k G_k^2 - (sum_k G_k)^2 / E.
-
-    Clamped at 0 against round-off. Prefer :func:`gradient_variance` when the per-environment gradients are
-    available in one place (it is numerically safer).
-    """
-    if n_envs < 1:
-        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    return (grad_sq_sum - grad_sum**2 / n_envs).clamp_min(0.0)
-
-
 def masked_variance_penalty(variance: Tensor, mask_scale: Tensor) -> Tensor:
     """L = sum_{r,c} (V_rc * s_c)^2 with the feature scale ``s`` broadcast along V's last axis."""
     if variance.shape[-1] != mask_scale.shape[-1] or mask_scale.ndim != 1:
@@ -82,37 +70,9 @@ def gradvar_penalty(env_grads: Tensor, mask_scale: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- IRMv1
 
 
-def weighted_bce_with_logits(scores: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
-    """Mean of ``weights * BCE(sigmoid(scores), targets)`` (plain mean when ``weights`` is None)."""
-    losses = F.binary_cross_entropy_with_logits(scores, targets.to(scores.dtype), reduction="none")
-    if weights is not None:
-        losses = losses * weights
-    return losses.mean()
-
-
-def irmv1_penalty(
-    env_scores: Sequence[Tensor],
-    env_targets: Sequence[Tensor],
-    env_weights: Sequence[Tensor] | None = None,
-    loss_fn: LossFn = weighted_bce_with_logits,
-) -> Tensor:
-    """IRMv1: ``sum_k (d/dw loss_fn(w * scores_k, targets_k, weights_k) at w = 1)^2`` (differentiable).
-
-    ``loss_fn(scores, targets, weights)`` must return a scalar; the default is the (weighted) mean BCE with
-    logits, matching the backbone loss. The gradient with respect to the dummy scale w is taken with
-    ``create_graph=True`` so the penalty backpropagates into whatever produced the scores.
-    """
-    if len(env_scores) == 0 or len(env_scores) != len(env_targets):
-        raise ValueError(f"need one target tensor per environment: {len(env_scores)} scores, {len(env_targets)}")
-    if env_weights is not None and len(env_weights) != len(env_scores):
-        raise ValueError(f"{len(env_weights)} weight tensors for {len(env_scores)} environments")
-    penalty = env_scores[0].new_zeros(())
-    for k, (scores, targets) in enumerate(zip(env_scores, env_targets, strict=True)):
-        scale = torch.ones((), dtype=scores.dtype, device=scores.device, requires_grad=True)
-        loss = loss_fn(scores * scale, targets, None if env_weights is None else env_weights[k])
-        (grad,) = torch.autograd.grad(loss, scale, create_graph=True)
-        penalty = penalty + grad**2
-    return penalty
+def irmv1_from_scale_grads(scale_grads: Tensor) -> Tensor:
+    """IRMv1: ``sum_k (d L_k(w * scores) / dw at w = 1)^2`` from the per-environment derivatives ``[E]``."""
+    return scale_grads.pow(2).sum()
 
 
 # ----------------------------------------------------------------------------------------------------- V-REx
@@ -123,3 +83,50 @@ def vrex_penalty(env_losses: Tensor) -> Tensor:
     if env_losses.ndim != 1 or env_losses.numel() < 1:
         raise ValueError(f"env_losses must be [E] with E >= 1, got shape {tuple(env_losses.shape)}")
     return ((env_losses - env_losses.mean()) ** 2).mean()
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+@dataclass
+class PenaltyInputs:
+    """What an IRM objective may read at one mask step; every quantity is GLOBAL (identical on every rank)."""
+
+    env_losses: Tensor
+    """[E] the environments' losses (graphs in the gates and the projection)."""
+    env_grads: Callable[[], Tensor]
+    """Computes [E, k_f, d]: each environment loss's gradient with respect to the projection W (with graph)."""
+    mask_scale: Tensor
+    """[d] ``mu + 0.5``, the per-feature gate factor (gradient counted once over ranks)."""
+    scale_grads: Callable[[], Tensor] | None = None
+    """Computes [E]: d L_k / d w of the dummy score scale w at 1 (only for penalties with ``dummy_scale``)."""
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """An IRM objective; ``dummy_scale`` asks the mask step to multiply each environment's scores by a dummy
+    scalar w = 1 so that :attr:`PenaltyInputs.scale_grads` exists."""
+
+    objective: Callable[[PenaltyInputs], Tensor]
+    dummy_scale: bool = False
+
+
+def _gradvar(inputs: PenaltyInputs) -> Tensor:
+    return gradvar_penalty(inputs.env_grads(), inputs.mask_scale)
+
+
+def _irmv1(inputs: PenaltyInputs) -> Tensor:
+    if inputs.scale_grads is None:
+        raise ValueError("the irmv1 penalty needs the dummy score scale's gradients")
+    return irmv1_from_scale_grads(inputs.scale_grads())
+
+
+def _vrex(inputs: PenaltyInputs) -> Tensor:
+    return vrex_penalty(inputs.env_losses)
+
+
+PENALTIES: dict[str, Penalty] = {
+    "gradvar": Penalty(_gradvar),
+    "irmv1": Penalty(_irmv1, dummy_scale=True),
+    "vrex": Penalty(_vrex),
+}

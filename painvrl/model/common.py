@@ -41,7 +41,7 @@ def pair_scores(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: to
 
 
 def modality_contents(encoder: nn.Module, features: torch.Tensor,
-                      modality_slices: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+                      modality_slices: dict[str, slice]) -> dict[str, torch.Tensor]:
     """Per-modality content through the encoder slot: c_m = encoder(f with every other modality block zeroed).
 
     With a linear bias-free slot (W f, or W (g * f) under a mask) c_m = W_m f_m is the projection of block m alone
@@ -49,9 +49,9 @@ def modality_contents(encoder: nn.Module, features: torch.Tensor,
     way. A gate on a column therefore changes exactly the modality that column belongs to.
     """
     out = {}
-    for name, (start, stop) in modality_slices.items():
+    for name, columns in modality_slices.items():
         block = torch.zeros_like(features)
-        block[:, start:stop] = features[:, start:stop]
+        block[:, columns] = features[:, columns]
         out[name] = encoder(block)
     return out
 

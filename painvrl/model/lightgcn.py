@@ -15,9 +15,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from painvrl.model.common import bpr_per_interaction, chunked_scorer, l2_mean, pair_scores, settings_from
+from painvrl.model.common import bpr_per_interaction, chunked_scorer, pair_scores, settings_from
 from painvrl.model.graphs import bipartite_adjacency, propagate
-from painvrl.model.recommender import BuildContext, Recommender, UserScorer
+from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,26 @@ class LightGCN(Recommender):
         out = propagate(self.adjacency, self.embedding, self.settings.n_layers)
         return out[: self.n_users], out[self.n_users:]
 
-    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor,
-                             neg_items: torch.Tensor) -> torch.Tensor:
+    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                             pool: NegativePool | None = None,
+                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
         u, i = self.propagated()
-        return bpr_per_interaction(*pair_scores(u[users], i, pos_items, neg_items))
+        pos, neg = pair_scores(u[users], i, pos_items, neg_items)
+        if score_scale is not None:
+            pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
+        return bpr_per_interaction(pos, neg)
 
-    def regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        return self.l2 * l2_mean(self.embedding[users], self.embedding[self.n_users + pos_items])
+    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        """0.5 * l2 * the squared norms of the batch's ego embeddings (users and positives), summed."""
+        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
+        return 0.5 * self.l2 * ego.pow(2).sum()
+
+    def shared_regularisation(self) -> torch.Tensor:
+        return self.embedding.new_zeros(())
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u, i = self.propagated()
+        return (u[users] * i[items]).sum(-1)
 
     def ranking_scorer(self) -> UserScorer:
         return chunked_scorer(*self.propagated())
-
-    def user_vectors(self) -> torch.Tensor:
-        return self.propagated()[0].detach()

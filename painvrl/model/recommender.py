@@ -2,21 +2,29 @@
 
 A backbone is built from the training graph and the item features, with an *encoder slot*: a module that maps
 feature rows [b, d] to content vectors [b, k_f]. ERM fills the slot with a plain projection, mask learning with
-a gated projection (g * f), the final PaInvRL model with the convert module. Everything the invariance methods
-need is expressed through three calls, so ERM, per-environment risks, IRM penalties and HEI work for any model:
+a gated projection W (g * f), HEI's environment models with one projection per environment, the final PaInvRL
+model with the convert module. Everything the invariance methods need is expressed through a few calls, so ERM,
+per-environment risks, IRM penalties and HEI work for any model:
 
 - ``per_interaction_loss(users, pos_items, neg_items) -> [B]``: the model's own loss (BCE, BPR, ...) of each
-  (user, positive, negatives) example, not reduced;
-- ``regularisation(users, pos_items) -> scalar``: the model's L2 / auxiliary terms for the batch;
-- ``ranking_scorer() -> callable(users) -> [len(users), n_items]``: full-catalogue scores, with whatever a
-  graph model needs (propagation) done once per call of ``ranking_scorer``.
+  (user, positive, negatives) example, not reduced; ``score_scale`` multiplies each example's scores first
+  (IRMv1's dummy classifier), ``pool`` says that the negatives were drawn from a shared pool (a speed hint);
+- ``example_regularisation(users, pos_items) -> scalar``: the L2 of the batch's rows, summed over the batch;
+  ``shared_regularisation() -> scalar``: the L2 of parameters every example shares (the encoder's);
+- ``score_pairs(users, items) -> [B]`` and ``ranking_scorer() -> callable(users) -> [len(users), n_items]``:
+  pair scores and full-catalogue scores, with whatever a graph model needs (propagation) done once per call of
+  ``ranking_scorer``;
+- ``frozen_with_encoder(encoder)``: a frozen copy of the model whose encoder slot is replaced (mask learning and
+  the environment models train only the new slot).
 
-Adding a backbone is one module that subclasses :class:`Recommender` plus one line in the ``MODELS`` dict of
+Adding a backbone is one module that subclasses :class:`Recommender` (or :class:`LinearContentRecommender` when
+its score is linear in the content vector) plus one line in the ``MODELS`` dict of
 :mod:`painvrl.model.registry`.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from painvrl.errors import PainvrlInputError
+
 UserScorer = Callable[[torch.Tensor], torch.Tensor]
 """Scores of every item for a batch of user ids: [len(users), n_items]."""
+
+NegativePool = tuple[torch.Tensor, torch.Tensor]
+"""(pool [P], positions [B, n_neg]) with ``neg_items == pool[positions]``."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +53,8 @@ class BuildContext:
     """[N, 2] training positives (user, item), 0-based."""
     features: torch.Tensor
     """[n_items, d] float32 item features (modality blocks concatenated, each L2-normalised per row)."""
-    modality_slices: dict[str, tuple[int, int]]
-    """Column range [start, stop) of each modality block in ``features``."""
+    modality_slices: dict[str, slice]
+    """Column range of each modality block in ``features``."""
     encoder: nn.Module
     """The encoder slot: [b, d] -> [b, k_f]."""
     model_config: Any
@@ -56,6 +69,10 @@ class Recommender(nn.Module, ABC):
     n_items: int
     encoder: nn.Module
     features: torch.Tensor
+    l2: float
+    """L2 weight of the model's regularisation (also applied to the slot encoders of the invariance methods)."""
+    sparse_gradients: bool = False
+    """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 
     @classmethod
     @abstractmethod
@@ -63,27 +80,74 @@ class Recommender(nn.Module, ABC):
         """A freshly initialised model (the caller seeds torch before calling)."""
 
     @abstractmethod
-    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor,
-                             neg_items: torch.Tensor) -> torch.Tensor:
-        """[B] loss of each example: ``users`` [B], ``pos_items`` [B], ``neg_items`` [B, n_neg]."""
+    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                             pool: NegativePool | None = None,
+                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] loss of each example: ``users`` [B], ``pos_items`` [B], ``neg_items`` [B, n_neg]; ``score_scale``
+        [B] multiplies the example's positive and negative scores before the loss."""
 
     @abstractmethod
-    def regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        """Scalar regularisation of the batch (added once to the mean of ``per_interaction_loss``)."""
+    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        """Scalar: the regularisation of the batch's own rows (embeddings), summed over the batch."""
+
+    @abstractmethod
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B] scores of the pairs (users[j], items[j])."""
 
     @abstractmethod
     def ranking_scorer(self) -> UserScorer:
         """A function scoring every item for a batch of users (call under ``torch.no_grad()``)."""
 
+    def shared_regularisation(self) -> torch.Tensor:
+        """Scalar: the L2 of the encoder slot's parameters (shared by every example)."""
+        total = self.features.new_zeros(())
+        for param in self.encoder.parameters():
+            total = total + param.pow(2).sum()
+        return self.l2 * total
+
+    def loss_terms(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                   pool: NegativePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-example losses [B], example regularisation summed over the batch) of one batch; a model may
+        override it to share work between the two."""
+        return (self.per_interaction_loss(users, pos_items, neg_items, pool=pool),
+                self.example_regularisation(users, pos_items))
+
+    def regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        """Regularisation of a batch: the mean of the example terms plus the shared terms."""
+        return self.example_regularisation(users, pos_items) / users.shape[0] + self.shared_regularisation()
+
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor) -> torch.Tensor:
         """Mean loss of a batch plus regularisation: the ERM objective."""
-        return self.per_interaction_loss(users, pos_items, neg_items).mean() + self.regularisation(users, pos_items)
+        per_example, example_reg = self.loss_terms(users, pos_items, neg_items)
+        return per_example.mean() + example_reg / users.shape[0] + self.shared_regularisation()
 
-    def user_vectors(self) -> torch.Tensor:
-        """[n_users, k] frozen user representation handed to environment identification (graph models return
-        their propagated user embeddings)."""
-        raise NotImplementedError(f"{type(self).__name__} does not expose user vectors")
+    def sparse_tables(self) -> list[nn.Parameter]:
+        """Embedding tables that get row-sparse gradients when :attr:`sparse_gradients` is set (none by
+        default: a graph model's propagation touches every row)."""
+        return []
+
+    def without_item_ids(self) -> Recommender:
+        """This model with its item-ID embeddings zeroed (``mask.use_item_ids=false``), in place."""
+        raise PainvrlInputError(f"config field 'mask.use_item_ids': false needs a model with an item-ID table; "
+                                f"model {self.name!r} has none")
 
     def rebuild_feature_graph(self) -> None:
         """Rebuild whatever the model derives from the encoded features (an item-item graph). Called after the
-        encoder slot changes (mask learning, the final model); a no-op for models without such a graph."""
+        encoder slot changes; a no-op for models without such a graph."""
+
+    def frozen_with_encoder(self, encoder: nn.Module) -> Recommender:
+        """A copy of this model with ``encoder`` in its slot and every other parameter frozen.
+
+        Buffers (features, graphs, degree weights) are shared with this model, parameters are copied, and
+        ``encoder`` itself is used as given (not copied), so training it trains the copy.
+        """
+        memo: dict[int, Any] = {id(buffer): buffer for buffer in self.buffers()}
+        memo[id(self.encoder)] = encoder
+        view = copy.deepcopy(self, memo)
+        encoder_params = {id(p) for p in encoder.parameters()}
+        for param in view.parameters():
+            if id(param) not in encoder_params:
+                param.requires_grad_(False)
+        view.sparse_gradients = False
+        view.rebuild_feature_graph()
+        return view

@@ -57,7 +57,7 @@ def run_trial(tune_config: dict[str, Any]) -> None:
         from painvrl.distributed.collective import LocalCollective
         from painvrl.training.pipeline import run_pipeline
 
-        def reporter(update: dict[str, Any]) -> None:
+        def reporter(update: dict[str, Any], state: dict[str, Any] | None = None) -> None:
             live = {f"live.{k}": float(v) for k, v in update.items()
                     if isinstance(v, int | float) and not isinstance(v, bool)}
             ray.tune.report(live)

@@ -1,9 +1,9 @@
-"""Early-stopped training of a Backbone on the ERM objective, written for the global-batch design.
+"""Early-stopped training of a Recommender on the ERM objective, written for the global-batch design.
 
 Read top to bottom: for each epoch, for each global batch (this rank's slice), loss = (sum of per-example
 losses over the slice + L2 of the slice's embeddings) / GLOBAL batch size + L2 of shared parameters /
 world_size; backward; ``collective.sync_gradients``; Adam step. With one process this is exactly the batch
-mean of ``Backbone.loss``; with N ranks the synced gradient equals the single-process gradient of the union.
+mean of ``Recommender.loss``; with N ranks the synced gradient equals the single-process gradient of the union.
 Every ``eval_every`` epochs the model is evaluated on VALIDATION data only, the best state is kept and training
 stops after ``patience`` evaluations without improvement.
 """
@@ -20,16 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from painvrl.config import Config, TrainConfig
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import EpochBatches
-from painvrl.model.backbone import Backbone
+from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
-ValEval = Callable[[Backbone], dict[str, float]]
+ValEval = Callable[[Recommender], dict[str, float]]
 
 DEFAULT_NEGATIVE_POOL = 512
 """Pool size used while the config has no ``model.negative_pool`` field (benchmarks/bench_backbone_epoch.py)."""
@@ -93,48 +92,27 @@ def in_ray_worker() -> bool:
         return False
 
 
-def _item_vectors(model: Backbone, items: torch.Tensor, sparse: bool) -> torch.Tensor:
-    """[len(items), k_id + k_f], like Backbone.item_vectors but with optionally sparse ID-embedding gradients."""
-    ids = F.embedding(items, model.item_embedding, sparse=sparse)
-    return torch.cat([ids, model.encoder(model.features[items])], dim=1)
-
-
-def step_loss(model: Backbone, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
+def step_loss(model: Recommender, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
               global_size: int, world_size: int, *, pool: torch.Tensor | None = None,
-              pool_positions: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
+              pool_positions: torch.Tensor | None = None) -> torch.Tensor:
     """This rank's share of the global mean ERM loss (sums divided by the GLOBAL batch size).
 
-    Equals ``Backbone.loss`` on one process. With a negative pool (``neg_items == pool[pool_positions]``) the
-    negatives are scored as one [b, P] matrix product against the P pool items instead of gathering [b, n_neg]
-    item vectors. ``sparse=True`` makes the P / Q gradients sparse (only the batch's rows; for SparseAdam).
+    Equals ``model.loss`` on one process. With a negative pool (``neg_items == pool[pool_positions]``) a model
+    may score the negatives as one [b, P] product against the pool's items.
     """
-    user_vectors = F.embedding(users, model.user_embedding, sparse=sparse)
-    if pool is not None and pool_positions is not None:
-        vectors = _item_vectors(model, torch.cat([pos_items, pool]), sparse)  # one encoder call
-        pos_vectors, pool_vectors = vectors[:users.shape[0]], vectors[users.shape[0]:]
-        neg_scores = torch.gather(user_vectors @ pool_vectors.T, 1, pool_positions)
-    else:
-        batch = users.shape[0]
-        unique, inverse = torch.unique(torch.cat([pos_items, neg_items.reshape(-1)]), return_inverse=True)
-        vectors = _item_vectors(model, unique, sparse)
-        pos_vectors = vectors[inverse[:batch]]
-        neg_vectors = vectors[inverse[batch:]].view(batch, -1, vectors.shape[1])
-        neg_scores = torch.bmm(neg_vectors, user_vectors.unsqueeze(2)).squeeze(2)
-    pos_scores = (user_vectors * pos_vectors).sum(-1)
-    per_example = model.per_example_loss(users, pos_items, pos_scores, neg_items, neg_scores)
-    k_id = model.item_embedding.shape[1]
-    embedding_l2 = user_vectors.pow(2).sum() + pos_vectors[:, :k_id].pow(2).sum()
-    shared_l2 = sum((p.pow(2).sum() for p in model.encoder.parameters()), torch.zeros((), device=users.device))
-    return (per_example.sum() + model.l2 * embedding_l2) / global_size + model.l2 * shared_l2 / world_size
+    negative_pool = (pool, pool_positions) if pool is not None and pool_positions is not None else None
+    per_example, example_reg = model.loss_terms(users, pos_items, neg_items, pool=negative_pool)
+    return (per_example.sum() + example_reg) / global_size + model.shared_regularisation() / world_size
 
 
 class Optimisers:
     """Adam for dense parameters; with ``sparse``, SparseAdam ("lazy Adam": only the batch's rows and their
-    moments are updated) for the P and Q embedding tables, whose dense Adam update would otherwise cost more
+    moments are updated) for the model's embedding tables (``sparse_tables``, P and Q of a linear scorer),
+    whose dense Adam update would otherwise cost more
     than the whole rest of a step on large catalogues."""
 
-    def __init__(self, model: Backbone, params: list[torch.nn.Parameter], lr: float, sparse: bool) -> None:
-        tables = {id(model.user_embedding), id(model.item_embedding)}
+    def __init__(self, model: Recommender, params: list[torch.nn.Parameter], lr: float, sparse: bool) -> None:
+        tables = {id(table) for table in model.sparse_tables()}
         self.sparse_params = [p for p in params if sparse and id(p) in tables]
         self.dense_params = [p for p in params if id(p) not in {id(q) for q in self.sparse_params}]
         self.optimisers: list[torch.optim.Optimizer] = []
@@ -164,7 +142,7 @@ class Optimisers:
 
 
 def train_recommender(
-    model: Backbone,
+    model: Recommender,
     train_pairs: np.ndarray,
     val_eval: ValEval,
     cfg: LoopConfig,
@@ -183,10 +161,11 @@ def train_recommender(
     from one. The model is left holding its LAST state; ``TrainOutcome.best_state`` holds the selected one.
     """
     collective = collective or LocalCollective()
-    device = model.user_embedding.device
+    device = model.features.device
     params = [p for p in (params_to_train if params_to_train is not None else model.parameters())
               if p.requires_grad]
     optimizer = Optimisers(model, params, cfg.lr, cfg.sparse_embeddings)
+    model.sparse_gradients = cfg.sparse_embeddings and bool(optimizer.sparse_params)
     users_all = torch.as_tensor(np.asarray(train_pairs)[:, 0], dtype=torch.long)
     items_all = torch.as_tensor(np.asarray(train_pairs)[:, 1], dtype=torch.long)
 
@@ -228,7 +207,7 @@ def train_recommender(
             positions = None if batch.pool_positions is None else batch.pool_positions.to(device, non_blocking=True)
             optimizer.zero_grad()
             loss = step_loss(model, users, pos_items, neg_items, batch.global_size, collective.world_size,
-                             pool=pool, pool_positions=positions, sparse=cfg.sparse_embeddings)
+                             pool=pool, pool_positions=positions)
             loss.backward()
             optimizer.sync(collective)
             optimizer.step()
@@ -271,5 +250,6 @@ def train_recommender(
             break
     if bar is not None:
         bar.close()
+    model.sparse_gradients = False
     return TrainOutcome(best_state=best_state, best_epoch=best_epoch, best_value=best_value, history=history,
                         epochs_run=epoch + 1)

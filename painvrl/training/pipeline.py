@@ -1,26 +1,19 @@
 """One run of one method on one dataset: train, select on validation, evaluate, assemble metrics.json.
 
-Methods (docs/algorithm.md):
-
-- ``erm``: Backbone with a plain projection of the full features.
-- ``oracle``: the same on features masked with the TRUE invariant dims (synthetic ground truth): the upper bound.
-- ``painvrl`` / ``invrl``: ERM pretraining, then ``learn_invariant_mask`` (HEI + IMG rounds), then a final
-  model trained from scratch with the convert module and the learned mask (invrl forces ``invariant_only``).
+:func:`run_pipeline` reads top to bottom: the method (painvrl/training/methods.py) says where the mask comes
+from; a method with a learned mask pretrains the backbone with ERM and learns the mask (HEI + IMG rounds); the
+final model is built from ``model.name`` with the method's encoder and trained with early stopping on
+validation; then validation and test are evaluated once and the metrics assembled.
 
 The same function runs in-process (LocalCollective) and in every Ray Train worker (TorchCollective): all random
 draws that must agree across ranks come from generators seeded from (seed, phase, ...), and models are
-initialised from the same seed on every rank. Test data is only read once, after selection.
-
-Evaluation (docs/algorithm.md): full ranking; items excluded per user are the training positives for val,
-training + val positives for test; for OOD, training positives for ood_val and training + val + ood_val for
-ood_test. Environment labels of val/test positives come from the learned environment models (painvrl, invrl),
-else from the synthetic ground truth, else there is one environment "all". The selection key is
-``<eval.selection_source>.<eval.selection_metric>`` on VALIDATION (worst_env without labels = iid).
+initialised from the same seed on every rank. Test data is only read once, after selection. Environment labels
+of val/test positives come from the learned environment models (painvrl, invrl), else from the synthetic ground
+truth, else there is one environment "all" (painvrl/evaluation/evaluator.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -37,16 +30,20 @@ from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import stream_seed
 from painvrl.errors import PainvrlInputError
 from painvrl.evaluation.evaluator import Evaluator, selection_key
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.invariance.masks import resolve_settings
+from painvrl.model.encoders import FeatureProjection, build_encoder
+from painvrl.model.recommender import Recommender
+from painvrl.model.registry import build_model, model_class
 from painvrl.training.loop import LoopConfig, TrainOutcome, train_recommender
+from painvrl.training.methods import Method, method_of
 from painvrl.training.results import mask_summary, provenance
 
 logger = logging.getLogger(__name__)
 
-Reporter = Callable[..., None]
-"""``reporter(update)`` or ``reporter(update, state)``: called at every evaluation with {phase, epoch, ...}.
-A reporter that accepts a second positional argument also receives the resumable pipeline state (for
-checkpoints; see checkpoint.save_pipeline_state)."""
+Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+"""``reporter(update, state)``: called with every progress record ({phase, epoch, ...}: evaluations and mask
+learning); ``state`` is the resumable pipeline state at evaluations when the run was started with
+``checkpoints=True`` (see checkpoint.save_pipeline_state), else None."""
 
 
 @dataclass
@@ -58,49 +55,7 @@ class RunResult:
     model_state: dict[str, torch.Tensor]
     """CPU state_dict of the selected final model."""
     model_meta: dict[str, Any] = field(default_factory=dict)
-    """How to rebuild the model's encoder (see :func:`build_encoder`)."""
-
-
-# ------------------------------------------------------------------------------------------------- models
-
-
-class MaskedProjection(nn.Module):
-    """h = W (m * f) with a fixed mask m (the oracle's encoder when the convert module is unavailable)."""
-
-    def __init__(self, mask: torch.Tensor, feature_dim: int, k_f: int, init_std: float = 0.01) -> None:
-        super().__init__()
-        self.mask: torch.Tensor
-        self.register_buffer("mask", mask.to(torch.float32).reshape(1, -1))
-        self.weight = nn.Parameter(torch.randn(k_f, feature_dim) * init_std)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return (features * self.mask) @ self.weight.T
-
-
-def encoder_spec(config: Config) -> dict[str, Any]:
-    """Which encoder the method's final model uses: {"encoder": "projection" | "convert", "mode": ...}."""
-    if config.method == "erm":
-        return {"encoder": "projection", "mode": None}
-    if config.method in ("oracle", "invrl"):
-        return {"encoder": "convert", "mode": "invariant_only"}
-    return {"encoder": "convert", "mode": config.convert.mode}
-
-
-def build_encoder(spec: dict[str, Any], config: Config, feature_dim: int, mask: np.ndarray | None) -> nn.Module:
-    """Encoder from a spec written by :func:`encoder_spec` (and stored in the run's checkpoint meta)."""
-    m = config.model
-    if spec["encoder"] == "projection":
-        return FeatureProjection(feature_dim, m.k_f, m.init_std)
-    if mask is None:
-        raise PainvrlInputError(f"encoder {spec}: needs a mask")
-    mask_t = torch.as_tensor(np.asarray(mask, dtype=np.float32))
-    if spec["encoder"] == "masked_projection":
-        return MaskedProjection(mask_t, feature_dim, m.k_f, m.init_std)
-    from painvrl.model.convert import build_final_encoder
-
-    encoder: nn.Module = build_final_encoder(spec["mode"], mask_t, feature_dim, m.k_f, m.init_std,
-                                             config.convert.attention_dim)
-    return encoder
+    """How to rebuild the model's encoder (see painvrl.model.encoders.build_encoder)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,43 +66,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_backbone(config: Config, data: InteractionData, features: torch.Tensor,
-                   make_encoder: Callable[[], nn.Module], init_seed: int) -> Backbone:
-    """A Backbone whose random init (encoder, then P and Q) depends only on ``init_seed``: identical on every
-    rank and in every re-run."""
-    b_user, b_item = degree_weights(data.train, data.n_users, data.n_items)
-    m = config.model
-    torch.manual_seed(init_seed)
-    encoder = make_encoder()
-    return Backbone(data.n_users, data.n_items, features, encoder, b_user, b_item, k_id=m.k_id, k_f=m.k_f,
-                    init_std=m.init_std, loss_weights=(m.loss_weights[0], m.loss_weights[1], m.loss_weights[2],
-                                                       m.loss_weights[3]), l2=m.l2)
+def check_registered_names(config: Config) -> Method:
+    """Fail before any training when ``method``, ``model.name``, a penalty or the solver is not registered."""
+    method = method_of(config)
+    model_class(config.model.name)
+    if method.mask_source == "learned":
+        effective = method.effective_config(config)
+        resolve_settings(effective.mask, effective.mask.sparsity_weight, effective.mask.irm_weight)
+    return method
 
 
-# ----------------------------------------------------------------------------------------------- pipeline
+def new_model(config: Config, data: InteractionData, features: torch.Tensor,
+              make_encoder: Callable[[], nn.Module], init_seed: int) -> Recommender:
+    """``model.name`` built on the training graph; its random init depends only on ``init_seed``."""
+    return build_model(config.model, data.n_users, data.n_items, data.train, features, data.modality_slices(),
+                       make_encoder, init_seed)
 
 
-def _reporter_takes_state(reporter: Reporter | None) -> bool:
-    if reporter is None:
-        return False
-    try:
-        params = list(inspect.signature(reporter).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return True
-    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2
+def final_encoder(spec: dict[str, Any], config: Config, feature_dim: int, mask: np.ndarray | None) -> nn.Module:
+    """The final model's encoder from its spec (also used to rebuild a saved run)."""
+    return build_encoder(spec, config.model, config.convert.attention_dim, feature_dim, mask)
 
 
 class _Run:
     """State shared by the phases of one pipeline run (history, timing, reporting, resumable state)."""
 
     def __init__(self, config: Config, data: InteractionData, collective: Collective,
-                 reporter: Reporter | None, resume_state: dict[str, Any] | None) -> None:
+                 reporter: Reporter | None, checkpoints: bool, resume_state: dict[str, Any] | None) -> None:
         self.config, self.data, self.collective, self.reporter = config, data, collective, reporter
-        self.with_state = _reporter_takes_state(reporter)
+        self.with_state = checkpoints and reporter is not None
         self.resume = resume_state or {}
         self.state: dict[str, Any] = {"method": config.method, "config_hash": config.config_hash(),
                                       "completed": dict(self.resume.get("completed", {}))}
@@ -165,13 +112,10 @@ class _Run:
     def report(self, update: dict[str, Any]) -> None:
         if self.reporter is None:
             return
-        if self.with_state:
-            self.reporter(update, self._pending)
-        else:
-            self.reporter(update)
+        self.reporter(update, self._pending)
         self._pending = None
 
-    def train(self, model: Backbone, phase: str, epochs: int) -> TrainOutcome:
+    def train(self, model: Recommender, phase: str, epochs: int) -> TrainOutcome:
         cfg = LoopConfig.from_config(self.config, self.key, epochs=epochs)
         resume = self.resume.get("loop") if self.resume.get("phase") == phase else None
 
@@ -195,9 +139,9 @@ class _Run:
         model.load_state_dict(outcome.best_state)
         return outcome
 
-    def new_backbone(self, make_encoder: Callable[[], nn.Module], phase: str) -> Backbone:
-        model = build_backbone(self.config, self.data, self.features, make_encoder,
-                               stream_seed(self.config.train.seed, f"init-{phase}"))
+    def new_model(self, make_encoder: Callable[[], nn.Module], phase: str) -> Recommender:
+        model = new_model(self.config, self.data, self.features, make_encoder,
+                          stream_seed(self.config.train.seed, f"init-{phase}"))
         return model.to(self.device)
 
 
@@ -212,7 +156,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
     """Pretrain ERM, learn the mask; returns a plain dict (mask, env labels of train/val/test, sizes, ari)."""
     if "mask" in run.state["completed"]:
         return dict(run.state["completed"]["mask"])
-    pretrained = run.new_backbone(
+    pretrained = run.new_model(
         lambda: FeatureProjection(data.feature_dim, config.model.k_f, config.model.init_std), "pretrain")
     run.train(pretrained, "pretrain", config.painvrl.pretrain_epochs)
     from painvrl.invariance.outer_loop import learn_invariant_mask
@@ -239,38 +183,42 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
 
 
 def run_pipeline(config: Config, data: InteractionData, collective: Collective | None = None,
-                 reporter: Reporter | None = None, *, resume_state: dict[str, Any] | None = None) -> RunResult:
-    """Train ``config.method`` on ``data``; select on validation; evaluate val and test; return metrics."""
+                 reporter: Reporter | None = None, *, checkpoints: bool = False,
+                 resume_state: dict[str, Any] | None = None) -> RunResult:
+    """Train ``config.method`` on ``data``; select on validation; evaluate val and test; return metrics.
+
+    ``checkpoints=True`` hands ``reporter`` the resumable state at every evaluation; ``resume_state`` (one
+    such state) continues a run from it.
+    """
     collective = collective or LocalCollective()
     started = time.perf_counter()
+    method = check_registered_names(config)
+    effective = method.effective_config(config)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run = _Run(config, data, collective, reporter, resume_state)
+    run = _Run(config, data, collective, reporter, checkpoints, resume_state)
     truth = data.ground_truth
-    spec = encoder_spec(config)
+
+    # 1. The mask (and the environment labels of val/test) the final model and the evaluation use.
     mask: np.ndarray | None = None
     learned: dict[str, Any] | None = None
-
-    if config.method in ("painvrl", "invrl"):
-        learned = _learn_mask(run, config, data)
+    if method.mask_source == "learned":
+        learned = _learn_mask(run, effective, data)
         mask = learned["mask"]
         run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
-        phase = "final"
     else:
-        if config.method == "oracle":
+        if method.mask_source == "ground_truth":
             mask = _ground_truth_mask(data)
         if truth is not None and truth.val_env is not None and truth.test_env is not None:
             run.evaluator.set_env_labels(truth.val_env, truth.test_env)
-        phase = "train"
 
-    if spec["encoder"] == "convert" and config.method == "oracle":
-        try:
-            import painvrl.model.convert  # noqa: F401
-        except ImportError:
-            spec = {"encoder": "masked_projection", "mode": "invariant_only"}
-    model = run.new_backbone(lambda: build_encoder(spec, config, data.feature_dim, mask), phase)
+    # 2. The final model, early-stopped on validation.
+    phase = method.final_phase
+    spec = method.encoder_spec(config)
+    model = run.new_model(lambda: final_encoder(spec, effective, data.feature_dim, mask), phase)
     outcome = run.train(model, phase, config.train.epochs)
 
+    # 3. Validation and test, once, on the selected state.
     eval_started = time.perf_counter()
     val = run.evaluator.section(model, "val")
     test = run.evaluator.section(model, "test")
@@ -293,8 +241,8 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     }
     if learned is not None:
         metrics["mask_history"] = learned["history"]
-    meta = {**spec, "method": config.method, "feature_dim": data.feature_dim, "phase": phase,
-            "best_epoch": outcome.best_epoch}
+    meta = {**spec, "method": config.method, "model": config.model.name, "feature_dim": data.feature_dim,
+            "phase": phase, "best_epoch": outcome.best_epoch}
     return RunResult(metrics=metrics, mask=mask, model_state=outcome.best_state, model_meta=meta)
 
 

@@ -143,7 +143,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         _maybe_crash(phase, evaluations[phase], rank, world)
 
     pipeline_start = time.time()
-    result = run_pipeline(config, data, collective, reporter, resume_state=resume_state)
+    result = run_pipeline(config, data, collective, reporter, checkpoints=True, resume_state=resume_state)
     pipeline_end = time.time()
     report = final_report(result.metrics, result.mask)
     if rank == 0:

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from painvrl.data.dataset import InteractionData
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 
 
 class ThreadCollective:
@@ -59,12 +60,12 @@ def run_two_ranks(fn: Callable[[ThreadCollective], Any], timeout: float = 120) -
         return [f.result(timeout=timeout) for f in futures]
 
 
-def pretrained_backbone(data: InteractionData, k: int = 16, epochs: int = 10) -> Backbone:
+def pretrained_backbone(data: InteractionData, k: int = 16, epochs: int = 10) -> UltraGCN:
     """ERM backbone on full features (a few Adam epochs: enough for frozen P, Q)."""
     torch.manual_seed(0)
     features = torch.as_tensor(data.feature_matrix())
     b_u, b_i = degree_weights(data.train, data.n_users, data.n_items)
-    model = Backbone(data.n_users, data.n_items, features, FeatureProjection(features.shape[1], k), b_u, b_i,
+    model = UltraGCN(data.n_users, data.n_items, features, FeatureProjection(features.shape[1], k), b_u, b_i,
                      k_id=k, k_f=k)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     train = torch.as_tensor(data.train)

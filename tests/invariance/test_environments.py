@@ -13,24 +13,25 @@ from painvrl.config import EnvironmentsConfig
 from painvrl.distributed.collective import LocalCollective
 from painvrl.invariance import environments
 from painvrl.invariance.environments import (
-    EnvironmentModels,
     adjusted_rand_index,
     identify_environments,
     reseed_empty,
     train_environment_models,
 )
-from painvrl.model.backbone import Backbone, FeatureProjection
+from painvrl.invariance.linear_models import StackedEnvironmentModels
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN
 
 
 def _backbone(n_users: int = 30, n_items: int = 50, d: int = 12, k_id: int = 4, k_f: int = 6,
-              seed: int = 0) -> tuple[Backbone, np.ndarray]:
+              seed: int = 0) -> tuple[UltraGCN, np.ndarray]:
     gen = torch.Generator().manual_seed(seed)
     features = torch.nn.functional.normalize(torch.randn(n_items, d, generator=gen), dim=1)
     train = np.stack([np.arange(n_users).repeat(4), (np.arange(n_users * 4) * 7) % n_items], axis=1)
-    from painvrl.model.backbone import degree_weights
+    from painvrl.model.ultragcn import degree_weights
 
     b_u, b_i = degree_weights(train, n_users, n_items)
-    model = Backbone(n_users, n_items, features, FeatureProjection(d, k_f), b_u, b_i, k_id=k_id, k_f=k_f)
+    model = UltraGCN(n_users, n_items, features, FeatureProjection(d, k_f), b_u, b_i, k_id=k_id, k_f=k_f)
     with torch.no_grad():
         model.user_embedding.copy_(torch.randn(n_users, k_id + k_f, generator=gen))
         model.item_embedding.copy_(torch.randn(n_items, k_id, generator=gen) * 0.3)
@@ -39,7 +40,7 @@ def _backbone(n_users: int = 30, n_items: int = 50, d: int = 12, k_id: int = 4, 
 
 def test_batched_models_equal_separate_models() -> None:
     backbone, train = _backbone()
-    models = EnvironmentModels(3, backbone, torch.full((12,), 0.3), k_f=6, input_mode="invrl", l1_rho=0.2,
+    models = StackedEnvironmentModels(3, backbone, torch.full((12,), 0.3), k_f=6, input_mode="invrl", l1_rho=0.2,
                                init_std=0.5, generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(2)
     users, pos = torch.as_tensor(train[:40, 0]), torch.as_tensor(train[:40, 1])
@@ -51,15 +52,15 @@ def test_batched_models_equal_separate_models() -> None:
     # Reference: E separate single-env backbones with the same init, each on its own rows only.
     for env in range(3):
         sel = envs == env
-        ref = Backbone(backbone.n_users, backbone.n_items, backbone.features, FeatureProjection(12, 6),
+        ref = UltraGCN(backbone.n_users, backbone.n_items, backbone.features, FeatureProjection(12, 6),
                        backbone.b_user, backbone.b_item, k_id=4, k_f=6)
         with torch.no_grad():
             ref.user_embedding.copy_(backbone.user_embedding)
             ref.item_embedding.copy_(backbone.item_embedding)
             ref.encoder.weight.copy_(models.weight[env])
         ref.features = backbone.features * 1.0  # invrl input: full features
-        pos_s, neg_s, _ = ref.batch_scores(users[sel], pos[sel], negs[sel])
-        per = ref.per_example_loss(users[sel], pos[sel], pos_s, negs[sel], neg_s)
+        _, _, pos_s, neg_s = ref.batch_scores(users[sel], pos[sel], negs[sel])
+        per = ref.scores_loss(users[sel], pos[sel], pos_s, negs[sel], neg_s)
         (per.sum() / 40).backward()
         torch.testing.assert_close(batched_grad[env], ref.encoder.weight.grad, rtol=1e-5, atol=1e-7)
         # all-model scoring equals each model's own scores
@@ -71,7 +72,7 @@ def test_batched_models_equal_separate_models() -> None:
 
 def test_pooled_negatives_equal_explicit_negatives() -> None:
     backbone, train = _backbone()
-    models = EnvironmentModels(3, backbone, torch.full((12,), 0.4), k_f=6, init_std=0.5,
+    models = StackedEnvironmentModels(3, backbone, torch.full((12,), 0.4), k_f=6, init_std=0.5,
                                generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(4)
     users, pos = torch.as_tensor(train[:30, 0]), torch.as_tensor(train[:30, 1])
@@ -88,7 +89,7 @@ def test_pooled_training_runs_and_is_deterministic() -> None:
     labels = np.arange(len(train)) % 3
 
     def run() -> torch.Tensor:
-        models = EnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6,
+        models = StackedEnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6,
                                    generator=torch.Generator().manual_seed(0))
         losses = train_environment_models(models, train, labels, 2, 0.01, 32, 4, 0, (0, 0), LocalCollective(),
                                           negative_pool=30)
@@ -102,14 +103,14 @@ def test_variant_input_masks_features() -> None:
     backbone, _ = _backbone()
     mask = torch.zeros(12)
     mask[:6] = 1.0
-    models = EnvironmentModels(2, backbone, mask, k_f=6)
+    models = StackedEnvironmentModels(2, backbone, mask, k_f=6)
     x = models.inputs(torch.arange(5))
     assert torch.all(x[:, :6] == 0) and torch.allclose(x[:, 6:], backbone.features[:5, 6:])
 
 
 def test_reseed_splits_largest_environment() -> None:
     backbone, train = _backbone()
-    models = EnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6, init_std=0.3,
+    models = StackedEnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6, init_std=0.3,
                                generator=torch.Generator().manual_seed(0))
     labels = np.zeros(len(train), dtype=np.int64)
     labels[:10] = 1  # environment 2 empty, 0 largest
@@ -119,7 +120,7 @@ def test_reseed_splits_largest_environment() -> None:
     torch.testing.assert_close(models.weight[2], models.weight[0])
 
 
-def _planted(seed: int = 0) -> tuple[Backbone, np.ndarray, np.ndarray]:
+def _planted(seed: int = 0) -> tuple[UltraGCN, np.ndarray, np.ndarray]:
     """Two environments whose positives are explained by two different variant projections M0, M1."""
     n_users, n_items, d, k_id, k_f = 80, 150, 16, 2, 8
     backbone, _ = _backbone(n_users, n_items, d, k_id, k_f, seed)
@@ -147,7 +148,7 @@ def _planted(seed: int = 0) -> tuple[Backbone, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("relabel", ["score", "loss"])
 def test_hei_recovers_planted_environments(relabel: str) -> None:
     backbone, train, truth = _planted()
-    models = EnvironmentModels(2, backbone, torch.zeros(16), k_f=8, init_std=0.01,
+    models = StackedEnvironmentModels(2, backbone, torch.zeros(16), k_f=8, init_std=0.01,
                                generator=torch.Generator().manual_seed(3))
     epochs, lr, n_neg = (10, 0.1, 16) if relabel == "score" else (15, 0.05, 32)
     cfg = EnvironmentsConfig(n_envs=2, max_iters=8, env_epochs=epochs, change_tol=0.01, relabel=relabel, lr=lr)
@@ -162,7 +163,7 @@ def test_hei_recovers_planted_environments(relabel: str) -> None:
 
 def test_hei_stops_when_labels_settle() -> None:
     backbone, train, truth = _planted()
-    models = EnvironmentModels(2, backbone, torch.zeros(16), k_f=8, generator=torch.Generator().manual_seed(3))
+    models = StackedEnvironmentModels(2, backbone, torch.zeros(16), k_f=8, generator=torch.Generator().manual_seed(3))
     cfg = EnvironmentsConfig(n_envs=2, max_iters=6, env_epochs=15, change_tol=0.5, lr=0.05)
     result = identify_environments(models, train, cfg, batch_size=128, n_negatives=8, seed=0,
                                    init_labels=truth)
@@ -174,7 +175,7 @@ def test_training_is_deterministic_and_sharding_invariant() -> None:
     labels = np.arange(len(train)) % 2
 
     def run() -> torch.Tensor:
-        models = EnvironmentModels(2, backbone, torch.full((12,), 0.5), k_f=6,
+        models = StackedEnvironmentModels(2, backbone, torch.full((12,), 0.5), k_f=6,
                                    generator=torch.Generator().manual_seed(0))
         train_environment_models(models, train, labels, 2, 0.01, 32, 4, 0, (0, 0), LocalCollective())
         return models.weight.detach().clone()
@@ -202,7 +203,7 @@ def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.Monke
                              input="invrl", l1_rho=0.3)
 
     def run(collective: Any) -> tuple[np.ndarray, torch.Tensor]:
-        models = EnvironmentModels(3, backbone, torch.full((16,), 0.3), k_f=8, input_mode="invrl", l1_rho=0.3,
+        models = StackedEnvironmentModels(3, backbone, torch.full((16,), 0.3), k_f=8, input_mode="invrl", l1_rho=0.3,
                                    init_std=0.1, generator=torch.Generator().manual_seed(3)).double()
         result = identify_environments(models, train, cfg, batch_size=100, n_negatives=4, seed=0,
                                        collective=collective, negative_pool=pool)
@@ -233,7 +234,7 @@ def test_trainable_user_table_keeps_identifiable_environments_that_frozen_p_lose
     cfg = EnvironmentsConfig(max_iters=2, env_epochs=5)
     ari = {}
     for train_users in (False, True):
-        models = EnvironmentModels(2, pretrained, mask, k_f=16, generator=torch.Generator().manual_seed(0),
+        models = StackedEnvironmentModels(2, pretrained, mask, k_f=16, generator=torch.Generator().manual_seed(0),
                                    train_users=train_users)
         assert len(models.trainable()) == 1 + train_users
         result = identify_environments(models, data.train, cfg, batch_size=256, n_negatives=10, seed=0,
@@ -249,7 +250,7 @@ def test_feature_bias_adds_a_global_item_term_on_every_scoring_path() -> None:
     loss and the pooled batched loss; the L1 penalty never touches the constant column."""
     backbone, train = _backbone()
     mask = torch.full((12,), 0.3)
-    models = EnvironmentModels(2, backbone, mask, k_f=6, input_mode="invrl", l1_rho=0.2, init_std=0.5,
+    models = StackedEnvironmentModels(2, backbone, mask, k_f=6, input_mode="invrl", l1_rho=0.2, init_std=0.5,
                                generator=torch.Generator().manual_seed(1), feature_bias=True)
     assert models.weight.shape == (2, 7, 13)
     users, pos = torch.as_tensor(train[:20, 0]), torch.as_tensor(train[:20, 1])
@@ -296,7 +297,7 @@ def test_feature_bias_lets_hei_find_a_global_spurious_shift_from_a_random_start(
     cfg = EnvironmentsConfig(max_iters=10, env_epochs=5)
     ari = {}
     for feature_bias in (False, True):
-        models = EnvironmentModels(2, pretrained, mask, k_f=16, generator=torch.Generator().manual_seed(0),
+        models = StackedEnvironmentModels(2, pretrained, mask, k_f=16, generator=torch.Generator().manual_seed(0),
                                    feature_bias=feature_bias)
         result = identify_environments(models, data.train, cfg, batch_size=1024, n_negatives=50, seed=0,
                                        negative_pool=512)

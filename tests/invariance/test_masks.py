@@ -12,9 +12,9 @@ from invariance_helpers import run_two_ranks
 
 from painvrl.config import MaskConfig
 from painvrl.distributed.collective import LocalCollective, shard_slice
+from painvrl.invariance.linear_models import LinearMaskModel
+from painvrl.invariance.mask_models import EnvBatch
 from painvrl.invariance.masks import (
-    EnvBatch,
-    MaskModel,
     StepSettings,
     compute_objectives,
     learn_mask,
@@ -22,16 +22,17 @@ from painvrl.invariance.masks import (
     normalisation_constants,
     resolve_settings,
 )
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 
 
-def _backbone(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Backbone, np.ndarray]:
+def _backbone(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[UltraGCN, np.ndarray]:
     gen = torch.Generator().manual_seed(seed)
     n_users, n_items, d = 20, 30, 8
     features = torch.nn.functional.normalize(torch.randn(n_items, d, generator=gen), dim=1)
     train = np.stack([np.arange(n_users).repeat(3), (np.arange(n_users * 3) * 7) % n_items], axis=1)
     b_u, b_i = degree_weights(train, n_users, n_items)
-    model = Backbone(n_users, n_items, features, FeatureProjection(d, 4), b_u, b_i, k_id=3, k_f=4)
+    model = UltraGCN(n_users, n_items, features, FeatureProjection(d, 4), b_u, b_i, k_id=3, k_f=4)
     with torch.no_grad():
         model.user_embedding.copy_(torch.randn(n_users, 7, generator=gen))
         model.item_embedding.copy_(torch.randn(n_items, 3, generator=gen) * 0.3)
@@ -64,8 +65,9 @@ def test_pooled_env_losses_equal_explicit_negatives() -> None:
     torch.testing.assert_close(model.env_partial_losses(gates, pooled), model.env_partial_losses(gates, explicit))
 
 
-def _mask_model(backbone: Backbone, dtype: torch.dtype = torch.float32) -> MaskModel:
-    model = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False).to(dtype)
+def _mask_model(backbone: UltraGCN, dtype: torch.dtype = torch.float32) -> LinearMaskModel:
+    model = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5),
+                            init_from_pretrained=False).to(dtype)
     with torch.no_grad():
         model.gate.mu.copy_(torch.linspace(-0.3, 0.3, 8))
     return model
@@ -144,7 +146,7 @@ def test_higher_ood_preference_weights_irm_more() -> None:
     for pref in (0.2, 0.8):
         model = _mask_model(backbone)
         opt = torch.optim.Adam(model.trainable(), lr=1e-3)
-        settings = resolve_settings(MaskConfig(pref_ood=pref), "painvrl", 1e-3, 1.0)
+        settings = resolve_settings(MaskConfig(pref_ood=pref), 1e-3, 1.0)
         assert settings.preference == pytest.approx([1 - pref, pref])
         # Start of round: both normalised losses are 1, so r*l is non-uniform and EPO is in balance mode.
         stats, _ = mask_step(model, opt, batches, eps, settings, LocalCollective(), None)
@@ -154,12 +156,16 @@ def test_higher_ood_preference_weights_irm_more() -> None:
 
 
 def test_resolve_settings_methods() -> None:
-    cfg = MaskConfig(irm_weight=3.0, solver="epo", sparsity="l0")
-    invrl = resolve_settings(cfg, "invrl", 0.1, 3.0)
+    from painvrl.config import load_config
+    from painvrl.training.methods import METHODS
+
+    config = load_config(None, ["mask.irm_weight=3.0", "mask.solver=epo", "mask.sparsity=l0"])
+    cfg = METHODS["invrl"].effective_config(config).mask
+    invrl = resolve_settings(cfg, 0.1, 3.0)
     assert (invrl.solver, invrl.sparsity) == ("linear", "l2") and invrl.preference == pytest.approx([0.25, 0.75])
-    three = resolve_settings(MaskConfig(extra_objective="vrex", pref_ood=0.6), "painvrl", 0.1, 1.0)
+    three = resolve_settings(MaskConfig(extra_objective="vrex", pref_ood=0.6), 0.1, 1.0)
     assert three.n_objectives == 3 and three.preference == pytest.approx([0.4, 0.3, 0.3])
-    explicit = resolve_settings(MaskConfig(preference=[1.0, 3.0]), "painvrl", 0.1, 1.0)
+    explicit = resolve_settings(MaskConfig(preference=[1.0, 3.0]), 0.1, 1.0)
     assert explicit.preference == pytest.approx([0.25, 0.75])
 
 
@@ -182,7 +188,7 @@ def test_learn_mask_logs_epochs() -> None:
     backbone, train = _backbone()
     labels = np.arange(len(train)) % 2
     cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3)
-    settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+    settings = resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight)
     result = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0,
                         negative_pool=10)
     assert result.mask.shape == (8,) and result.mask.dtype == np.float32
@@ -219,8 +225,8 @@ def test_init_from_pretrained_reproduces_pretrained_scores() -> None:
     backbone, _train = _backbone()
     with torch.no_grad():
         backbone.encoder.weight.copy_(torch.randn(4, 8, generator=torch.Generator().manual_seed(7)))
-    warm = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=True)
-    fresh = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
+    warm = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=True)
+    fresh = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
     items = torch.arange(30)
     expected = backbone.encoder(backbone.features[items])
     gates = warm.gate.mask()
@@ -237,7 +243,7 @@ def test_normalisation_constants_are_recorded_again_at_the_first_pareto_step(
     backbone, train = _backbone()
     labels = np.arange(len(train)) % 2
     cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3)
-    settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+    settings = resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight)
     calls: list[tuple[Any, Any, bool, list[float]]] = []
     real = masks.mask_step
 
@@ -259,7 +265,7 @@ def test_normalisation_constants_are_recorded_again_at_the_first_pareto_step(
         torch.testing.assert_close(later[0], calls[2][1])
 
 
-def _range_constants(model: MaskModel, batches: list[EnvBatch], settings: StepSettings
+def _range_constants(model: LinearMaskModel, batches: list[EnvBatch], settings: StepSettings
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(objective values, normalisation constants, ERM loss with every gate closed) at the current parameters."""
     objectives, _ = compute_objectives(model, batches, torch.zeros(8, dtype=torch.float64), settings,
@@ -296,8 +302,8 @@ def test_range_normalisation_measures_erm_from_its_fit_to_all_gates_closed() -> 
 
 
 def test_range_normalisation_is_wired_from_the_config() -> None:
-    assert resolve_settings(MaskConfig(normalisation="range"), "painvrl", 0.1, 1.0).normalisation == "range"
-    assert resolve_settings(MaskConfig(), "painvrl", 0.1, 1.0).normalisation == "start"
+    assert resolve_settings(MaskConfig(normalisation="range"), 0.1, 1.0).normalisation == "range"
+    assert resolve_settings(MaskConfig(), 0.1, 1.0).normalisation == "start"
 
 
 def test_item_ids_off_scores_items_by_their_features_alone() -> None:
@@ -307,18 +313,18 @@ def test_item_ids_off_scores_items_by_their_features_alone() -> None:
 
     backbone, train = _backbone(dtype=torch.float64)
     q_before = backbone.item_embedding.detach().clone()
-    with_ids = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
-    without = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False,
+    with_ids = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False)
+    without = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=False,
                         use_item_ids=False)
     with_ids, without = with_ids.to(torch.float64), without.to(torch.float64)
     torch.testing.assert_close(backbone.item_embedding.detach(), q_before)
-    assert (without.item_embedding == 0).all() and not (with_ids.item_embedding == 0).all()
+    assert (without.backbone.item_embedding == 0).all() and not (with_ids.backbone.item_embedding == 0).all()
     batches = _batches(train)
     gates = without.gates(torch.zeros(8, dtype=torch.float64))
     losses, cache = without.env_forward(gates, batches)
     with torch.no_grad():
         backbone.item_embedding.zero_()
-    reference = MaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5),
+    reference = LinearMaskModel(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5),
                           init_from_pretrained=False).to(torch.float64)
     torch.testing.assert_close(losses, reference.env_partial_losses(gates, batches))
     assert not torch.allclose(losses, with_ids.env_partial_losses(gates, batches))
@@ -332,7 +338,7 @@ def test_item_ids_option_reaches_the_mask_model() -> None:
     masks = {}
     for use_item_ids in (True, False):
         cfg = MaskConfig(epochs=2, warmup_steps=2, steps_per_epoch=3, use_item_ids=use_item_ids)
-        settings = resolve_settings(cfg, "painvrl", cfg.sparsity_weight, cfg.irm_weight)
+        settings = resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight)
         masks[use_item_ids] = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4,
                                      seed=0, negative_pool=10).mask
     assert not np.array_equal(masks[True], masks[False])

@@ -15,11 +15,12 @@ from painvrl.data.synthetic import make_synthetic
 from painvrl.errors import PainvrlInputError
 from painvrl.invariance import masks
 from painvrl.invariance.outer_loop import learn_invariant_mask, mask_auc
-from painvrl.model.backbone import Backbone
+from painvrl.model.ultragcn import UltraGCN
+from painvrl.training.methods import METHODS
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[InteractionData, Backbone]:
+def tiny() -> tuple[InteractionData, UltraGCN]:
     # The spurious factor helps in one training environment (+2) and hurts in the other (-1): on average it
     # still predicts training clicks, so ERM alone keeps it; invariance must close it.
     data = make_synthetic(DatasetConfig(n_users=200, n_items=300, modality_dims=[16, 16],
@@ -45,16 +46,15 @@ def _config(**mask: Any) -> Config:
     return cfg
 
 
-def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, Backbone],
+def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, UltraGCN],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Pinned to the settings this test was written for, which differ from the defaults: gradvar from a
     # fresh W with sigma 0.01.
-    monkeypatch.setattr(masks, "INIT_FROM_PRETRAINED", False)
     data, pretrained = tiny
     assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
     invariant = data.ground_truth.invariant_dims
     records: list[dict[str, Any]] = []
-    pinned = {"penalty": "gradvar", "sigma": 0.01, "sparsity_weight": 1e-3}
+    pinned = {"penalty": "gradvar", "sigma": 0.01, "sparsity_weight": 1e-3, "init_from_pretrained": False}
 
     def pinned_config(**mask: Any) -> Config:
         cfg = _config(**pinned, **mask)
@@ -84,13 +84,13 @@ def test_mask_ranks_invariant_dims_above_spurious(tiny: tuple[InteractionData, B
     assert labels.shape == (len(data.test),) and labels.min() >= 0 and labels.max() < 2
 
 
-def test_invrl_method_uses_linear_solver_and_l2(tiny: tuple[InteractionData, Backbone]) -> None:
+def test_invrl_method_uses_linear_solver_and_l2(tiny: tuple[InteractionData, UltraGCN]) -> None:
     data, pretrained = tiny
     cfg = _config()
     cfg.method = "invrl"
     cfg.painvrl.rounds = 1
     cfg.mask.epochs = 2
-    result = learn_invariant_mask(cfg, data, pretrained)
+    result = learn_invariant_mask(METHODS["invrl"].effective_config(cfg), data, pretrained)
     round_record = next(r for r in result.history if r["phase"] == "round")
     assert round_record["solver"] == "linear" and round_record["preference"] == pytest.approx([0.5, 0.5])
     img = [r for r in result.history if r["phase"] == "img"][-1]
@@ -105,7 +105,7 @@ def test_mask_auc() -> None:
 
 
 def test_known_environments_ablation_trains_imgs_on_the_true_environments(
-        tiny: tuple[InteractionData, Backbone]) -> None:
+        tiny: tuple[InteractionData, UltraGCN]) -> None:
     data, pretrained = tiny
     assert data.ground_truth is not None and data.ground_truth.train_env is not None
     cfg = _config()
@@ -113,7 +113,7 @@ def test_known_environments_ablation_trains_imgs_on_the_true_environments(
     seen: list[np.ndarray] = []
     real = masks.learn_mask
 
-    def spy(backbone: Backbone, train: np.ndarray, labels: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+    def spy(backbone: UltraGCN, train: np.ndarray, labels: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         seen.append(labels.copy())
         return real(backbone, train, labels, *args, **kwargs)
 
@@ -132,7 +132,7 @@ def test_known_environments_ablation_trains_imgs_on_the_true_environments(
         result.label_pairs(np.array([[0, 10**6]]))
 
 
-def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[InteractionData, Backbone]) -> None:
+def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[InteractionData, UltraGCN]) -> None:
     data, pretrained = tiny
     cfg = _config()
     cfg.environments.source = "ground_truth"
@@ -148,31 +148,31 @@ def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[Interaction
 @pytest.mark.parametrize(("method", "average", "effective"), [
     ("painvrl", "last", "last"), ("painvrl", "logits", "logits"), ("invrl", "logits", "last")])
 def test_mask_handed_on_is_the_last_rounds_or_the_mean_of_the_rounds_logits(
-        tiny: tuple[InteractionData, Backbone], monkeypatch: pytest.MonkeyPatch, method: str, average: str,
+        tiny: tuple[InteractionData, UltraGCN], monkeypatch: pytest.MonkeyPatch, method: str, average: str,
         effective: str) -> None:
     from painvrl.invariance import outer_loop
 
     round_logits: list[np.ndarray] = []
     hei_masks: list[np.ndarray] = []
-    learn, models = outer_loop.learn_mask, outer_loop.EnvironmentModels
+    learn, models = outer_loop.learn_mask, outer_loop.environment_models
 
     def recording_learn_mask(*args: Any, **kwargs: Any) -> Any:
         result = learn(*args, **kwargs)
         round_logits.append(result.model.gate.mu.detach().cpu().numpy().astype(np.float64))
         return result
 
-    def recording_models(n_envs: int, pretrained: Backbone, mask: Any, *args: Any, **kwargs: Any) -> Any:
+    def recording_models(n_envs: int, pretrained: UltraGCN, mask: Any, *args: Any, **kwargs: Any) -> Any:
         hei_masks.append(mask.detach().cpu().numpy().copy())
         return models(n_envs, pretrained, mask, *args, **kwargs)
 
     monkeypatch.setattr(outer_loop, "learn_mask", recording_learn_mask)
-    monkeypatch.setattr(outer_loop, "EnvironmentModels", recording_models)
+    monkeypatch.setattr(outer_loop, "environment_models", recording_models)
     data, pretrained = tiny
     cfg = _config(epochs=3)
     cfg.method = method  # type: ignore[assignment]
     cfg.painvrl.rounds = 3
     cfg.painvrl.mask_average = average  # type: ignore[assignment]
-    result = learn_invariant_mask(cfg, data, pretrained)
+    result = learn_invariant_mask(METHODS[method].effective_config(cfg), data, pretrained)
     assert len(round_logits) == 3 and len(hei_masks) == 3
     assert not np.allclose(round_logits[0], round_logits[-1])  # the rounds differ, so the two options do
     np.testing.assert_allclose(hei_masks[0], 0.5)

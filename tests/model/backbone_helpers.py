@@ -21,7 +21,8 @@ def tiny_context(n_users: int = 12, n_items: int = 10, d_per_modality: int = 6, 
     feats = torch.nn.functional.normalize(torch.randn(n_items, 2 * d_per_modality), dim=1)
     encoder = nn.Linear(2 * d_per_modality, k, bias=False)
     return BuildContext(n_users=n_users, n_items=n_items, train=train, features=feats,
-                        modality_slices={"image": (0, d_per_modality), "audio": (d_per_modality, 2 * d_per_modality)},
+                        modality_slices={"image": slice(0, d_per_modality),
+                                         "audio": slice(d_per_modality, 2 * d_per_modality)},
                         encoder=encoder, model_config=ModelConfig(k_id=k, k_f=k, init_std=0.1, l2=1e-4))
 
 

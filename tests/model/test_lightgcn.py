@@ -28,4 +28,7 @@ def test_loss_shape_and_training_drops() -> None:
     assert out.shape == (3,)
     losses = train_steps(model, ctx)
     assert losses[-1] < 0.8 * losses[0]
-    assert model.user_vectors().shape == (ctx.n_users, 8)
+    users, items = torch.tensor([0, 3]), torch.tensor([1, 2])
+    with torch.no_grad():
+        full = model.ranking_scorer()(users)
+    assert torch.allclose(model.score_pairs(users, items).detach(), full[torch.arange(2), items], atol=1e-6)

@@ -45,11 +45,13 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
     """ERM pretraining, HEI and IMG, then the final model's training, as the pipeline chains them."""
     from painvrl.data.registry import load_dataset
     from painvrl.evaluation.evaluator import Evaluator
-    from painvrl.invariance.environments import EnvironmentModels, identify_environments, seeded_generator
+    from painvrl.invariance.environments import identify_environments, seeded_generator
+    from painvrl.invariance.linear_models import StackedEnvironmentModels
     from painvrl.invariance.masks import learn_mask, resolve_settings
-    from painvrl.model.backbone import FeatureProjection
+    from painvrl.model.encoders import FeatureProjection
     from painvrl.training.loop import LoopConfig, train_recommender
-    from painvrl.training.pipeline import build_backbone, build_encoder, encoder_spec
+    from painvrl.training.methods import METHODS
+    from painvrl.training.pipeline import final_encoder, new_model
 
     data = load_dataset(config.dataset)
     features = torch.from_numpy(data.feature_matrix())
@@ -57,14 +59,14 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
     evaluator = Evaluator(config, data, collective)
     loop_cfg = LoopConfig.from_config(config, "iid.recall@20")
 
-    pretrained = build_backbone(config, data, features, lambda: FeatureProjection(data.feature_dim, m.k_f,
+    pretrained = new_model(config, data, features, lambda: FeatureProjection(data.feature_dim, m.k_f,
                                                                                   m.init_std), 11)
     erm = train_recommender(pretrained, data.train, evaluator.selection_metrics, loop_cfg, collective,
                             "pretrain")
     out: dict[str, Any] = {"erm_state": {k: v.detach().clone() for k, v in pretrained.state_dict().items()},
                            "erm_history": [{k: v for k, v in h.items() if k != "seconds"} for h in erm.history]}
 
-    models = EnvironmentModels(env.n_envs, pretrained, torch.full((data.feature_dim,), 0.5), m.k_f, env.input,
+    models = StackedEnvironmentModels(env.n_envs, pretrained, torch.full((data.feature_dim,), 0.5), m.k_f, env.input,
                                env.l1_rho, m.init_std, seeded_generator(t.seed, "hei_model", 0))
     hei = identify_environments(models, data.train, env, batch_size=t.batch_size, n_negatives=m.n_negatives,
                                 seed=t.seed, collective=collective, negative_pool=m.negative_pool)
@@ -72,7 +74,7 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
     out.update(hei_weight=models.weight.detach().clone(), hei_labels=torch.from_numpy(hei.labels),
                hei_losses=list(hei.epoch_losses), hei_val_labels=torch.from_numpy(hei.label_pairs(data.val)))
 
-    settings = resolve_settings(config.mask, config.method, config.mask.sparsity_weight, config.mask.irm_weight)
+    settings = resolve_settings(config.mask, config.mask.sparsity_weight, config.mask.irm_weight)
     img = learn_mask(pretrained, data.train, hei.labels, env.n_envs, config.mask, settings,
                      batch_size=t.batch_size, n_negatives=m.n_negatives, seed=t.seed, k_f=m.k_f,
                      init_std=m.init_std, collective=collective, negative_pool=m.negative_pool)
@@ -80,8 +82,8 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
                img_mask=torch.from_numpy(img.mask), img_alpha=[h["alpha"] for h in img.history],
                img_losses=[h["losses"] for h in img.history])
 
-    final = build_backbone(config, data, features,
-                           lambda: build_encoder(encoder_spec(config), config, data.feature_dim, img.mask), 12)
+    spec = METHODS[config.method].encoder_spec(config)
+    final = new_model(config, data, features, lambda: final_encoder(spec, config, data.feature_dim, img.mask), 12)
     evaluator.set_env_labels(hei.label_pairs(data.val), hei.label_pairs(data.test))
     outcome = train_recommender(final, data.train, evaluator.selection_metrics, loop_cfg, collective, "final")
     out.update(final_state={k: v.detach().clone() for k, v in final.state_dict().items()},
@@ -93,13 +95,13 @@ def _phases(config: Config, collective: Collective) -> dict[str, Any]:
 def _erm_only(config: Config, collective: Collective) -> dict[str, Any]:
     from painvrl.data.registry import load_dataset
     from painvrl.evaluation.evaluator import Evaluator
-    from painvrl.model.backbone import FeatureProjection
+    from painvrl.model.encoders import FeatureProjection
     from painvrl.training.loop import LoopConfig, train_recommender
-    from painvrl.training.pipeline import build_backbone
+    from painvrl.training.pipeline import new_model
 
     data = load_dataset(config.dataset)
     m = config.model
-    model = build_backbone(config, data, torch.from_numpy(data.feature_matrix()),
+    model = new_model(config, data, torch.from_numpy(data.feature_matrix()),
                            lambda: FeatureProjection(data.feature_dim, m.k_f, m.init_std), 11)
     train_recommender(model, data.train, Evaluator(config, data, collective).selection_metrics,
                       LoopConfig.from_config(config, "iid.recall@20"), collective, "pretrain")

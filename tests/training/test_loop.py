@@ -9,7 +9,8 @@ import torch
 from distributed_helpers import exit_rank_now, free_port
 
 from painvrl.distributed.sampling import draw_negative_pool, make_generator
-from painvrl.model.backbone import Backbone, FeatureProjection, degree_weights
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
 from painvrl.training.checkpoint import load_pipeline_state, save_pipeline_state
 from painvrl.training.loop import LoopConfig, Optimisers, step_loss, train_recommender
 
@@ -21,12 +22,12 @@ def _pairs(seed: int = 0, n: int = 200) -> np.ndarray:
     return np.stack([rng.integers(0, N_USERS, n), rng.integers(0, N_ITEMS, n)], axis=1)
 
 
-def _model(train: np.ndarray, seed: int = 0) -> Backbone:
+def _model(train: np.ndarray, seed: int = 0) -> UltraGCN:
     rng = np.random.default_rng(0)  # features are data: the same whatever the init seed
     features = torch.from_numpy(rng.standard_normal((N_ITEMS, DIM)).astype(np.float32))
     b_user, b_item = degree_weights(train, N_USERS, N_ITEMS)
     torch.manual_seed(seed)
-    return Backbone(N_USERS, N_ITEMS, features, FeatureProjection(DIM, 4, 0.1), b_user, b_item, k_id=4, k_f=4,
+    return UltraGCN(N_USERS, N_ITEMS, features, FeatureProjection(DIM, 4, 0.1), b_user, b_item, k_id=4, k_f=4,
                     init_std=0.1)
 
 
@@ -44,8 +45,9 @@ def test_step_loss_equals_backbone_loss_with_and_without_pool(sparse: bool) -> N
     model = _model(_pairs())
     users, items, negatives, pool, positions = _batch()
     expected = model.loss(users, items, negatives)
-    plain = step_loss(model, users, items, negatives, 16, 1, sparse=sparse)
-    pooled = step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions, sparse=sparse)
+    model.sparse_gradients = sparse
+    plain = step_loss(model, users, items, negatives, 16, 1)
+    pooled = step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions)
     assert torch.allclose(plain, expected, atol=1e-6) and torch.allclose(pooled, expected, atol=1e-6)
 
 
@@ -69,14 +71,15 @@ def test_sparse_optimiser_updates_only_batch_rows_of_embeddings() -> None:
     before = model.user_embedding.detach().clone()
     optimiser = Optimisers(model, list(model.parameters()), 0.01, sparse=True)
     optimiser.zero_grad()
-    step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions, sparse=True).backward()
+    model.sparse_gradients = True
+    step_loss(model, users, items, negatives, 16, 1, pool=pool, pool_positions=positions).backward()
     optimiser.step()
     changed = (model.user_embedding.detach() != before).any(dim=1)
     assert set(torch.nonzero(changed).reshape(-1).tolist()) == set(users.unique().tolist())
 
 
-def _scripted(values: list[float], states: list[dict[str, torch.Tensor]]) -> Callable[[Backbone], dict[str, float]]:
-    def val_eval(model: Backbone) -> dict[str, float]:
+def _scripted(values: list[float], states: list[dict[str, torch.Tensor]]) -> Callable[[UltraGCN], dict[str, float]]:
+    def val_eval(model: UltraGCN) -> dict[str, float]:
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"iid.recall@20": values[len(states) - 1]}
 
@@ -105,7 +108,7 @@ def test_resume_from_a_snapshot_reproduces_the_uninterrupted_run(tmp_path: Path)
     cfg = LoopConfig(epochs=4, batch_size=64, lr=0.05, patience=10, progress=False, n_negatives=3,
                      negative_pool=8, selection_key="x")
 
-    def val_eval(model: Backbone) -> dict[str, float]:
+    def val_eval(model: UltraGCN) -> dict[str, float]:
         return {"x": float(model.user_embedding.sum())}
 
     full = train_recommender(_model(train), train, val_eval, cfg)
@@ -134,12 +137,14 @@ def test_pipeline_reports_resumable_state_and_resumes_to_the_same_result(tmp_pat
     updates: list[dict] = []
     states: list[tuple[int, dict]] = []
 
-    def reporter(update: dict, state: dict | None = None) -> None:
+    def reporter(update: dict, state: dict | None) -> None:
         if state is not None:
             states.append((update["epoch"], state))
 
-    full = run_pipeline(config, data, reporter=reporter)
-    run_pipeline(config, data, reporter=updates.append)  # a one-argument reporter gets updates only
+    full = run_pipeline(config, data, reporter=reporter, checkpoints=True)
+    run_pipeline(config, data, reporter=lambda update, state: updates.append((update, state)))
+    assert all(state is None for _, state in updates)  # without checkpoints=True only the updates
+    updates = [update for update, _ in updates]
     assert [e for e, _ in states] == [0, 1, 2] and [u["epoch"] for u in updates] == [0, 1, 2]
     save_pipeline_state(states[0][1], tmp_path / "ckpt")
     resumed = run_pipeline(config, data, resume_state=load_pipeline_state(tmp_path / "ckpt"))

@@ -1,0 +1,59 @@
+"""Encoders for the recommender's slot: a plain projection (ERM), a fixed-mask projection, the convert module.
+
+The final model's encoder is described by a small spec dict ({"encoder": ..., "mode": ...}) that the run stores
+with its checkpoint, so :func:`build_encoder` can rebuild it when the run is loaded for serving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from painvrl.errors import PainvrlInputError
+
+
+class FeatureProjection(nn.Module):
+    """h = W f (no bias: an item with a missing modality block contributes nothing from it)."""
+
+    def __init__(self, feature_dim: int, k_f: int, init_std: float = 0.01) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k_f, feature_dim) * init_std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.weight.T
+
+
+class MaskedProjection(nn.Module):
+    """h = W (m * f) with a fixed mask m (the oracle's encoder when the convert module is unavailable)."""
+
+    mask: torch.Tensor
+
+    def __init__(self, mask: torch.Tensor, feature_dim: int, k_f: int, init_std: float = 0.01) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.float32).reshape(1, -1))
+        self.weight = nn.Parameter(torch.randn(k_f, feature_dim) * init_std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features * self.mask) @ self.weight.T
+
+
+def build_encoder(spec: dict[str, Any], model_config: Any, attention_dim: int, feature_dim: int,
+                  mask: np.ndarray | None) -> nn.Module:
+    """Encoder from a spec {"encoder": "projection" | "masked_projection" | "convert", "mode": convert mode}."""
+    k_f, init_std = model_config.k_f, model_config.init_std
+    if spec["encoder"] == "projection":
+        return FeatureProjection(feature_dim, k_f, init_std)
+    if mask is None:
+        raise PainvrlInputError(f"encoder {spec}: needs a mask")
+    mask_t = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+    if spec["encoder"] == "masked_projection":
+        return MaskedProjection(mask_t, feature_dim, k_f, init_std)
+    if spec["encoder"] != "convert":
+        raise PainvrlInputError(f"unknown encoder {spec['encoder']!r} (known: projection, masked_projection, "
+                                "convert)")
+    from painvrl.model.convert import build_final_encoder
+
+    return build_final_encoder(spec["mode"], mask_t, feature_dim, k_f, init_std, attention_dim)

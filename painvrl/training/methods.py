@@ -1,0 +1,82 @@
+"""The ``METHODS`` registry: what each value of config field ``method`` trains.
+
+A method declares its phases and its overrides; :func:`painvrl.training.pipeline.run_pipeline` runs them:
+
+- ``erm``: one training phase, the backbone with a plain projection of the full features;
+- ``oracle``: one training phase on the TRUE invariant dims of the synthetic benchmark (invariant_only convert
+  module): the upper bound of what a mask can give;
+- ``painvrl``: ERM pretraining, the mask from rounds of HEI and IMG (Pareto-weighted ERM/IRM objectives), then
+  a final model trained from scratch with the convert module and the learned mask;
+- ``invrl``: the same phases with InvRL's settings, declared as config overrides: the linear solver with
+  r = (1, irm_weight), the ||mu||^2 regulariser, the last round's mask and the invariant_only convert module.
+
+Adding a method is one :class:`Method` entry here (plus its own module if it needs new phases).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from painvrl.config import Config
+from painvrl.errors import PainvrlInputError
+
+MaskSource = Literal["none", "ground_truth", "learned"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method trains: where its mask comes from, which encoder the final model uses, and the config
+    values it fixes."""
+
+    mask_source: MaskSource = "none"
+    """``learned``: pretrain, then HEI + IMG rounds; ``ground_truth``: the dataset's true invariant dims."""
+    final_encoder: Literal["projection", "convert"] = "projection"
+    """The final model's encoder slot: a plain projection, or the convert module over the mask."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted config fields the method fixes, whatever the config says (``{"mask.solver": "linear"}``)."""
+
+    @property
+    def final_phase(self) -> str:
+        return "final" if self.mask_source == "learned" else "train"
+
+    def effective_config(self, config: Config) -> Config:
+        """``config`` with the method's overrides applied (the user's config is what a run records)."""
+        return with_values(config, self.overrides)
+
+    def encoder_spec(self, config: Config) -> dict[str, Any]:
+        """The final model's encoder spec for :func:`painvrl.model.encoders.build_encoder`."""
+        if self.final_encoder == "projection":
+            return {"encoder": "projection", "mode": None}
+        return {"encoder": "convert", "mode": self.effective_config(config).convert.mode}
+
+
+INVRL_SETTINGS = {"mask.solver": "linear", "mask.sparsity": "l2", "mask.normalisation": "start",
+                  "painvrl.mask_average": "last", "convert.mode": "invariant_only"}
+
+METHODS: dict[str, Method] = {
+    "erm": Method(),
+    "oracle": Method(mask_source="ground_truth", final_encoder="convert",
+                     overrides={"convert.mode": "invariant_only"}),
+    "painvrl": Method(mask_source="learned", final_encoder="convert"),
+    "invrl": Method(mask_source="learned", final_encoder="convert", overrides=INVRL_SETTINGS),
+}
+
+
+def method_of(config: Config) -> Method:
+    """``METHODS[config.method]``, or an error naming the field and the registered methods."""
+    try:
+        return METHODS[config.method]
+    except KeyError:
+        raise PainvrlInputError(f"config field 'method': unknown method {config.method!r} "
+                                f"(known: {', '.join(sorted(METHODS))})") from None
+
+
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted fields replaced (``{"mask.solver": "linear"}``)."""
+    for dotted, value in values.items():
+        section_name, _, name = dotted.partition(".")
+        section = getattr(config, section_name)
+        config = dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{name: value})})
+    return config
