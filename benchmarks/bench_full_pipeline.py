@@ -43,7 +43,7 @@ def run(shape: str, overrides: list[str], threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     logging.disable(logging.WARNING)
-    sets = [f"dataset.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"dataset.{k}={v}"
+    sets = [f"dataset.synthetic.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"dataset.synthetic.{k}={v}"
             for k, v in SHAPES[shape].items()]
     config = load_config(None, ["method=painvrl", "dataset.ood=synthetic", "train.progress=false", *sets,
                                 *overrides])
@@ -71,8 +71,9 @@ def main() -> None:
         out = pool.submit(run, args.shape, overrides, args.threads).result()
     cfg = out["config"]
     timing = out["timing"]
-    print(f"\nfull pipeline, method painvrl, shape {args.shape}: {cfg.dataset.n_users} users, {cfg.dataset.n_items} "
-          f"items, {out['n_train']} training positives, {out['feature_dim']}-d features, {args.threads} threads")
+    shape = cfg.dataset.synthetic
+    print(f"\nfull pipeline, method painvrl, shape {args.shape}: {shape.n_users} users, {shape.n_items} items, "
+          f" {out['n_train']} training positives, {out['feature_dim']}-d features, {args.threads} threads")
     print(f"overrides: {overrides or 'none (default schedule)'}")
     print(f"{'phase':<10} {'seconds':>9} {'units':>28} {'s / unit':>9} {'default units':>14} {'projected s':>12}")
     from painvrl.config import Config

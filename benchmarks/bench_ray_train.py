@@ -39,8 +39,8 @@ from painvrl.config import Config, load_config
 
 def make_config(args: argparse.Namespace, workers: int) -> Config:
     return load_config(None, [
-        "method=painvrl", f"dataset.n_users={args.n_users}", f"dataset.n_items={args.n_items}",
-        f"dataset.interactions_per_user={args.interactions_per_user}", "painvrl.rounds=1",
+        "method=painvrl", f"dataset.synthetic.n_users={args.n_users}", f"dataset.synthetic.n_items={args.n_items}",
+        f"dataset.synthetic.interactions_per_user={args.interactions_per_user}", "painvrl.rounds=1",
         f"painvrl.pretrain_epochs={args.pretrain_epochs}", f"train.epochs={args.epochs}", "train.patience=100",
         f"environments.max_iters={args.hei_iters}", f"environments.env_epochs={args.env_epochs}",
         f"mask.epochs={args.mask_epochs}", "train.progress=false", "train.device=cpu",

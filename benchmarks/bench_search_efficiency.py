@@ -15,7 +15,7 @@ default.yaml unless ``--rounds``). The training seed is fixed (base.train.seed),
 the same objectives: the repetitions vary the SAMPLER seed only, and configurations already trained in this run
 are reused from a cache (TPE's random start-up trials coincide with random search's first trials for one seed).
 
-Hypervolume (painvrl.analysis.front.hypervolume) is reported against two reference points: the origin, and the
+Hypervolume (painvrl.study.front.hypervolume) is reported against two reference points: the origin, and the
 erm baseline's point (the same base config with method erm: only gains over ERM in both objectives count).
 
     python benchmarks/bench_search_efficiency.py                    # 3 seeds x N=12, about 5-8 minutes on 2 cores
@@ -58,8 +58,8 @@ class Objective:
     def values(self, params: dict[str, Any], method: str | None = None) -> list[float]:
         from painvrl.distributed.collective import LocalCollective
         from painvrl.study.space import trial_config
-        from painvrl.study.trial import flatten_metrics
         from painvrl.training.pipeline import run_pipeline
+        from painvrl.training.results import flatten_metrics
 
         settings = dict(params) if method is None else {**params, "method": method}
         key = json.dumps(settings, sort_keys=True)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
     import torch
 
-    from painvrl.analysis.front import hypervolume, non_dominated_mask
+    from painvrl.study.front import hypervolume, non_dominated_mask
     from painvrl.study.spec import load_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -77,9 +77,10 @@ def _child(mode: str, trials: int, storage: Path, out: Path) -> None:
             return original(*args, **kwargs)
 
         tune.TuneConfig = tune_config  # type: ignore[misc,assignment]
+    from painvrl.analysis.publish import publish_study
     from painvrl.study.driver import run_study
 
-    run_study(spec)
+    publish_study(run_study(spec))
     study_wall = time.perf_counter() - started
     import optuna
 

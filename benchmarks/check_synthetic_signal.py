@@ -10,7 +10,7 @@ the spurious correlation) and, for two training environments, the ideal environm
 on the TRUE spurious utility separates the environments per interaction (an upper bound for HEI).
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/check_synthetic_signal.py [--seeds 0 1 2] [--set key=value]
-(``--set`` takes DatasetConfig fields, e.g. ``--set n_users=1000``).
+(``--set`` takes SyntheticConfig fields, e.g. ``--set n_users=1000``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from painvrl.config import DatasetConfig
+from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import SyntheticLatents, make_synthetic_with_latents
 from painvrl.invariance.environments import adjusted_rand_index
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--negatives", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[], help="DatasetConfig field=value (YAML value)")
+    parser.add_argument("--set", action="append", default=[], help="SyntheticConfig field=value (YAML value)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     overrides = {}
@@ -133,7 +133,7 @@ def main() -> None:
         overrides[key] = yaml.safe_load(raw)
     rows = []
     for seed in args.seeds:
-        cfg = dataclasses.replace(DatasetConfig(), seed=seed, **overrides)
+        cfg = DatasetConfig(seed=seed, synthetic=dataclasses.replace(SyntheticConfig(), **overrides))
         data, latents = make_synthetic_with_latents(cfg)
         print(f"seed {seed}: {spurious_alignment(data, latents)}")
         print(f"seed {seed}: {ideal_environment_ari(data, latents)}")

@@ -39,7 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-SMALL = ["method=painvrl", "dataset.n_users=2000", "dataset.n_items=3000", "dataset.interactions_per_user=30",
+SMALL = ["method=painvrl", "dataset.synthetic.n_users=2000", "dataset.synthetic.n_items=3000",
+         "dataset.synthetic.interactions_per_user=30",
          "painvrl.rounds=1", "painvrl.pretrain_epochs=3", "train.epochs=5", "train.patience=100",
          "environments.max_iters=2", "environments.env_epochs=2", "mask.epochs=3", "train.progress=false"]
 FORWARD_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "RAY_USAGE_STATS_ENABLED": "0",

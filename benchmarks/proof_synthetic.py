@@ -19,14 +19,15 @@ objective makes; ``painvrl last round`` (painvrl.mask_average=last) shows what a
 adds.
 
 The "sel. epoch" column is the final model's selected (best validation) epoch. The default benchmark is
-cold-start on both sides: OOD (``dataset.ood_new_items=0.25``: the OOD environment clicks only items released
-there, and the OOD splits are ranked among them) and IID (``dataset.iid_new_items=0.15``: val/test are clicks of
-the training environments on items held out of training, ranked among them), so IID and OOD both rank new items
-from their features, without and with the shift. Its majority training environment (strength 1.1) makes the
-spurious dims worth a little IID recall, so invariance has an IID cost that the preference sweep can show;
+cold-start on both sides: OOD (``dataset.synthetic.ood_new_items=0.25``: the OOD environment clicks only items
+released there, and the OOD splits are ranked among them) and IID (``dataset.synthetic.iid_new_items=0.15``:
+val/test are clicks of the training environments on items held out of training, ranked among them), so IID and
+OOD both rank new items from their features, without and with the shift. Its majority training environment
+(strength 1.1) makes the spurious dims worth a little IID recall, so invariance has an IID cost that the
+preference sweep can show;
 ``train.patience`` 30 trains to the end (the held-out items' validation curve is flat for about 8 epochs).
-``--set dataset.iid_new_items=0 --set 'dataset.train_env_strengths=[1.0,-1.0]' --set train.patience=5`` gives the
-warm-IID variant, where invariance costs no IID recall.
+``--set dataset.synthetic.iid_new_items=0 --set 'dataset.synthetic.train_env_strengths=[1.0,-1.0]'
+--set train.patience=5`` gives the warm-IID variant, where invariance costs no IID recall.
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]

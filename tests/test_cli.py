@@ -12,7 +12,7 @@ from painvrl.cli import main
 
 TINY = """\
 method: {method}
-dataset: {{name: synthetic, n_users: 60, n_items: 80, interactions_per_user: 10, modality_dims: [6, 6]}}
+dataset: {{name: synthetic, synthetic: {{n_users: 60, n_items: 80, interactions_per_user: 10, modality_dims: [6, 6]}}}}
 model: {{k_id: 8, k_f: 8, n_negatives: 5}}
 train: {{epochs: 2, batch_size: 128, progress: false, device: cpu}}
 """

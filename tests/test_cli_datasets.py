@@ -54,8 +54,9 @@ def test_train_on_movielens_with_temporal_ood(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["painvrl", "invrl"])
 def test_train_painvrl_and_invrl_on_tiny_synthetic(tmp_path: Path, method: str) -> None:
-    metrics = _train(tmp_path, "--set", f"method={method}", "--set", "dataset.n_users=80",
-                     "--set", "dataset.n_items=100", "--set", "dataset.modality_dims=[6,6]", *PAINVRL_FAST)
+    metrics = _train(tmp_path, "--set", f"method={method}", "--set", "dataset.synthetic.n_users=80",
+                     "--set", "dataset.synthetic.n_items=100", "--set", "dataset.synthetic.modality_dims=[6,6]",
+                     *PAINVRL_FAST)
     assert metrics["method"] == method
     mask = np.load(tmp_path / "run" / "mask.npy", allow_pickle=False)
     assert mask.shape == (12,) and ((mask >= 0) & (mask <= 1)).all()

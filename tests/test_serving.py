@@ -13,7 +13,7 @@ from painvrl.runner import train
 
 CONFIG = """\
 method: {method}
-dataset: {{name: synthetic, n_users: 50, n_items: 70, interactions_per_user: 10, modality_dims: [6, 6]}}
+dataset: {{name: synthetic, synthetic: {{n_users: 50, n_items: 70, interactions_per_user: 10, modality_dims: [6, 6]}}}}
 model: {{k_id: 8, k_f: 8, n_negatives: 5}}
 train: {{epochs: 2, batch_size: 128, progress: false, device: cpu}}
 """

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe_study(spec, resume=args.resume), flush=True)
         outcome = run_study(spec, resume=args.resume, verbose=args.verbose)
+        from painvrl.analysis.publish import publish_study
+
+        publish_study(outcome)
     except PainvrlInputError as exc:
         print(f"search.py: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,6 @@ light.
 
 from __future__ import annotations
 
-from painvrl.analysis.front import front_table, hypervolume, hypervolume_history, non_dominated_mask
+from painvrl.study.front import front_table, hypervolume, hypervolume_history, non_dominated_mask
 
 __all__ = ["front_table", "hypervolume", "hypervolume_history", "non_dominated_mask"]

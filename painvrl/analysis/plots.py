@@ -1,6 +1,6 @@
 """Plots of Pareto fronts and hypervolume histories (PNG files).
 
-The front itself is computed by :mod:`painvrl.analysis.front`; this module only draws. matplotlib is imported
+The front itself is computed by :mod:`painvrl.study.front`; this module only draws. matplotlib is imported
 inside the functions and figures are rendered through the Agg canvas directly (no pyplot, no global backend
 switch), so drawing is safe in headless processes, threads and Ray workers.
 """
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from painvrl.analysis.front import non_dominated_mask
 from painvrl.errors import PainvrlInputError
+from painvrl.study.front import non_dominated_mask
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -160,7 +160,7 @@ def plot_hypervolume_history(
 
     Args:
         histories: name -> hypervolume of the first t trials (from
-            :func:`painvrl.analysis.front.hypervolume_history`).
+            :func:`painvrl.study.front.hypervolume_history`).
         path: PNG file to write (parent folders are created).
         title: figure title.
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from painvrl.analysis.front import front_table, hypervolume_history
 from painvrl.errors import PainvrlInputError
+from painvrl.study.front import front_table, hypervolume_history
 from painvrl.study.tracking import metric_name
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Synthetic spurious-correlation benchmark with a known invariant feature mask (docs/algorithm.md).
 
-Generative model (every draw comes from one ``numpy.random.Generator`` seeded with ``cfg.seed``):
+Generative model (every draw comes from one ``numpy.random.Generator`` seeded with ``dataset.seed``):
 
 - Items: invariant factors ``z_inv`` [n_items, n_invariant_factors] and spurious factors ``z_sp``
   [n_items, n_spurious_factors], each row uniform on the sphere of radius sqrt(k) (isotropic, unit variance
@@ -25,7 +25,7 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
   persists across environments; only the spurious strength changes. Both utility terms have unit variance.
   The default training strengths (+1.1, -1) with shares (3, 1) give the spurious term a net strength of +0.575
   in the training mixture (ERM uses it, at a small IID gain), and the OOD strength (-1) makes it actively
-  misleading (see DatasetConfig.train_env_strengths for the designs tried before).
+  misleading (see SyntheticConfig.train_env_strengths).
 - Positives: EVERY user interacts in EVERY environment ("environments as periods of each user's history"):
   the OOD environment gets ``max(2, n // (E + 1))`` of the ``interactions_per_user`` positives and the rest is
   spread over the training environments by ``cfg.train_env_shares`` (equal when empty). Environments are
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from painvrl.config import DatasetConfig
+from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import GroundTruth, InteractionData
 from painvrl.errors import PainvrlInputError
 
@@ -106,10 +106,10 @@ class SyntheticLatents:
 
 
 def _fail(field: str, message: str) -> PainvrlInputError:
-    return PainvrlInputError(f"synthetic dataset: config field 'dataset.{field}' {message}")
+    return PainvrlInputError(f"synthetic dataset: config field 'dataset.synthetic.{field}' {message}")
 
 
-def _env_counts(cfg: DatasetConfig) -> tuple[list[int], int]:
+def _env_counts(cfg: SyntheticConfig) -> tuple[list[int], int]:
     """Positives per user in each training environment and in the OOD environment (validated)."""
     n_train_envs = len(cfg.train_env_strengths)
     n = cfg.interactions_per_user
@@ -136,7 +136,7 @@ def _apportion(weights: list[float] | list[int], total: int, minimum: int = 0) -
     return [int(c) for c in counts]
 
 
-def _validate(cfg: DatasetConfig) -> None:
+def _validate(cfg: SyntheticConfig) -> None:
     if cfg.n_users < 1:
         raise _fail("n_users", f"must be >= 1, got {cfg.n_users}")
     if cfg.n_invariant_factors < 1:
@@ -190,11 +190,11 @@ def _validate(cfg: DatasetConfig) -> None:
                     "them in training")
 
 
-def _n_new_items(cfg: DatasetConfig) -> int:
+def _n_new_items(cfg: SyntheticConfig) -> int:
     return round(cfg.ood_new_items * cfg.n_items)
 
 
-def _n_iid_new_items(cfg: DatasetConfig) -> int:
+def _n_iid_new_items(cfg: SyntheticConfig) -> int:
     return round(cfg.iid_new_items * cfg.n_items)
 
 
@@ -205,7 +205,7 @@ def _user_split(n_train_side: int) -> tuple[int, int, int]:
     return n_train_side - n_val - n_test, n_val, n_test
 
 
-def _features(cfg: DatasetConfig, rng: np.random.Generator, z_inv: np.ndarray,
+def _features(cfg: SyntheticConfig, rng: np.random.Generator, z_inv: np.ndarray,
               z_sp: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, list[int]]:
     """Per-modality feature blocks, the invariant-dims mask over their concatenation, invariant columns/block."""
     k_inv, k_sp = z_inv.shape[1], z_sp.shape[1]
@@ -287,20 +287,21 @@ def _pairs(items: np.ndarray) -> np.ndarray:
     return np.stack([users, items.reshape(-1)], axis=1)
 
 
-def make_synthetic(cfg: DatasetConfig) -> InteractionData:
-    """Generate the synthetic spurious-correlation benchmark described in the module docstring.
+def make_synthetic(dataset: DatasetConfig) -> InteractionData:
+    """Generate the synthetic spurious-correlation benchmark of ``dataset.synthetic`` (module docstring).
 
-    Deterministic in ``cfg.seed``. Raises PainvrlInputError naming the field for impossible configurations.
+    Deterministic in ``dataset.seed``. Raises PainvrlInputError naming the field for impossible configurations.
     """
-    return make_synthetic_with_latents(cfg)[0]
+    return make_synthetic_with_latents(dataset)[0]
 
 
-def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, SyntheticLatents]:
+def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData, SyntheticLatents]:
     """:func:`make_synthetic` plus the hidden latent factors it was generated from."""
+    seed, cfg = dataset.seed, dataset.synthetic
     _validate(cfg)
     train_counts, n_ood = _env_counts(cfg)
     n_train_envs = len(train_counts)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(seed)
     z_inv = _on_sphere(rng.standard_normal((cfg.n_items, cfg.n_invariant_factors)))
     z_sp = _on_sphere(rng.standard_normal((cfg.n_items, cfg.n_spurious_factors)))
     features, invariant_dims, n_inv_cols = _features(cfg, rng, z_inv, z_sp)
@@ -319,12 +320,12 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
     n_new = _n_new_items(cfg)
     if n_new:
         # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
-        release_rng = np.random.default_rng([cfg.seed, RELEASE_STREAM])
+        release_rng = np.random.default_rng([seed, RELEASE_STREAM])
         new_items = np.sort(release_rng.choice(cfg.n_items, size=n_new, replace=False))
     released = all_items if new_items is None else np.setdiff1d(all_items, new_items)
     n_iid_new = _n_iid_new_items(cfg)
     if n_iid_new:
-        holdout_rng = np.random.default_rng([cfg.seed, HOLDOUT_STREAM])
+        holdout_rng = np.random.default_rng([seed, HOLDOUT_STREAM])
         held_items = np.sort(holdout_rng.choice(released, size=n_iid_new, replace=False))
     n_train_side = sum(train_counts)
     n_train, n_val, n_test = _user_split(n_train_side)
@@ -379,7 +380,7 @@ def make_synthetic_with_latents(cfg: DatasetConfig) -> tuple[InteractionData, Sy
         "source": "synthetic",
         "split": "random",
         "ood": "synthetic",
-        "seed": cfg.seed,
+        "seed": seed,
         "n_invariant_factors": cfg.n_invariant_factors,
         "n_spurious_factors": cfg.n_spurious_factors,
         "modality_dims": list(cfg.modality_dims),

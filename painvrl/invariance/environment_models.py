@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from painvrl.errors import PainvrlInputError
-from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
 
 
@@ -144,20 +143,3 @@ class EnvironmentModels(nn.Module):
                                                                             neg_items[rows])
                                       for env in range(self.n_envs)], dim=1))
         return torch.cat(parts) if parts else users.new_zeros((0, self.n_envs), dtype=self.weight.dtype)
-
-
-def environment_models(n_envs: int, pretrained: Recommender, mask: torch.Tensor, k_f: int,
-                       input_mode: str = "variant", l1_rho: float = 0.0, init_std: float = 0.01,
-                       generator: torch.Generator | None = None, train_users: bool = False,
-                       feature_bias: bool = False) -> EnvironmentScorers:
-    """The environment models for ``pretrained``: the batched linear form where the backbone allows it."""
-    if isinstance(pretrained, LinearContentRecommender):
-        from painvrl.invariance.linear_models import StackedEnvironmentModels
-
-        return StackedEnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator,
-                                        train_users=train_users, feature_bias=feature_bias)
-    for field, value in (("train_users", train_users), ("feature_bias", feature_bias)):
-        if value:
-            raise PainvrlInputError(f"config field 'environments.{field}': needs a backbone whose score is linear "
-                                    f"in the content vector (such as ultragcn); model {pretrained.name!r} is not")
-    return EnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator)

@@ -30,7 +30,11 @@ import torch
 from painvrl.config import EnvironmentsConfig
 from painvrl.distributed.collective import Collective, LocalCollective, replicated, shard_slice
 from painvrl.distributed.sampling import EpochBatches, make_generator, pool_active
-from painvrl.invariance.environment_models import EnvironmentScorers
+from painvrl.errors import PainvrlInputError
+from painvrl.invariance.environment_models import EnvironmentModels, EnvironmentScorers
+from painvrl.invariance.linear_models import StackedEnvironmentModels
+from painvrl.model.linear_content import LinearContentRecommender
+from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -295,3 +299,18 @@ def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> flo
     if maximum == expected:  # both partitions trivial (one cluster each, or all singletons)
         return 1.0
     return float((index - expected) / (maximum - expected))
+
+
+def environment_models(n_envs: int, pretrained: Recommender, mask: torch.Tensor, k_f: int,
+                       input_mode: str = "variant", l1_rho: float = 0.0, init_std: float = 0.01,
+                       generator: torch.Generator | None = None, train_users: bool = False,
+                       feature_bias: bool = False) -> EnvironmentScorers:
+    """The environment models for ``pretrained``: the batched linear form where the backbone allows it."""
+    if isinstance(pretrained, LinearContentRecommender):
+        return StackedEnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator,
+                                        train_users=train_users, feature_bias=feature_bias)
+    for name, value in (("train_users", train_users), ("feature_bias", feature_bias)):
+        if value:
+            raise PainvrlInputError(f"config field 'environments.{name}': needs a backbone whose score is linear "
+                                    f"in the content vector (such as ultragcn); model {pretrained.name!r} is not")
+    return EnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator)

@@ -23,8 +23,12 @@ from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
-from painvrl.invariance.environment_models import environment_models
-from painvrl.invariance.environments import adjusted_rand_index, identify_environments, seeded_generator
+from painvrl.invariance.environments import (
+    adjusted_rand_index,
+    environment_models,
+    identify_environments,
+    seeded_generator,
+)
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.model.recommender import Recommender
 

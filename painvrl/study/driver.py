@@ -14,14 +14,6 @@ from painvrl.study.spec import StudySpec, dump_study, validate_study
 
 logger = logging.getLogger(__name__)
 
-# Cuts per-trial Ray Train start-up and teardown (about 140 s -> 88 s for 4 x 2-worker trials on 2 cores).
-RAY_TRAIN_FAST_ENV = {
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-}
-
-
 @dataclass
 class StudyOutcome:
     spec: StudySpec
@@ -50,27 +42,13 @@ def build_sampler(spec: StudySpec) -> Any:
 
 
 def _init_ray(spec: StudySpec, verbose: bool = False) -> None:
-    import ray
+    from painvrl.training.ray_runtime import start_ray
 
-    for key, value in RAY_TRAIN_FAST_ENV.items():
-        os.environ.setdefault(key, value)
     # Per-evaluation reports stream live.* metrics; only the final report carries the objectives.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    if ray.is_initialized():
-        return
-    address = spec.ray_address or os.environ.get("RAY_ADDRESS")
-    env_vars = {k: os.environ[k] for k in RAY_TRAIN_FAST_ENV}
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env_vars},
-                 logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=True)
-        return
-    # A local Ray's workers would run at niceness 15 and lose the CPU to anything else on a laptop.
-    os.environ.setdefault("RAY_worker_niceness", "0")
     per_trial = spec.trial_cpus * (1 + spec.trial_num_workers)
-    num_cpus = spec.ray_num_cpus or max(int(per_trial * spec.max_concurrent_trials + 0.999), 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": env_vars}, log_to_driver=True,
-             logging_level=logging.INFO if verbose else logging.ERROR)
+    start_ray(spec.ray_num_cpus or int(per_trial * spec.max_concurrent_trials + 0.999), spec.ray_address,
+              verbose)
 
 
 def _versions() -> dict[str, str]:
@@ -206,8 +184,8 @@ def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_i
     from painvrl.distributed.collective import LocalCollective
     from painvrl.study import tracking
     from painvrl.study.space import trial_config
-    from painvrl.study.trial import flatten_metrics
     from painvrl.training.pipeline import run_pipeline
+    from painvrl.training.results import flatten_metrics
 
     client = tracking._client(tracking_uri)
     existing = tracking.find_run(tracking_uri, experiment_id, {tracking.STUDY_TAG: spec.name,
@@ -245,8 +223,8 @@ def trials_table(spec: StudySpec) -> pd.DataFrame:
 
 def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
                     parent_run_id: str) -> StudyOutcome:
-    from painvrl.analysis.front import front_table, hypervolume, hypervolume_history
     from painvrl.study import tracking
+    from painvrl.study.front import front_table, hypervolume, hypervolume_history
 
     study_dir = spec.study_dir()
     table = trials_table(spec)
@@ -262,26 +240,11 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     csv_path = study_dir / "front.csv"
     front.to_csv(csv_path, index=False)
     table.to_csv(study_dir / "trials.csv", index=False)
-    png_path: Path | None = study_dir / "front.png"
-    try:
-        from painvrl.analysis.plots import plot_front
-
-        plot_front(table, keys[0], keys[1] if len(keys) > 1 else keys[0], directions, study_dir / "front.png",
-                   title=f"{spec.name}: Pareto front ({len(front)} of {len(table)} trials)")
-    except Exception as exc:  # a plot must never lose the numbers
-        logger.warning("could not draw the front: %s", exc)
-        png_path = None
     metrics = {"hypervolume": hv, "n_trials": float(len(table)), "front_size": float(len(front))}
     for t, value in enumerate(history):
         tracking._client(tracking_uri).log_metric(parent_run_id, "hypervolume_history", float(value), step=t)
-    tracking.log_front(tracking_uri, parent_run_id, csv_path, png_path, metrics,
+    tracking.log_front(tracking_uri, parent_run_id, csv_path, None, metrics,
                        extra_files=[study_dir / "trials.csv"])
-    try:  # the full report (fronts, per-environment metrics, masks) logged beside the front
-        from painvrl.analysis.report import build_report
-
-        build_report(tracking_uri, [spec.name], study_dir / "report")
-    except Exception as exc:  # a report must never fail a finished study
-        logger.warning("could not build the study report: %s", exc)
     return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri)
 
 

@@ -46,7 +46,7 @@ class StudyProgress(Callback):
             return 0, 0.0
         import numpy as np
 
-        from painvrl.analysis.front import hypervolume, non_dominated_mask
+        from painvrl.study.front import hypervolume, non_dominated_mask
 
         points = np.asarray(self.points, dtype=float)
         size = int(non_dominated_mask(points, self.directions).sum())

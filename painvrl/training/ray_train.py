@@ -108,9 +108,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     from painvrl.config import config_from_dict
     from painvrl.data.registry import load_dataset
     from painvrl.distributed.torch_collective import TorchCollective
-    from painvrl.study.trial import final_report
     from painvrl.training.checkpoint import load_pipeline_state, save_model, save_pipeline_state
     from painvrl.training.pipeline import run_pipeline
+    from painvrl.training.results import final_report
 
     config = config_from_dict(loop_config["config"])
     config.train.progress = False
@@ -223,19 +223,6 @@ def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_t
 
 def ensure_ray(config: Config) -> None:
     """Connect to RAY_ADDRESS when set, else start a small local Ray sized for the workers."""
-    import ray
+    from painvrl.training.ray_runtime import start_ray
 
-    if ray.is_initialized():
-        return
-    from painvrl.study.driver import RAY_TRAIN_FAST_ENV
-
-    for key, value in RAY_TRAIN_FAST_ENV.items():
-        os.environ.setdefault(key, value)
-    env_vars = {k: os.environ[k] for k in RAY_TRAIN_FAST_ENV}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env_vars})
-        return
-    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves workers on a busy laptop
-    cpus = int(config.scaling.num_workers * config.scaling.cpus_per_worker + 1.999)
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": env_vars})
+    start_ray(int(config.scaling.num_workers * config.scaling.cpus_per_worker + 1.999))

@@ -125,3 +125,34 @@ def _finite(value: Any) -> Any:
 
 def write_metrics(metrics: dict[str, Any], path: Path) -> None:
     Path(path).write_text(json.dumps(_finite(json.loads(json.dumps(metrics, default=_json_default))), indent=2))
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread)."""
+    flat: dict[str, float] = {}
+    for section in ("val", "test"):
+        for split, block in (metrics.get(section) or {}).items():
+            if split == "envs" or not isinstance(block, dict):
+                continue
+            values = block.get("metrics", block)
+            for name, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and "@" in name:
+                    flat[f"{section}.{split}.{name}"] = float(value)
+    mask = metrics.get("mask") or {}
+    if isinstance(mask.get("density"), int | float):
+        flat["mask.density"] = float(mask["density"])
+    if isinstance(mask.get("auc"), int | float):
+        flat["mask.auc"] = float(mask["auc"])
+    envs = metrics.get("environments") or {}
+    if isinstance(envs.get("ari"), int | float):
+        flat["environments.ari"] = float(envs["ari"])
+    return flat
+
+
+def final_report(metrics: dict[str, Any], mask: Any | None) -> dict[str, Any]:
+    """The last report of a trial: flat metrics, plus metrics.json and the mask as JSON strings."""
+    report: dict[str, Any] = {**flatten_metrics(metrics), "final": True,
+                              "metrics_json": json.dumps(metrics, default=float)}
+    if mask is not None:
+        report["mask_json"] = json.dumps([round(float(x), 6) for x in mask])
+    return report

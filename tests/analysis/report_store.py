@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from painvrl.analysis.publish import publish_study
 from painvrl.study import tracking
 from painvrl.study.driver import StudyOutcome, summarise_study
 from painvrl.study.spec import Objective, SamplerSpec, StudySpec, dump_study
-from painvrl.study.trial import final_report
+from painvrl.training.results import final_report
 
 MODALITIES = ("visual", "textual")
 
@@ -108,4 +109,6 @@ def make_study(root: Path, tracking_uri: str, name: str, sampler: str = "tpe", m
         runs.finish(trial_id, report, failed=False)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                   values=[report[k] for k in spec.metric_keys()]))
-    return summarise_study(spec, [0.0, 0.0], tracking_uri, parent)
+    outcome = summarise_study(spec, [0.0, 0.0], tracking_uri, parent)
+    publish_study(outcome)
+    return outcome

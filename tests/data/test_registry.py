@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from painvrl.config import DatasetConfig
+from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.registry import LOADERS, apply_popularity_ood, load_dataset
 from painvrl.errors import PainvrlInputError
@@ -65,7 +65,8 @@ def test_movielens_provenance() -> None:
 
 
 def test_synthetic_dispatch() -> None:
-    data = load_dataset(DatasetConfig(name="synthetic", n_users=60, n_items=80, interactions_per_user=10))
+    data = load_dataset(DatasetConfig(name="synthetic", synthetic=SyntheticConfig(n_users=60, n_items=80,
+                                                                                  interactions_per_user=10)))
     assert data.info["dataset"] == "synthetic" and data.n_users == 60
 
 

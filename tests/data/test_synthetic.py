@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 
 import painvrl.data.synthetic as synthetic
-from painvrl.config import DatasetConfig
+from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic, make_synthetic_with_latents
 from painvrl.errors import PainvrlInputError
 
 # warm IID (iid_new_items=0); the cold-start IID tests below set it
-SMALL = DatasetConfig(n_users=120, n_items=300, interactions_per_user=30, seed=3, iid_new_items=0.0)
+SMALL = DatasetConfig(seed=3, synthetic=SyntheticConfig(n_users=120, n_items=300, interactions_per_user=30,
+                                                        iid_new_items=0.0))
 
 
-def _cfg(**changes: Any) -> DatasetConfig:
-    return dataclasses.replace(SMALL, **changes)
+def _cfg(seed: int | None = None, **changes: Any) -> DatasetConfig:
+    """SMALL with ``changes`` to its synthetic section (and another data seed)."""
+    return dataclasses.replace(SMALL, seed=SMALL.seed if seed is None else seed,
+                               synthetic=dataclasses.replace(SMALL.synthetic, **changes))
 
 
 def _ground_truth(data: InteractionData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +58,7 @@ def test_deterministic_in_seed() -> None:
 
 def test_sampling_in_user_chunks_does_not_change_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
     reference = make_synthetic(SMALL).fingerprint()
-    monkeypatch.setattr(synthetic, "CHUNK_ELEMENTS", SMALL.n_items * 7)  # 7 users per chunk
+    monkeypatch.setattr(synthetic, "CHUNK_ELEMENTS", SMALL.synthetic.n_items * 7)  # 7 users per chunk
     assert make_synthetic(SMALL).fingerprint() == reference
 
 
@@ -71,7 +74,7 @@ def test_shapes_counts_and_environment_labels() -> None:
     for block in data.modality_slices().values():  # every block has both kinds of dims
         assert 0 < invariant[block].sum() < block.stop - block.start
     per_env = data.info["positives_per_env"]
-    assert sum(per_env) == cfg.interactions_per_user and len(per_env) == 4
+    assert sum(per_env) == cfg.synthetic.interactions_per_user and len(per_env) == 4
     n_train, n_val, n_test = data.info["user_split"]
     assert (len(data.train), len(data.val), len(data.test)) == (120 * n_train, 120 * n_val, 120 * n_test)
     assert data.ood_val is not None and data.ood_test is not None
@@ -90,8 +93,8 @@ def test_splits_are_disjoint_and_every_user_is_in_every_split() -> None:
     everything = np.concatenate(splits)
     assert len(np.unique(everything, axis=0)) == len(everything)
     for pairs in splits:
-        assert np.array_equal(np.unique(pairs[:, 0]), np.arange(SMALL.n_users))
-    assert everything[:, 1].max() < SMALL.n_items
+        assert np.array_equal(np.unique(pairs[:, 0]), np.arange(SMALL.synthetic.n_users))
+    assert everything[:, 1].max() < SMALL.synthetic.n_items
 
 
 def test_invariant_dims_are_driven_only_by_invariant_factors() -> None:
@@ -150,7 +153,7 @@ def test_spurious_utility_of_positives_follows_environment_strengths() -> None:
 
 
 def test_item_exposure_is_balanced_with_personal_spurious_taste() -> None:
-    data = make_synthetic(DatasetConfig(spurious_shared=0.0))
+    data = make_synthetic(DatasetConfig(synthetic=SyntheticConfig(spurious_shared=0.0)))
     degree = np.bincount(data.train[:, 1], minlength=data.n_items)
     # The default benchmark is cold-start OOD and cold-start IID: a quarter of the items is released only out of
     # distribution and 15% are held out for IID val / test; neither is clicked in training.
@@ -187,32 +190,33 @@ def test_many_items_few_users() -> None:
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"interactions_per_user": 301}, "dataset.interactions_per_user"),
-        ({"interactions_per_user": 4}, "dataset.interactions_per_user"),
+        ({"interactions_per_user": 301}, "dataset.synthetic.interactions_per_user"),
+        ({"interactions_per_user": 4}, "dataset.synthetic.interactions_per_user"),
         ({"interactions_per_user": 6, "train_env_strengths": [1.0, 1.0, 1.0, 1.0, 1.0],
           "train_env_shares": []},
-         "dataset.interactions_per_user"),
-        ({"n_users": 0}, "dataset.n_users"),
-        ({"n_invariant_factors": 0}, "dataset.n_invariant_factors"),
-        ({"n_spurious_factors": -1}, "dataset.n_spurious_factors"),
-        ({"modality_dims": []}, "dataset.modality_dims"),
-        ({"modality_dims": [8, 1]}, "dataset.modality_dims"),
-        ({"train_env_strengths": []}, "dataset.train_env_strengths"),
-        ({"train_env_strengths": [float("nan")]}, "dataset.train_env_strengths"),
-        ({"feature_noise": -0.1}, "dataset.feature_noise"),
-        ({"train_env_shares": [1.0]}, "dataset.train_env_shares"),
-        ({"train_env_shares": [1.0, 0.0]}, "dataset.train_env_shares"),
-        ({"train_env_shares": [1.0, float("inf")]}, "dataset.train_env_shares"),
-        ({"spurious_shared": 1.5}, "dataset.spurious_shared"),
-        ({"spurious_shared": float("nan")}, "dataset.spurious_shared"),
-        ({"ood_new_items": 1.0}, "dataset.ood_new_items"),
-        ({"ood_new_items": -0.1}, "dataset.ood_new_items"),
-        ({"ood_new_items": 0.02}, "dataset.ood_new_items"),  # 6 new items, but each user clicks 10 OOD items
-        ({"ood_new_items": 0.95}, "dataset.ood_new_items"),  # 15 released items for 20 training clicks
-        ({"iid_new_items": 1.0}, "dataset.iid_new_items"),
-        ({"iid_new_items": float("nan")}, "dataset.iid_new_items"),
-        ({"iid_new_items": 0.01}, "dataset.iid_new_items"),  # 3 held-out items, but 4 val + test clicks per user
-        ({"iid_new_items": 0.7}, "dataset.iid_new_items"),  # 15 warm items left for 16 train clicks per user
+         "dataset.synthetic.interactions_per_user"),
+        ({"n_users": 0}, "dataset.synthetic.n_users"),
+        ({"n_invariant_factors": 0}, "dataset.synthetic.n_invariant_factors"),
+        ({"n_spurious_factors": -1}, "dataset.synthetic.n_spurious_factors"),
+        ({"modality_dims": []}, "dataset.synthetic.modality_dims"),
+        ({"modality_dims": [8, 1]}, "dataset.synthetic.modality_dims"),
+        ({"train_env_strengths": []}, "dataset.synthetic.train_env_strengths"),
+        ({"train_env_strengths": [float("nan")]}, "dataset.synthetic.train_env_strengths"),
+        ({"feature_noise": -0.1}, "dataset.synthetic.feature_noise"),
+        ({"train_env_shares": [1.0]}, "dataset.synthetic.train_env_shares"),
+        ({"train_env_shares": [1.0, 0.0]}, "dataset.synthetic.train_env_shares"),
+        ({"train_env_shares": [1.0, float("inf")]}, "dataset.synthetic.train_env_shares"),
+        ({"spurious_shared": 1.5}, "dataset.synthetic.spurious_shared"),
+        ({"spurious_shared": float("nan")}, "dataset.synthetic.spurious_shared"),
+        ({"ood_new_items": 1.0}, "dataset.synthetic.ood_new_items"),
+        ({"ood_new_items": -0.1}, "dataset.synthetic.ood_new_items"),
+        ({"ood_new_items": 0.02}, "dataset.synthetic.ood_new_items"),  # 6 new items, but each user clicks 10 OOD items
+        ({"ood_new_items": 0.95}, "dataset.synthetic.ood_new_items"),  # 15 released items for 20 training clicks
+        ({"iid_new_items": 1.0}, "dataset.synthetic.iid_new_items"),
+        ({"iid_new_items": float("nan")}, "dataset.synthetic.iid_new_items"),
+        # 3 held-out items, but 4 val + test clicks per user
+        ({"iid_new_items": 0.01}, "dataset.synthetic.iid_new_items"),
+        ({"iid_new_items": 0.7}, "dataset.synthetic.iid_new_items"),  # 15 warm items left for 16 train clicks per user
     ],
 )
 def test_impossible_configs_name_the_field(changes: dict[str, Any], field: str) -> None:
@@ -228,7 +232,7 @@ def test_environment_shares_set_each_users_positives_per_environment() -> None:
     assert data.info["positives_per_env"] == [16, 5, 10]
     _, train_env, val_env, test_env = _ground_truth(data)
     per_env = np.bincount(np.concatenate([train_env, val_env, test_env]), minlength=2)
-    np.testing.assert_array_equal(per_env, [16 * cfg.n_users, 5 * cfg.n_users])
+    np.testing.assert_array_equal(per_env, [16 * cfg.synthetic.n_users, 5 * cfg.synthetic.n_users])
     equal = make_synthetic(_cfg(train_env_strengths=[1.0, -1.0], train_env_shares=[], interactions_per_user=31))
     assert equal.info["positives_per_env"] == [11, 10, 10]
 
@@ -264,7 +268,8 @@ def test_cold_start_ood_releases_its_own_items_and_ranks_among_them() -> None:
     assert data.ood_val is not None and data.ood_test is not None
     for split in (data.ood_val, data.ood_test):  # the OOD environment clicks only new items
         assert np.isin(split[:, 1], new).all()
-    assert len(data.ood_val) + len(data.ood_test) == SMALL.n_users * 10  # every user still gets all its positives
+    # every user still gets all its positives
+    assert len(data.ood_val) + len(data.ood_test) == SMALL.synthetic.n_users * 10
 
 
 def test_cold_start_ood_leaves_other_data_unchanged_and_is_part_of_the_fingerprint() -> None:
@@ -289,13 +294,14 @@ def test_cold_start_iid_holds_items_out_of_training_and_ranks_val_test_among_the
     for split in (data.val, data.test):
         assert np.isin(split[:, 1], held).all()
         # every user keeps the 8:1:1 counts of its 20 training-environment positives: 2 val and 2 test
-        np.testing.assert_array_equal(np.bincount(split[:, 0], minlength=SMALL.n_users), 2)
-    assert np.bincount(data.train[:, 0], minlength=SMALL.n_users).min() == 16
+        np.testing.assert_array_equal(np.bincount(split[:, 0], minlength=SMALL.synthetic.n_users), 2)
+    assert np.bincount(data.train[:, 0], minlength=SMALL.synthetic.n_users).min() == 16
     # val and test follow the training mixture: 4 held-out clicks per user split 3 : 1 over the environments
     _, train_env, val_env, test_env = _ground_truth(data)
     held_env = np.bincount(np.concatenate([val_env, test_env]), minlength=2)
-    np.testing.assert_array_equal(held_env, [3 * SMALL.n_users, 1 * SMALL.n_users])
-    np.testing.assert_array_equal(np.bincount(train_env, minlength=2), [12 * SMALL.n_users, 4 * SMALL.n_users])
+    np.testing.assert_array_equal(held_env, [3 * SMALL.synthetic.n_users, 1 * SMALL.synthetic.n_users])
+    n_users = SMALL.synthetic.n_users
+    np.testing.assert_array_equal(np.bincount(train_env, minlength=2), [12 * n_users, 4 * n_users])
     assert make_synthetic(_cfg(iid_new_items=0.2)).fingerprint() == data.fingerprint()
 
 

@@ -221,11 +221,11 @@ def test_trainable_user_table_keeps_identifiable_environments_that_frozen_p_lose
     taste: environment models on frozen P cannot express the environments and lose even the TRUE labels after
     one EM iteration; with a trained shared user table (environments.train_users) the true labels stay a fixed
     point. (Recovering them from a random start is a separate, unsolved problem.)"""
-    from painvrl.config import DatasetConfig
+    from painvrl.config import DatasetConfig, SyntheticConfig
     from painvrl.data.synthetic import make_synthetic
 
-    data = make_synthetic(DatasetConfig(n_users=300, n_items=400, train_env_strengths=[2.0, -1.0],
-                                       train_env_shares=[], spurious_shared=0.0))
+    data = make_synthetic(DatasetConfig(synthetic=SyntheticConfig(
+        n_users=300, n_items=400, train_env_strengths=[2.0, -1.0], train_env_shares=[], spurious_shared=0.0)))
     assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
     truth = data.ground_truth.train_env
     assert truth is not None
@@ -283,13 +283,13 @@ def test_feature_bias_lets_hei_find_a_global_spurious_shift_from_a_random_start(
     this environment everybody clicks these items more", so EM from random labels stays random (ARI ~0);
     with environments.feature_bias the same EM climbs to the environments (ARI 0.70 here; 0.78 = the ideal
     latent classifier at the default size)."""
-    from painvrl.config import DatasetConfig
+    from painvrl.config import DatasetConfig, SyntheticConfig
     from painvrl.data.synthetic import make_synthetic
 
     # warm IID: the data set the ARI figures above were measured on (EM from random labels is seed-sensitive:
     # with the default 15% held-out items this draw reaches ARI 0.11, the next data seed 0.84)
-    data = make_synthetic(DatasetConfig(train_env_strengths=[2.0, -1.0], train_env_shares=[], spurious_shared=1.0,
-                                        iid_new_items=0.0))
+    data = make_synthetic(DatasetConfig(synthetic=SyntheticConfig(
+        train_env_strengths=[2.0, -1.0], train_env_shares=[], spurious_shared=1.0, iid_new_items=0.0)))
     assert data.ground_truth is not None and data.ground_truth.train_env is not None
     truth = data.ground_truth.train_env
     pretrained = pretrained_backbone(data, k=16, epochs=10)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from invariance_helpers import pretrained_backbone
 
-from painvrl.config import Config, DatasetConfig
+from painvrl.config import Config, DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.synthetic import make_synthetic
 from painvrl.errors import PainvrlInputError
@@ -23,9 +23,9 @@ from painvrl.training.methods import METHODS
 def tiny() -> tuple[InteractionData, UltraGCN]:
     # The spurious factor helps in one training environment (+2) and hurts in the other (-1): on average it
     # still predicts training clicks, so ERM alone keeps it; invariance must close it.
-    data = make_synthetic(DatasetConfig(n_users=200, n_items=300, modality_dims=[16, 16],
-                                        interactions_per_user=30, train_env_strengths=[2.0, -1.0],
-                                        train_env_shares=[], spurious_shared=0.0))
+    data = make_synthetic(DatasetConfig(synthetic=SyntheticConfig(
+        n_users=200, n_items=300, modality_dims=[16, 16], interactions_per_user=30, train_env_strengths=[2.0, -1.0],
+        train_env_shares=[], spurious_shared=0.0)))
     return data, pretrained_backbone(data)
 
 

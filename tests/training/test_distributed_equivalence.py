@@ -27,8 +27,9 @@ from distributed_helpers import exit_rank_now, free_port
 from painvrl.config import Config, load_config
 from painvrl.distributed.collective import Collective, LocalCollective
 
-TINY = ["method=painvrl", "dataset.n_users=60", "dataset.n_items=80", "dataset.interactions_per_user=8",
-        "dataset.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
+TINY = ["method=painvrl", "dataset.synthetic.n_users=60", "dataset.synthetic.n_items=80",
+        "dataset.synthetic.interactions_per_user=8",
+        "dataset.synthetic.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
         "train.epochs=3", "train.batch_size=64", "train.patience=10", "train.progress=false",
         "train.device=cpu", "painvrl.pretrain_epochs=2", "painvrl.rounds=1", "environments.max_iters=2",
         "environments.env_epochs=2", "environments.change_tol=0.0", "mask.epochs=2", "mask.steps_per_epoch=3",

@@ -129,8 +129,10 @@ def test_pipeline_reports_resumable_state_and_resumes_to_the_same_result(tmp_pat
     from painvrl.data.registry import load_dataset
     from painvrl.training.pipeline import run_pipeline
 
-    config = load_config(None, ["dataset.n_users=40", "dataset.n_items=60", "dataset.interactions_per_user=8",
-                                "dataset.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
+    config = load_config(None, ["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=60",
+                                "dataset.synthetic.interactions_per_user=8",
+                                "dataset.synthetic.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4",
+                                "model.n_negatives=3",
                                 "train.epochs=3", "train.batch_size=64", "train.progress=false",
                                 "train.device=cpu"])
     data = load_dataset(config.dataset)

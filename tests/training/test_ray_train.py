@@ -30,8 +30,9 @@ from painvrl.training.ray_train import (
     trainer_settings,
 )
 
-TINY = ["method=painvrl", "dataset.n_users=60", "dataset.n_items=80", "dataset.interactions_per_user=8",
-        "dataset.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
+TINY = ["method=painvrl", "dataset.synthetic.n_users=60", "dataset.synthetic.n_items=80",
+        "dataset.synthetic.interactions_per_user=8",
+        "dataset.synthetic.modality_dims=[4,4]", "model.k_id=4", "model.k_f=4", "model.n_negatives=3",
         "model.negative_pool=16", "train.epochs=3", "train.batch_size=64", "train.patience=10",
         "train.progress=false", "train.device=cpu", "painvrl.pretrain_epochs=2", "painvrl.rounds=1",
         "environments.max_iters=1", "environments.env_epochs=1", "mask.epochs=1", "mask.steps_per_epoch=2",
@@ -47,7 +48,7 @@ def ray_address() -> Iterator[str]:
     """A local Ray cluster for this module; its GCS address lets a CLI subprocess join it (RAY_ADDRESS)."""
     import ray
 
-    from painvrl.study.driver import RAY_TRAIN_FAST_ENV
+    from painvrl.training.ray_runtime import RAY_TRAIN_FAST_ENV
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     for key, value in RAY_TRAIN_FAST_ENV.items():

@@ -1,4 +1,4 @@
-"""Tests for painvrl.analysis.front: hand-built fronts, brute force and Optuna's hypervolume as references."""
+"""Tests for painvrl.study.front: hand-built fronts, brute force and Optuna's hypervolume as references."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from painvrl.analysis.front import front_table, hypervolume, hypervolume_history, non_dominated_mask
 from painvrl.errors import PainvrlInputError
+from painvrl.study.front import front_table, hypervolume, hypervolume_history, non_dominated_mask
 
 
 def _brute_force_mask(points: np.ndarray, directions: list[str]) -> np.ndarray:

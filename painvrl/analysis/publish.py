@@ -1,0 +1,40 @@
+"""A finished study's pictures: front.png and the HTML report, written beside front.csv and logged to the
+study's parent MLflow run. Called by the study's entry points after :func:`painvrl.study.driver.run_study`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from painvrl.study.driver import StudyOutcome
+
+logger = logging.getLogger(__name__)
+
+
+def publish_study(outcome: StudyOutcome) -> list[Path]:
+    """Draw and log the front plot and the study report; returns the paths written.
+
+    A figure that cannot be drawn is logged as a warning: the numbers (front.csv, trials.csv, metrics) are
+    already in MLflow, and a plot must never fail a finished study."""
+    from painvrl.study import tracking
+
+    spec, written = outcome.spec, []
+    keys, directions = spec.metric_keys(), spec.directions()
+    study_dir = spec.study_dir()
+    try:
+        from painvrl.analysis.plots import plot_front
+
+        png = plot_front(outcome.trials, keys[0], keys[1] if len(keys) > 1 else keys[0], directions,
+                         study_dir / "front.png",
+                         title=f"{spec.name}: Pareto front ({len(outcome.front)} of {len(outcome.trials)} trials)")
+        tracking._client(outcome.tracking_uri).log_artifact(outcome.parent_run_id, str(png))
+        written.append(Path(png))
+    except Exception as exc:
+        logger.warning("could not draw the front: %s", exc)
+    try:  # fronts, per-environment metrics and masks, logged beside the front
+        from painvrl.analysis.report import build_report
+
+        written.append(build_report(outcome.tracking_uri, [spec.name], study_dir / "report").path)
+    except Exception as exc:
+        logger.warning("could not build the study report: %s", exc)
+    return written

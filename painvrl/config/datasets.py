@@ -1,0 +1,92 @@
+"""The ``dataset`` section: which loader, where its files are, how the splits are built; the synthetic
+benchmark's own knobs live in the ``dataset.synthetic`` sub-section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SYNTHETIC_FIELDS = ("n_users", "n_items", "n_invariant_factors", "n_spurious_factors", "modality_dims",
+                    "interactions_per_user", "train_env_strengths", "train_env_shares", "spurious_shared",
+                    "ood_env_strength", "feature_noise", "ood_new_items", "iid_new_items")
+"""Fields of :class:`SyntheticConfig`; under ``dataset.`` itself such a key is refused with the new name."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The synthetic shift benchmark (``dataset.name=synthetic``): planted invariant and spurious factors."""
+
+    n_users: int = 600
+    """Number of users."""
+    n_items: int = 800
+    """Number of items."""
+    n_invariant_factors: int = 4
+    """Latent factors users truly prefer items by, in every environment."""
+    n_spurious_factors: int = 4
+    """Latent factors whose correlation with clicks shifts by environment."""
+    modality_dims: list[int] = field(default_factory=lambda: [32, 32])
+    """Feature dimensions of each modality block."""
+    interactions_per_user: int = 30
+    """Positives drawn per user (over all environments)."""
+    train_env_strengths: list[float] = field(default_factory=lambda: [1.1, -1.0])
+    """Strength of the spurious factor's effect on clicks in each training environment (one value
+    per environment; negative flips the correlation). The default (1.1, -1.0), with shares (3, 1), gives a net
+    positive spurious effect in training, so ERM gains some IID recall from the spurious dims and loses OOD
+    recall: an IID/OOD trade-off exists for preference sweeps and studies' Pareto fronts."""
+    train_env_shares: list[float] = field(default_factory=lambda: [3.0, 1.0])
+    """Share of each training environment in a user's training-side positives (same length as
+    train_env_strengths, positive, normalised to sum 1). Empty: equal shares."""
+    spurious_shared: float = 1.0
+    """Fraction (in [0, 1]) of the variance of users' spurious taste that ALL users share:
+    v_u = sqrt(rho) v + sqrt(1 - rho) e_u. 0: purely personal taste; 1 (default): one global spurious direction
+    (a spurious item property that everybody's clicks follow, like a click-bait thumbnail), so an environment
+    is a property of the interaction that can in principle be read off the item."""
+    ood_env_strength: float = -1.0
+    """Spurious strength in the OOD environment (flipped sign: correlation breaks)."""
+    feature_noise: float = 0.1
+    """Std of noise added to item features."""
+    ood_new_items: float = 0.25
+    """Fraction (in [0, 1)) of the items released only in the OOD environment (cold-start OOD).
+    The training environments never click them, the OOD environment clicks only them, and the OOD splits are
+    ranked among them (``InteractionData.ood_candidates``). The item ID embeddings then cannot carry the
+    spurious item popularity into the OOD ranking, so the OOD gap measures the feature pathway, which the mask
+    acts on. 0: the OOD environment clicks the same items as training, and the ID embeddings can learn the
+    spurious popularity late in training."""
+    iid_new_items: float = 0.15
+    """Fraction of the items released in the training environments but held out of training
+    (cold-start IID). Each user's val and test positives are clicks on these items, drawn in the training
+    environments with their strengths, and the IID splits are ranked among them (``InteractionData
+    .iid_candidates``); the train split holds the clicks on the other released items. IID and OOD then measure
+    the same thing, the ranking of new items through their features, with and without the shift. 0: the val
+    and test positives are a random 1/10 each of every user's training-environment clicks (warm IID), whose
+    items' ID embeddings already carry the spurious popularity, so invariance costs no IID recall there."""
+
+
+@dataclass
+class DatasetConfig:
+    name: Literal["synthetic", "mmrec", "mmgcn", "movielens"] = "synthetic"
+    """Which loader builds the InteractionData."""
+    path: str | None = None
+    """Folder of the dataset files (mmrec, mmgcn, movielens). Relative paths resolve against the config file."""
+    seed: int = 0
+    """Seed of data generation and of the splits."""
+    split: Literal["random", "temporal", "explicit"] = "random"
+    """IID split: per-user random 8:1:1, global temporal, or the split stored in the files (mmrec/mmgcn)."""
+    ood: Literal["none", "temporal", "popularity", "explicit", "synthetic"] = "none"
+    """OOD split builder: later period, popularity-flattened test, the files' own OOD rows, or the synthetic
+    benchmark's shifted environment."""
+    temporal_scope: Literal["global", "user"] = "global"
+    """Temporal builders: one global time cut, or each user's latest interactions (MovieLens users are active
+    in short windows, so a global cut leaves few OOD users with training data)."""
+    ood_fraction: float = 0.2
+    """Fraction of interactions moved into the OOD split by the temporal / popularity builders."""
+    rating_threshold: float = 4.0
+    """MovieLens: a rating at or above this counts as a positive."""
+    modalities: list[str] = field(default_factory=list)
+    """Modalities to keep (empty: all the dataset provides)."""
+    feature_cache: str | None = None
+    """Folder for cached text features (MovieLens); default: <path>/.painvrl-cache."""
+    text_features: Literal["encode", "derived"] = "encode"
+    """MovieLens: encode texts with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The synthetic benchmark's generator (read only when ``name`` is ``synthetic``)."""

@@ -1,0 +1,232 @@
+"""The run configuration's schema: one dataclass per section, with a docstring under every field (the
+docstrings are the reference in docs/configuration.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from painvrl.config.datasets import DatasetConfig
+
+Method = Literal["erm", "invrl", "painvrl", "oracle"]
+"""Names of painvrl.training.methods.METHODS (a test keeps the two equal)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ultragcn"
+    """Backbone recommender, a key of painvrl.model.registry.MODELS: ``ultragcn`` (UltraGCN-style multimodal
+    scorer with degree-weighted BCE)."""
+    k_id: int = 64
+    """Dimension of the item ID embedding part of the user vector."""
+    k_f: int = 64
+    """Dimension of the projected feature representation."""
+    init_std: float = 0.01
+    """Std of the normal initialisation of P, Q and W."""
+    n_negatives: int = 50
+    """Uniform negatives per positive."""
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    """UltraGCN weights w1..w4 (positive, positive degree-weighted, negative, negative degree-weighted)."""
+    l2: float = 1e-4
+    """L2 weight on the batch's embeddings and the projection."""
+    negative_pool: int = 512
+    """Per-step shared pool of uniformly drawn items from which every positive draws its n_negatives (each
+    negative stays marginally uniform; negatives within one step are correlated). 0 = independent uniform
+    negatives per positive. The pool is what makes a step cost O(batch) instead of O(batch x n_negatives)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    """Maximum epochs of backbone / final training."""
+    batch_size: int = 1024
+    """Positives per step (global: split across workers)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    patience: int = 30
+    """Early stopping: evaluations without improvement of the selection metric. The default equals ``epochs``
+    (train to the end and keep the best validation epoch), because the cold-start validation curve can stay
+    flat for several epochs before it rises and a small patience stops models in that plateau."""
+    eval_every: int = 1
+    """Evaluate on validation every this many epochs."""
+    seed: int = 0
+    """Seed of model init, sampling and shuffling."""
+    device: str = "auto"
+    """"auto" (cuda when available), "cpu" or "cuda"."""
+    deterministic: bool = True
+    """Ask torch for deterministic kernels (reproducible runs, possibly slower)."""
+    progress: bool = True
+    """tqdm progress bars (forced off inside Ray workers)."""
+    sparse_embeddings: bool = True
+    """Lazy Adam (SparseAdam) on the P/Q tables: a step updates only its batch's rows."""
+
+
+@dataclass
+class EnvironmentsConfig:
+    n_envs: int = 2
+    """Number of environments E identified by HEI."""
+    source: Literal["hei", "ground_truth"] = "hei"
+    """Where mask learning gets its environments: HEI, or (ablation, synthetic data only) the benchmark's true
+    environments, i.e. IRM with known environments: an upper bound that separates HEI's errors from IMG's."""
+    max_iters: int = 5
+    """Hard-EM iterations per round."""
+    env_epochs: int = 5
+    """Epochs of training the E environment models per EM iteration."""
+    change_tol: float = 0.01
+    """Stop EM when at most this fraction of labels changes."""
+    relabel: Literal["score", "loss"] = "score"
+    """Relabel a positive by argmax of environment scores, or by argmin of its own loss."""
+    input: Literal["variant", "invrl"] = "variant"
+    """Environment models see (1-m)*f (HRM) or full f with an L1 penalty on invariant dims (InvRL)."""
+    l1_rho: float = 0.1
+    """InvRL form: weight of the L1 penalty rho * mean|W_k * m|."""
+    warm_start: bool = True
+    """Later rounds start EM from the previous round's labels instead of a random draw."""
+    lr: float = 1e-2
+    """Adam learning rate of the environment models."""
+    feature_bias: bool = False
+    """Give each environment model a global item term b_k . x_i + c_k on its input features (an environment
+    in which everybody clicks items with some feature pattern more), with an intercept that gives relabelling
+    by score a threshold."""
+    train_users: bool = False
+    """Train one user table shared by the E models (from the pretrained P) instead of freezing P. Frozen P only
+    holds what ERM learned from the mixture of environments, so heterogeneity that averages out over the
+    environments is invisible to the environment models."""
+
+
+@dataclass
+class MaskConfig:
+    epochs: int = 60
+    """Epochs of invariant mask generation per round; enough for the gates to settle (with far fewer they
+    are still drifting and the mask varies between rounds)."""
+    steps_per_epoch: int = 0
+    """Steps per epoch (0: enough environment-balanced batches to see the training set once)."""
+    lr: float = 2e-2
+    """Adam learning rate of mask logits and projection (much smaller rates are too slow for the gates to
+    separate)."""
+    sigma: float = 0.5
+    """Stochastic gate noise std. 0.5 is STG's own default; with a tiny std a small gate times a large W costs
+    nothing, so ERM opens every gate and the expected-L0 term has zero gradient."""
+    penalty: str = "vrex"
+    """IRM objective, a key of painvrl.invariance.penalties.PENALTIES: gradvar (variance of the environments'
+    gradients), irmv1 (IRMv1 gradient penalty) or vrex (variance of the environments' risks). vrex by default:
+    it separates the invariant dims where gradvar's EPO weight goes almost all to IRM and the gates all open."""
+    extra_objective: str = "none"
+    """Optional third objective: ``none`` or a key of PENALTIES (irmv1, vrex, ...)."""
+    solver: str = "epo"
+    """Pareto weighting solver, a key of painvrl.invariance.pareto.SOLVERS: epo, mgda or linear."""
+    pref_ood: float = 0.5
+    """Two objectives: preference r = (1 - pref_ood, pref_ood) over (ERM, IRM); larger asks for lower IRM loss."""
+    preference: list[float] = field(default_factory=list)
+    """Explicit preference vector over all objectives (overrides pref_ood when set)."""
+    irm_weight: float = 1.0
+    """Linear solver (InvRL parity): r = (1, irm_weight)."""
+    sparsity: Literal["l0", "l2"] = "l0"
+    """Mask regulariser: expected L0 of the gates, or ||mu||^2 (InvRL)."""
+    sparsity_weight: float = 3e-4
+    """lambda_s, weight of the mask regulariser. Only gates at exactly 0 remove a feature from the final model
+    (its W, trained from scratch, rescales any open gate), so this weight sets the IID/OOD trade-off; the
+    studies search it."""
+    warmup_steps: int = 20
+    """ERM-only steps before Pareto weighting starts in each round."""
+    normalisation: Literal["start", "range"] = "start"
+    """How the solvers see the objectives. ``start`` (the method's own): each divided by its value at the first
+    Pareto step. ``range``: ERM measured from that value (its ideal, the ERM fit) to its value with every gate
+    closed (its nadir), the IRM objectives as under ``start``; see masks.normalisation_constants."""
+    init_from_pretrained: bool = True
+    """IMG's projection W starts at twice the pretrained ERM projection, so gates at 0.5 reproduce the
+    pretrained scores (invariance penalties are informative only near an ERM fit); false: a fresh random W."""
+    use_item_ids: bool = True
+    """Whether the mask's scores keep the item ID embeddings. True (the method's own): the pretrained Q_i
+    stays in the item vector [Q_i ; W (g * f_i)], so the features only explain what the IDs of the training
+    items do not. False: the item vector is [0 ; W (g * f_i)] during mask learning, so ERM values a feature by
+    what it predicts about an item it has no ID for (how the final model scores cold-start items); P stays
+    frozen."""
+
+
+@dataclass
+class ConvertConfig:
+    mode: Literal["attention", "global", "invariant_only", "concat"] = "invariant_only"
+    """How invariant and variant representations combine in the final recommender: a weighted sum
+    with per-item attention weights, the same with two global learned weights, the invariant part alone, or a
+    projection of both concatenated. invariant_only by default: any variant branch hands the spurious dims back
+    to an ERM-trained final model, which then loses the OOD gain even with the true mask."""
+    attention_dim: int = 32
+    """Hidden size of the attention scorer."""
+
+
+@dataclass
+class PainvrlConfig:
+    rounds: int = 5
+    """Outer rounds of HEI + IMG (5, the method's own default; more rounds give a better mask)."""
+    schedule_factor: float = 1.05
+    """Multiply sparsity and penalty weights by this after each round (InvRL/HRM schedule)."""
+    pretrain_epochs: int = 10
+    """Epochs of ERM backbone pretraining (P, Q are then frozen during mask learning)."""
+    mask_average: Literal["last", "logits"] = "logits"
+    """Which mask a round hands on (to the next round's HEI and, after the last round, to the final model).
+    ``logits`` (default): clamp(mean_t mu_t + 0.5, 0, 1), the mean of the gate logits of every round so far.
+    Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw and the
+    mean over rounds ranks the dims better. ``last`` (the method's m <- IMG(labels)): the round's own mask.
+    Method ``invrl`` always uses ``last``, like InvRL."""
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    """Cut-offs for Recall/Precision/NDCG/Hit."""
+    selection_source: Literal["iid", "ood", "worst_env"] = "iid"
+    """Validation data used for early stopping and checkpoint selection (never test)."""
+    selection_metric: str = "recall@20"
+    """Metric used for selection."""
+    chunk_size: int = 1024
+    """Users per scoring chunk (bounds memory)."""
+    legacy_invrl: bool = False
+    """InvRL's legacy metric variant (seen items scored 1e-5; ideal DCG over hits). Comparison only."""
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 0
+    """0 runs in-process without Ray; N >= 1 runs a Ray Train TorchTrainer with N workers."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL); gloo on CPU."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker."""
+    max_failures: int = 0
+    """Ray Train retries from the last checkpoint."""
+
+
+@dataclass
+class Config:
+    method: Method = "erm"
+    """Which method to train: erm, invrl, painvrl, oracle (synthetic ground-truth mask)."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """Data source and splits."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone scorer."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation of backbone and final model."""
+    environments: EnvironmentsConfig = field(default_factory=EnvironmentsConfig)
+    """Heterogeneous environment identification."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """Invariant mask generation."""
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    """Convert module of the final recommender."""
+    painvrl: PainvrlConfig = field(default_factory=PainvrlConfig)
+    """Outer loop."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation and model selection."""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    """In-process or Ray Train."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Identity of the resolved config (sha256 of canonical JSON, first 16 hex digits)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
