@@ -270,7 +270,8 @@ class LinearMaskModel(MaskModel):
                 pos_scores, neg_scores = pos_scores * scales[k], neg_scores * scales[k]
             per = backbone.scores_loss(batch.users, batch.pos_items, pos_scores, batch.neg_items, neg_scores)
             out.append(per.sum() / batch.global_count)
-            records.append((users, idx[:b], neg_index, pos_scores, neg_scores, batch.positions))
+            scale = scales[k] if scales is not None else None
+            records.append((users, idx[:b], neg_index, pos_scores, neg_scores, batch.positions, scale))
         losses = torch.stack(out) if out else torch.zeros(0, device=device)
         return losses, {"gated": gated, "records": records, "partials": out, "n_unique": unique.shape[0],
                         "pool_index": pool_index}
@@ -289,8 +290,10 @@ class LinearMaskModel(MaskModel):
             if record is None:
                 grads.append(self.weight.new_zeros(self.weight.shape) + 0.0 * self.weight)
                 continue
-            users, pos_index, neg_index, pos_scores, neg_scores, positions = record
+            users, pos_index, neg_index, pos_scores, neg_scores, positions, scale = record
             delta_pos, delta_neg = torch.autograd.grad(partial, [pos_scores, neg_scores], create_graph=True)
+            if scale is not None:  # the scores were multiplied by the dummy scale w: d(w s)/dW = w ds/dW
+                delta_pos, delta_neg = delta_pos * scale, delta_neg * scale
             user_f = users[:, k_id:]  # [b, k_f]
             coef = user_f.new_zeros(cache["n_unique"], user_f.shape[1])
             coef = coef.index_add(0, pos_index, delta_pos.unsqueeze(1) * user_f)

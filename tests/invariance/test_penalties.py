@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from painvrl.invariance.penalties import (
     PENALTIES,
+    Penalty,
     PenaltyInputs,
     gradient_variance,
     gradvar_penalty,
@@ -183,3 +184,33 @@ def test_vrex_penalty() -> None:
     assert torch.allclose(losses.grad, torch.tensor([-1.0, 1.0]))  # d/dL_k of mean (L - mean)^2 = (L_k - mean)
     with pytest.raises(ValueError, match=r"\[E\]"):
         vrex_penalty(torch.ones(2, 2))
+
+
+def worst_minus_mean_risk(inputs: PenaltyInputs) -> torch.Tensor:
+    """A penalty written for this test: how far the worst environment's risk is above the mean."""
+    return inputs.env_losses.max() - inputs.env_losses.mean()
+
+
+def test_a_registered_penalty_drives_mask_learning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from painvrl.config import load_config
+    from painvrl.data.registry import load_dataset
+    from painvrl.distributed.collective import LocalCollective
+    from painvrl.training.pipeline import run_pipeline
+
+    calls: list[float] = []
+
+    def recorded(inputs: PenaltyInputs) -> torch.Tensor:
+        value = worst_minus_mean_risk(inputs)
+        calls.append(float(value.detach()))
+        return value
+
+    monkeypatch.setitem(PENALTIES, "worst_gap", Penalty(recorded))
+    config = load_config(None, [
+        "method=painvrl", "mask.penalty=worst_gap", "dataset.ood=synthetic", "dataset.synthetic.n_users=100",
+        "dataset.synthetic.n_items=140", "dataset.synthetic.modality_dims=[6,6]",
+        "dataset.synthetic.interactions_per_user=12", "model.k_id=8", "model.k_f=8", "model.n_negatives=4",
+        "train.epochs=2", "train.progress=false", "painvrl.rounds=1", "painvrl.pretrain_epochs=1",
+        "environments.max_iters=1", "environments.env_epochs=1", "mask.epochs=2", "mask.warmup_steps=0"])
+    result = run_pipeline(config, load_dataset(config.dataset), LocalCollective(), None)
+    assert calls and all(math.isfinite(v) and v >= 0 for v in calls)
+    assert result.mask is not None and math.isfinite(result.metrics["test"]["ood"]["recall@20"])
