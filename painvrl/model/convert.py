@@ -8,7 +8,7 @@ With a fixed mask m (a buffer, never trained here): h_inv = W_inv(m * f), h_var 
 - ``invariant_only``: h = h_inv (InvRL's final model);
 - ``concat``: h = P [h_inv ; h_var] with a learned [k_f, 2 k_f] projection back to k_f.
 
-Every mode maps feature rows [b, d] to [b, k_f], so it plugs into Backbone as its encoder.
+Every mode maps feature rows [b, d] to [b, k_f], so it plugs into any Recommender as its encoder.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Study configuration: what to search, against which objectives, with which sampler, where results go.
 
-A study YAML has a ``base`` section (a run config, painvrl/config.py) and the study fields below. Everything is
+A study YAML has a ``base`` section (a run config, painvrl/config/) and the study fields below. Everything is
 validated before any trial starts; errors name the field.
 """
 
@@ -71,7 +71,7 @@ class StudySpec:
     name: str = "painvrl-study"
     """Study name: MLflow experiment, Optuna study and folder name."""
     base: dict[str, Any] = field(default_factory=dict)
-    """Run config shared by all trials (painvrl/config.py fields)."""
+    """Run config shared by all trials (painvrl/config/ fields)."""
     search: dict[str, ParamRange] = field(default_factory=dict)
     """Dotted run-config field -> range. Key 'preference' samples the mask preference on the simplex."""
     objectives: list[Objective] = field(default_factory=lambda: [
