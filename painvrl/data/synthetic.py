@@ -63,7 +63,14 @@ import numpy as np
 
 from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import GroundTruth, InteractionData
-from painvrl.errors import PainvrlInputError
+from painvrl.data.synthetic_layout import (
+    apportion,
+    check_possible,
+    env_counts,
+    n_iid_new_items,
+    n_ood_new_items,
+    user_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +78,6 @@ UTILITY_NOISE = 1.0
 """Scale of the Gumbel noise on click utility (both utility terms have unit variance before strengths)."""
 CHUNK_ELEMENTS = 1 << 22
 """Target size (users x items) of one sampling chunk: 4M float32 values = 16 MB per working array."""
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-"""Per-user train / val / test fractions of the training environments' positives."""
 RELEASE_STREAM = 0x6E6577
 """Seed-stream tag of the draw of the items released only in the OOD environment (``ood_new_items``)."""
 HOLDOUT_STREAM = 0x696964
@@ -103,106 +108,6 @@ class SyntheticLatents:
         """v_u . z_sp[i] / sqrt(k_sp) for each (user, item) pair (before the environment's strength)."""
         k = max(self.item_spurious.shape[1], 1)
         return np.einsum("nk,nk->n", self.user_spurious[users], self.item_spurious[items]) / math.sqrt(k)
-
-
-def _fail(field: str, message: str) -> PainvrlInputError:
-    return PainvrlInputError(f"synthetic dataset: config field 'dataset.synthetic.{field}' {message}")
-
-
-def _env_counts(cfg: SyntheticConfig) -> tuple[list[int], int]:
-    """Positives per user in each training environment and in the OOD environment (validated)."""
-    n_train_envs = len(cfg.train_env_strengths)
-    n = cfg.interactions_per_user
-    n_ood = max(2, n // (n_train_envs + 1))
-    n_train_side = n - n_ood
-    needed = max(3, n_train_envs) + 2
-    if n < needed:
-        raise _fail("interactions_per_user", f"is {n}, but with {n_train_envs} training environment(s) each "
-                    f"user needs at least {needed} positives (>= 3 for the 8:1:1 train/val/test split, >= 1 "
-                    f"per training environment, >= 2 for ood_val/ood_test)")
-    shares = cfg.train_env_shares or [1.0] * n_train_envs
-    return _apportion(shares, n_train_side, minimum=1), n_ood
-
-
-def _apportion(weights: list[float] | list[int], total: int, minimum: int = 0) -> list[int]:
-    """``total`` split in proportion to ``weights`` by largest-remainder rounding, at least ``minimum`` each."""
-    w = np.asarray(weights, dtype=np.float64)
-    raw = w / w.sum() * total
-    counts = np.maximum(np.floor(raw).astype(np.int64), minimum)
-    while counts.sum() > total:
-        counts[int(np.argmax(counts))] -= 1
-    for e in np.argsort(-(raw - np.floor(raw)), kind="stable")[: total - int(counts.sum())]:
-        counts[e] += 1
-    return [int(c) for c in counts]
-
-
-def _validate(cfg: SyntheticConfig) -> None:
-    if cfg.n_users < 1:
-        raise _fail("n_users", f"must be >= 1, got {cfg.n_users}")
-    if cfg.n_invariant_factors < 1:
-        raise _fail("n_invariant_factors", f"must be >= 1, got {cfg.n_invariant_factors}")
-    if cfg.n_spurious_factors < 0:
-        raise _fail("n_spurious_factors", f"must be >= 0, got {cfg.n_spurious_factors}")
-    if not cfg.modality_dims:
-        raise _fail("modality_dims", "must list at least one modality block")
-    min_dim = 2 if cfg.n_spurious_factors > 0 else 1
-    for m, dim in enumerate(cfg.modality_dims):
-        if dim < min_dim:
-            raise _fail("modality_dims", f"block {m} has {dim} columns; each block needs >= {min_dim} (one "
-                        "invariant column and, with spurious factors, one spurious column)")
-    if not cfg.train_env_strengths:
-        raise _fail("train_env_strengths", "must list at least one training environment")
-    strengths = [*cfg.train_env_strengths, cfg.ood_env_strength]
-    if not all(math.isfinite(s) for s in strengths):
-        raise _fail("train_env_strengths", f"and ood_env_strength must be finite, got {strengths}")
-    if cfg.train_env_shares:
-        if len(cfg.train_env_shares) != len(cfg.train_env_strengths):
-            raise _fail("train_env_shares", f"has {len(cfg.train_env_shares)} entries but train_env_strengths has "
-                        f"{len(cfg.train_env_strengths)}; give one share per training environment (or none)")
-        if not all(math.isfinite(x) and x > 0 for x in cfg.train_env_shares):
-            raise _fail("train_env_shares", f"must be finite and > 0, got {list(cfg.train_env_shares)}")
-    if not (math.isfinite(cfg.spurious_shared) and 0.0 <= cfg.spurious_shared <= 1.0):
-        raise _fail("spurious_shared", f"must be in [0, 1], got {cfg.spurious_shared}")
-    if not (math.isfinite(cfg.feature_noise) and cfg.feature_noise >= 0):
-        raise _fail("feature_noise", f"must be a finite value >= 0, got {cfg.feature_noise}")
-    if cfg.interactions_per_user > cfg.n_items:
-        raise _fail("interactions_per_user", f"is {cfg.interactions_per_user}, more than n_items="
-                    f"{cfg.n_items}: a user cannot interact with more distinct items than exist")
-    train_counts, n_ood = _env_counts(cfg)
-    if not (math.isfinite(cfg.ood_new_items) and 0.0 <= cfg.ood_new_items < 1.0):
-        raise _fail("ood_new_items", f"must be in [0, 1), got {cfg.ood_new_items}")
-    if not (math.isfinite(cfg.iid_new_items) and 0.0 <= cfg.iid_new_items < 1.0):
-        raise _fail("iid_new_items", f"must be in [0, 1), got {cfg.iid_new_items}")
-    n_new, n_iid_new = _n_new_items(cfg), _n_iid_new_items(cfg)
-    n_warm = cfg.n_items - n_new - n_iid_new
-    n_train, n_val, n_test = _user_split(sum(train_counts))
-    if n_new and n_new < n_ood:
-        raise _fail("ood_new_items", f"is {cfg.ood_new_items}: {n_new} new items, but each user clicks {n_ood} "
-                    "items in the OOD environment (all new)")
-    if n_iid_new and n_iid_new < n_val + n_test:
-        raise _fail("iid_new_items", f"is {cfg.iid_new_items}: {n_iid_new} held-out items, but each user's val "
-                    f"and test positives are {n_val + n_test} distinct held-out items")
-    needed = n_train if n_iid_new else sum(train_counts)
-    if n_warm < needed:
-        field_name = "iid_new_items" if n_iid_new else "ood_new_items"
-        raise _fail(field_name, f"leaves {n_warm} items to the training environments (ood_new_items="
-                    f"{cfg.ood_new_items}, iid_new_items={cfg.iid_new_items}), but each user clicks {needed} of "
-                    "them in training")
-
-
-def _n_new_items(cfg: SyntheticConfig) -> int:
-    return round(cfg.ood_new_items * cfg.n_items)
-
-
-def _n_iid_new_items(cfg: SyntheticConfig) -> int:
-    return round(cfg.iid_new_items * cfg.n_items)
-
-
-def _user_split(n_train_side: int) -> tuple[int, int, int]:
-    """Per-user train / val / test counts of the training environments' positives (SPLIT_FRACTIONS)."""
-    n_val = max(1, round(n_train_side * SPLIT_FRACTIONS[1]))
-    n_test = max(1, round(n_train_side * SPLIT_FRACTIONS[2]))
-    return n_train_side - n_val - n_test, n_val, n_test
 
 
 def _features(cfg: SyntheticConfig, rng: np.random.Generator, z_inv: np.ndarray,
@@ -298,8 +203,8 @@ def make_synthetic(dataset: DatasetConfig) -> InteractionData:
 def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData, SyntheticLatents]:
     """:func:`make_synthetic` plus the hidden latent factors it was generated from."""
     seed, cfg = dataset.seed, dataset.synthetic
-    _validate(cfg)
-    train_counts, n_ood = _env_counts(cfg)
+    check_possible(cfg)
+    train_counts, n_ood = env_counts(cfg)
     n_train_envs = len(train_counts)
     rng = np.random.default_rng(seed)
     z_inv = _on_sphere(rng.standard_normal((cfg.n_items, cfg.n_invariant_factors)))
@@ -317,18 +222,18 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
     new_items: np.ndarray | None = None
     held_items: np.ndarray | None = None
     all_items = np.arange(cfg.n_items)
-    n_new = _n_new_items(cfg)
+    n_new = n_ood_new_items(cfg)
     if n_new:
         # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
         release_rng = np.random.default_rng([seed, RELEASE_STREAM])
         new_items = np.sort(release_rng.choice(cfg.n_items, size=n_new, replace=False))
     released = all_items if new_items is None else np.setdiff1d(all_items, new_items)
-    n_iid_new = _n_iid_new_items(cfg)
+    n_iid_new = n_iid_new_items(cfg)
     if n_iid_new:
         holdout_rng = np.random.default_rng([seed, HOLDOUT_STREAM])
         held_items = np.sort(holdout_rng.choice(released, size=n_iid_new, replace=False))
     n_train_side = sum(train_counts)
-    n_train, n_val, n_test = _user_split(n_train_side)
+    n_train, n_val, n_test = user_split(n_train_side)
     if held_items is None:
         period_counts = [*train_counts, n_ood]
         period_env = list(range(n_train_envs + 1))
@@ -342,7 +247,7 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
         warm_items = np.setdiff1d(released, held_items)
         not_warm, not_held = np.setdiff1d(all_items, warm_items), np.setdiff1d(all_items, held_items)
         # Held-out clicks per environment in its share of the training clicks: val/test follow the mixture.
-        held_counts = _apportion(train_counts, n_val + n_test)
+        held_counts = apportion(train_counts, n_val + n_test)
         period_counts, period_env, period_held, blocked = [], [], [], []
         for e, (count, held) in enumerate(zip(train_counts, held_counts, strict=True)):
             period_counts += [count - held, held]
