@@ -19,6 +19,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _is_plain(value: Any) -> bool:
+    """A YAML value: None, bool, number, string, or a list / mapping of those."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
 def coerce_value(value: Any, tp: Any, where: str) -> Any:
     """Check and convert one YAML value to the declared type; errors name the field."""
     origin = get_origin(tp)
@@ -45,6 +56,16 @@ def coerce_value(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise PainvrlInputError(f"config field '{where}': expected a list, got {value!r}")
         return [coerce_value(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, value_type = get_args(tp)
+        if not isinstance(value, dict):
+            raise PainvrlInputError(f"config field '{where}': expected a mapping, got {value!r}")
+        return {coerce_value(k, key_type, f"{where} (key)"): coerce_value(v, value_type, f"{where}.{k}")
+                for k, v in value.items()}
+    if tp is Any:
+        if not _is_plain(value):
+            raise PainvrlInputError(f"config field '{where}': expected a YAML value, got {value!r}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise PainvrlInputError(f"config section '{where}': expected a mapping, got {value!r}")

@@ -36,6 +36,10 @@ class ModelConfig:
     """Per-step shared pool of uniformly drawn items from which every positive draws its n_negatives (each
     negative stays marginally uniform; negatives within one step are correlated). 0 = independent uniform
     negatives per positive. The pool is what makes a step cost O(batch) instead of O(batch x n_negatives)."""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Backbone-specific hyperparameters, keyed by model name: ``--set model.settings.lattice.knn_k=5``. Each
+    backbone declares its own fields and their defaults (docs/configuration.md lists them); only the entry of
+    ``model.name`` is read, and an unknown field is an error naming it."""
 
 
 @dataclass

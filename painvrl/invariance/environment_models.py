@@ -64,6 +64,9 @@ class EnvironmentProjection(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.inputs(features) @ self.weight[self.env].T
 
+    def feature_gate(self) -> torch.Tensor | None:
+        return 1.0 - self.mask if self.input_mode == "variant" else None
+
 
 def check_input_mode(input_mode: str) -> None:
     if input_mode not in ("variant", "invrl"):

@@ -54,6 +54,9 @@ class GatedProjection(nn.Module):
         gated = features if self.gates is None else features * self.gates
         return gated @ self.weight.T
 
+    def feature_gate(self) -> torch.Tensor | None:
+        return None if self.gates is None else self.gates.detach()
+
 
 class MaskModel(nn.Module):
     """Gate logits mu and a projection W in the slot of a frozen copy of the pretrained backbone; with

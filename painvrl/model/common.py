@@ -1,5 +1,5 @@
 """Helpers shared by the backbones: the multi-negative BPR loss, per-modality content through the encoder
-slot, settings lookup and chunked full-catalogue scoring."""
+slot, the backbone's settings section and chunked full-catalogue scoring."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from painvrl.config.coercion import build_section
 from painvrl.model.recommender import UserScorer
 
 S = TypeVar("S")
 
 
-def settings_from(model_config: Any, section: str, default: S) -> S:
-    """The model's settings section of the config (``model_config.<section>``) or the paper defaults."""
-    value = getattr(model_config, section, None)
-    if value is None:
-        return default
-    if isinstance(value, dict):
-        return type(default)(**value)
-    return value
+def settings_from(model_config: Any, name: str, settings_type: type[S]) -> S:
+    """The backbone's hyperparameters: ``model.settings.<name>`` built into ``settings_type`` (its defaults for
+    every field not given; an unknown field or a wrong type is an error naming ``model.settings.<name>.<field>``)."""
+    values = (getattr(model_config, "settings", None) or {}).get(name, {})
+    settings: S = build_section(settings_type, dict(values), f"model.settings.{name}")
+    return settings
 
 
 def bpr_per_interaction(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -61,8 +60,3 @@ def chunked_scorer(user_table: torch.Tensor, item_table: torch.Tensor) -> UserSc
     def score(users: torch.Tensor) -> torch.Tensor:
         return user_table[users] @ item_table.T
     return score
-
-
-def l2_mean(*tensors: torch.Tensor) -> torch.Tensor:
-    """Sum over the tensors of the mean over rows of 0.5 * ||row||^2 (the usual per-batch L2 of BPR models)."""
-    return sum((0.5 * t.pow(2).sum(dim=-1).mean() for t in tensors), torch.zeros((), device=tensors[0].device))

@@ -54,6 +54,10 @@ class ConvertEncoder(nn.Module):
     def extra_repr(self) -> str:
         return f"mode={self.mode}, feature_dim={self.feature_dim}, k_f={self.k_f}"
 
+    def feature_gate(self) -> torch.Tensor | None:
+        """The mask for ``invariant_only`` (the only features the model then sees); None when both parts are used."""
+        return self.mask if self.mode == "invariant_only" else None
+
     def parts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(h_inv, h_var); h_var is None for ``invariant_only``."""
         h_inv = (features * self.mask) @ self.w_inv.T

@@ -39,6 +39,9 @@ class MaskedProjection(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features * self.mask) @ self.weight.T
 
+    def feature_gate(self) -> torch.Tensor:
+        return self.mask.reshape(-1)
+
 
 def build_encoder(spec: dict[str, Any], model_config: Any, attention_dim: int, feature_dim: int,
                   mask: np.ndarray | None) -> nn.Module:

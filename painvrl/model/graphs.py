@@ -115,3 +115,25 @@ def degree_sensitive_prune(users: torch.Tensor, items: torch.Tensor, n_users: in
     weight = (d_u[users] * d_i[items]).rsqrt()
     exp = torch.empty(users.numel(), device=users.device).exponential_(generator=generator)
     return torch.topk(exp / weight, n_keep, largest=False).indices
+
+
+def symmetric_knn_weights(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """D^-1/2 W D^-1/2 of a neighbour-list graph (row i links to ``indices[i]`` with ``weights[i]``, D the row
+    sums), as weights of the same lists; differentiable in ``weights``. Negative similarities count as no edge."""
+    weights = weights.clamp_min(0.0)
+    degree = weights.sum(dim=1)
+    inv = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
+    return weights * inv.unsqueeze(1) * inv[indices]
+
+
+def neighbour_sum(indices: torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(W x)_i = sum_j weights[i, j] x[indices[i, j]]: one propagation step over a neighbour-list graph
+    ([n, k] lists, x [n, dim]); memory O(n k dim), differentiable in ``weights`` and ``x``."""
+    return torch.einsum("nk,nkd->nd", weights, x[indices])
+
+
+def feature_gate(encoder: torch.nn.Module) -> torch.Tensor | None:
+    """The per-feature factor an encoder slot applies to its input (a mask or gates), or None for a plain
+    encoder: the features a graph built "from the features the model consumes" should be built from."""
+    gate = getattr(encoder, "feature_gate", None)
+    return gate() if callable(gate) else None

@@ -28,6 +28,7 @@ class LightGCNSettings:
 
 class LightGCN(Recommender):
     name: ClassVar[str] = "lightgcn"
+    settings_type: ClassVar[type[LightGCNSettings]] = LightGCNSettings
 
     def __init__(self, context: BuildContext, settings: LightGCNSettings) -> None:
         super().__init__()
@@ -45,7 +46,7 @@ class LightGCN(Recommender):
 
     @classmethod
     def build(cls, context: BuildContext) -> LightGCN:
-        return cls(context, settings_from(context.model_config, "lightgcn", LightGCNSettings()))
+        return cls(context, settings_from(context.model_config, cls.name, LightGCNSettings))
 
     def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = propagate(self.adjacency, self.embedding, self.settings.n_layers)

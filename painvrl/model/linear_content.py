@@ -29,6 +29,18 @@ class LinearContentRecommender(Recommender):
     k_id: int
     k_f: int
 
+    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, encoder: nn.Module, k_id: int, k_f: int,
+                 init_std: float, l2: float) -> None:
+        """P and Q from torch's seeded global generator, N(0, init_std^2); the encoder is built by the caller."""
+        super().__init__()
+        self.n_users, self.n_items, self.k_id, self.k_f = n_users, n_items, k_id, k_f
+        self.user_embedding = nn.Parameter(torch.randn(n_users, k_id + k_f) * init_std)
+        self.item_embedding = nn.Parameter(torch.randn(n_items, k_id) * init_std)
+        self.encoder = encoder
+        # Data, not state: excluded from checkpoints (persistent=False) and rebuilt from the dataset.
+        self.register_buffer("features", features.to(torch.float32), persistent=False)
+        self.l2 = float(l2)
+
     @abstractmethod
     def scores_loss(self, users: torch.Tensor, pos_items: torch.Tensor, pos_scores: torch.Tensor,
                     neg_items: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,8 @@ class Recommender(nn.Module, ABC):
     features: torch.Tensor
     l2: float
     """L2 weight of the model's regularisation (also applied to the slot encoders of the invariance methods)."""
+    settings_type: ClassVar[type[Any] | None] = None
+    """The dataclass of the backbone's own hyperparameters, ``model.settings.<name>`` (None: it has none)."""
     sparse_gradients: bool = False
     """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 
@@ -131,6 +133,15 @@ class Recommender(nn.Module, ABC):
         raise PainvrlInputError(f"config field 'mask.use_item_ids': false needs a model with an item-ID table; "
                                 f"model {self.name!r} has none")
 
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Called by the training loop before each epoch: a model that resamples or rebuilds a graph once per
+        epoch (edge pruning, a learned item graph) does it here, drawing only from (seed, epoch) so every rank
+        and every re-run makes the same draw. A no-op by default."""
+
+    def clear_caches(self) -> None:
+        """Drop whatever the model caches between forwards (a graph built from the encoder's output). A no-op by
+        default."""
+
     def rebuild_feature_graph(self) -> None:
         """Rebuild whatever the model derives from the encoded features (an item-item graph). Called after the
         encoder slot changes; a no-op for models without such a graph."""
@@ -141,6 +152,7 @@ class Recommender(nn.Module, ABC):
         Buffers (features, graphs, degree weights) are shared with this model, parameters are copied, and
         ``encoder`` itself is used as given (not copied), so training it trains the copy.
         """
+        self.clear_caches()
         memo: dict[int, Any] = {id(buffer): buffer for buffer in self.buffers()}
         memo[id(self.encoder)] = encoder
         view = copy.deepcopy(self, memo)

@@ -10,11 +10,24 @@ import torch
 from torch import nn
 
 from painvrl.errors import PainvrlInputError
+from painvrl.model.bm3 import BM3
+from painvrl.model.common import settings_from
+from painvrl.model.freedom import FREEDOM
+from painvrl.model.lattice import LATTICE
+from painvrl.model.lightgcn import LightGCN
+from painvrl.model.mmgcn import MMGCN
 from painvrl.model.recommender import BuildContext, Recommender
 from painvrl.model.ultragcn import UltraGCN
+from painvrl.model.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {
     "ultragcn": UltraGCN,
+    "lightgcn": LightGCN,
+    "vbpr": VBPR,
+    "mmgcn": MMGCN,
+    "lattice": LATTICE,
+    "freedom": FREEDOM,
+    "bm3": BM3,
 }
 
 
@@ -25,6 +38,19 @@ def model_class(name: str) -> type[Recommender]:
     except KeyError:
         raise PainvrlInputError(f"config field 'model.name': unknown model {name!r} "
                                 f"(known: {', '.join(sorted(MODELS))})") from None
+
+
+def check_model_config(model_config: Any) -> type[Recommender]:
+    """The class of ``model.name``, after checking every ``model.settings`` entry names a registered backbone
+    and the entry of ``model.name`` builds (errors name the field)."""
+    for name in getattr(model_config, "settings", {}) or {}:
+        if name not in MODELS:
+            raise PainvrlInputError(f"config field 'model.settings.{name}': no backbone {name!r} "
+                                    f"(known: {', '.join(sorted(MODELS))})")
+    cls = model_class(model_config.name)
+    if cls.settings_type is not None:
+        settings_from(model_config, cls.name, cls.settings_type)
+    return cls
 
 
 def build_model(model_config: Any, n_users: int, n_items: int, train: np.ndarray, features: torch.Tensor,

@@ -48,17 +48,10 @@ class UltraGCN(LinearContentRecommender):
         loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
         l2: float = 1e-4,
     ) -> None:
-        super().__init__()
-        self.n_users, self.n_items, self.k_id, self.k_f = n_users, n_items, k_id, k_f
-        self.user_embedding = nn.Parameter(torch.randn(n_users, k_id + k_f) * init_std)
-        self.item_embedding = nn.Parameter(torch.randn(n_items, k_id) * init_std)
-        self.encoder = encoder
-        # Data, not state: excluded from checkpoints (persistent=False) and rebuilt from the dataset.
-        self.register_buffer("features", features.to(torch.float32), persistent=False)
+        super().__init__(n_users, n_items, features, encoder, k_id, k_f, init_std, l2)
         self.register_buffer("b_user", b_user, persistent=False)
         self.register_buffer("b_item", b_item, persistent=False)
         self.loss_weights = tuple(float(w) for w in loss_weights)
-        self.l2 = float(l2)
 
     @classmethod
     def build(cls, context: BuildContext) -> UltraGCN:

@@ -187,6 +187,7 @@ def train_recommender(
         if bad_evals >= cfg.patience:
             break
         model.train()
+        model.start_epoch(epoch, cfg.seed)
         started = time.perf_counter()
         batches = EpochBatches(len(users_all), cfg.batch_size, cfg.seed, epoch, collective.rank,
                                collective.world_size, phase=phase, n_items=model.n_items,

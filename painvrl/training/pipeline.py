@@ -33,7 +33,7 @@ from painvrl.evaluation.evaluator import Evaluator, selection_key
 from painvrl.invariance.masks import resolve_settings
 from painvrl.model.encoders import FeatureProjection, build_encoder
 from painvrl.model.recommender import Recommender
-from painvrl.model.registry import build_model, model_class
+from painvrl.model.registry import build_model, check_model_config
 from painvrl.training.loop import LoopConfig, TrainOutcome, train_recommender
 from painvrl.training.methods import Method, method_of
 from painvrl.training.results import mask_summary, provenance
@@ -69,7 +69,7 @@ def resolve_device(name: str) -> torch.device:
 def check_registered_names(config: Config) -> Method:
     """Fail before any training when ``method``, ``model.name``, a penalty or the solver is not registered."""
     method = method_of(config)
-    model_class(config.model.name)
+    check_model_config(config.model)
     if method.mask_source == "learned":
         effective = method.effective_config(config)
         resolve_settings(effective.mask, effective.mask.sparsity_weight, effective.mask.irm_weight)

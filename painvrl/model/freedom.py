@@ -1,0 +1,157 @@
+"""FREEDOM (Zhou & Shen, MM 2023): a frozen item-item kNN graph and a degree-sensitively pruned user-item graph.
+
+- Item-item graph: per modality, the binary top-k cosine kNN graph of the feature block, symmetric-normalised;
+  the modalities are averaged (``modality_weights`` to weigh them). It is frozen: built once from the features
+  the model consumes (the masked ones when the encoder slot carries a mask), and rebuilt only when the slot
+  changes. Item-graph embeddings h = A^L' q propagate the item ID embeddings q.
+- User-item graph: each epoch keeps ``1 - edge_dropout`` of the training edges, sampled without replacement
+  with probability proportional to 1 / sqrt(d_u d_i) (edges between popular nodes are pruned first), and runs
+  LightGCN over the ID embeddings on what is kept. Ranking uses the full graph.
+- Final item vector i + h, user vector u; loss BPR(u, i) + ``feature_weight`` * sum_m BPR(u, c_m), with c_m
+  the encoder slot applied to modality m's block (the projected modality features of the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from painvrl.errors import PainvrlInputError
+from painvrl.model.common import bpr_per_interaction, chunked_scorer, modality_contents, pair_scores, settings_from
+from painvrl.model.graphs import (
+    bipartite_edges,
+    degree_sensitive_prune,
+    feature_gate,
+    knn_neighbours,
+    neighbour_sum,
+    normalised_adjacency,
+    propagate,
+    symmetric_knn_weights,
+)
+from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+
+PRUNE_STREAM = 0x66726565
+"""Seed-stream tag of the per-epoch edge pruning draw."""
+
+
+@dataclass(frozen=True)
+class FreedomSettings:
+    knn_k: int = 10
+    """Neighbours per item in the frozen item-item graph (FREEDOM: 10)."""
+    edge_dropout: float = 0.8
+    """Fraction of the user-item edges pruned each epoch (FREEDOM searches 0.8 and 0.9)."""
+    n_item_layers: int = 1
+    """Propagation layers over the item-item graph (FREEDOM: 1)."""
+    n_ui_layers: int = 2
+    """LightGCN layers over the user-item graph (FREEDOM: 2)."""
+    feature_weight: float = 0.01
+    """Weight of the BPR terms between users and the projected modality features."""
+    modality_weights: list[float] = field(default_factory=list)
+    """Weight of each modality's kNN graph, in the data's modality order (empty: equal weights)."""
+
+
+class FREEDOM(Recommender):
+    name: ClassVar[str] = "freedom"
+    settings_type: ClassVar[type[FreedomSettings]] = FreedomSettings
+    adjacency: torch.Tensor
+    full_adjacency: torch.Tensor
+    edge_users: torch.Tensor
+    edge_items: torch.Tensor
+
+    def __init__(self, context: BuildContext, settings: FreedomSettings) -> None:
+        super().__init__()
+        m = context.model_config
+        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
+        if settings.modality_weights and len(settings.modality_weights) != len(context.modality_slices):
+            raise PainvrlInputError(f"config field 'model.settings.freedom.modality_weights': has "
+                                    f"{len(settings.modality_weights)} weights for the modalities "
+                                    f"{list(context.modality_slices)}")
+        self.encoder = context.encoder
+        self.modality_slices = dict(context.modality_slices)
+        device = context.features.device
+        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
+        users, items = bipartite_edges(context.train, self.n_users)
+        self.register_buffer("edge_users", torch.as_tensor(users, device=device), persistent=False)
+        self.register_buffer("edge_items", torch.as_tensor(items, device=device), persistent=False)
+        self.register_buffer("full_adjacency", self._adjacency(None), persistent=False)
+        self.register_buffer("adjacency", self.full_adjacency, persistent=False)
+        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, m.k_f) * m.init_std)
+        self.item_graph: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self.rebuild_feature_graph()
+
+    @classmethod
+    def build(cls, context: BuildContext) -> FREEDOM:
+        return cls(context, settings_from(context.model_config, cls.name, FreedomSettings))
+
+    def _adjacency(self, keep: torch.Tensor | None) -> torch.Tensor:
+        users, items = self.edge_users, self.edge_items
+        if keep is not None:
+            users, items = users[keep], items[keep]
+        return normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
+                                    self.n_users + self.n_items)
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Resample the pruned user-item graph from (seed, epoch)."""
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, PRUNE_STREAM, epoch])
+                                                      .generate_state(1)[0]))
+        keep = degree_sensitive_prune(self.edge_users.cpu(), self.edge_items.cpu() - self.n_users, self.n_users,
+                                      self.n_items, 1.0 - self.settings.edge_dropout, generator)
+        self.adjacency = self._adjacency(keep.to(self.edge_users.device))
+
+    def rebuild_feature_graph(self) -> None:
+        """The frozen item-item graph from the features the encoder consumes (masked when it carries a mask)."""
+        gate = feature_gate(self.encoder)
+        features = self.features if gate is None else self.features * gate.to(self.features)
+        weights = self.settings.modality_weights or [1.0] * len(self.modality_slices)
+        total = sum(weights)
+        lists, values = [], []
+        for weight, columns in zip(weights, self.modality_slices.values(), strict=True):
+            indices, _ = knn_neighbours(features[:, columns], self.settings.knn_k)
+            binary = torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
+            lists.append(indices)
+            values.append(symmetric_knn_weights(indices, binary) * (weight / total))
+        self.item_graph = (torch.cat(lists, dim=1), torch.cat(values, dim=1))
+
+    def representations(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.embedding[self.n_users:]
+        for _ in range(self.settings.n_item_layers):
+            h = neighbour_sum(*self.item_graph, h)
+        out = propagate(adjacency, self.embedding, self.settings.n_ui_layers)
+        return out[: self.n_users], out[self.n_users:] + h
+
+    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                             pool: NegativePool | None = None,
+                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
+        user_table, item_table = self.representations(self.adjacency if self.training else self.full_adjacency)
+        user_vecs = user_table[users]
+        scale = None if score_scale is None else (score_scale, score_scale.unsqueeze(1))
+        pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items)
+        if scale is not None:
+            pos, neg = pos * scale[0], neg * scale[1]
+        loss = bpr_per_interaction(pos, neg)
+        if self.settings.feature_weight > 0:
+            items = torch.unique(torch.cat([pos_items, neg_items.reshape(-1)]))
+            contents = modality_contents(self.encoder, self.features[items], self.modality_slices)
+            lookup = torch.full((self.n_items,), -1, dtype=torch.long, device=items.device)
+            lookup[items] = torch.arange(items.numel(), device=items.device)
+            for content in contents.values():
+                pos_f, neg_f = pair_scores(user_vecs, content, lookup[pos_items], lookup[neg_items])
+                if scale is not None:
+                    pos_f, neg_f = pos_f * scale[0], neg_f * scale[1]
+                loss = loss + self.settings.feature_weight * bpr_per_interaction(pos_f, neg_f)
+        return loss
+
+    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
+        return 0.5 * self.l2 * ego.pow(2).sum()
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        user_table, item_table = self.representations(self.full_adjacency)
+        return (user_table[users] * item_table[items]).sum(-1)
+
+    def ranking_scorer(self) -> UserScorer:
+        return chunked_scorer(*self.representations(self.full_adjacency))

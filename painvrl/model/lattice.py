@@ -1,0 +1,151 @@
+"""LATTICE (Zhang et al., MM 2021): a learned item-item graph mixed into a LightGCN recommender.
+
+Per modality m, two top-k cosine kNN graphs over the items: S_m from the raw features (fixed at build time,
+and rebuilt from the masked features when the encoder slot changes) and L_m from the learned content c_m =
+encoder(block m), the encoder slot applied to modality m's features. They are mixed as
+A_m = (1 - lambda) L_m + lambda S_m, each symmetric-normalised, and the modalities as A = sum_m softmax(w)_m A_m.
+Item-graph embeddings h = A^L' q propagate the item ID embeddings q over A; the user-item part is LightGCN over
+the ID embeddings. Final item vector i + normalise(h), user vector u, score <u, i>, BPR loss.
+
+L_m is rebuilt at the first step of each epoch with gradients into the encoder (through the kNN similarity
+values) and reused, detached, by the epoch's other steps, as in the authors' code. The graphs are neighbour
+lists [n_items, k], so memory is O(items x k); building them takes one [chunk, items] similarity block at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from painvrl.model.common import bpr_per_interaction, chunked_scorer, modality_contents, pair_scores, settings_from
+from painvrl.model.graphs import (
+    bipartite_adjacency,
+    feature_gate,
+    knn_neighbours,
+    neighbour_sum,
+    propagate,
+    symmetric_knn_weights,
+)
+from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+
+
+@dataclass(frozen=True)
+class LatticeSettings:
+    knn_k: int = 10
+    """Neighbours per item in the item-item graphs (LATTICE: 10)."""
+    lambda_coeff: float = 0.9
+    """Weight of the feature graph S_m against the learned graph L_m (LATTICE: 0.9)."""
+    n_item_layers: int = 1
+    """Propagation layers over the item-item graph (LATTICE: 1)."""
+    n_ui_layers: int = 2
+    """LightGCN layers over the user-item graph."""
+
+
+def cosine_knn(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k cosine neighbour lists of the rows of ``x`` with differentiable similarity values."""
+    indices, _ = knn_neighbours(x.detach(), k)
+    unit = F.normalize(x, dim=1)
+    return indices, (unit.unsqueeze(1) * unit[indices]).sum(-1)
+
+
+class LATTICE(Recommender):
+    name: ClassVar[str] = "lattice"
+    settings_type: ClassVar[type[LatticeSettings]] = LatticeSettings
+    adjacency: torch.Tensor
+
+    def __init__(self, context: BuildContext, settings: LatticeSettings) -> None:
+        super().__init__()
+        m = context.model_config
+        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
+        self.encoder = context.encoder
+        self.modality_slices = dict(context.modality_slices)
+        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
+        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
+                                                              context.features.device), persistent=False)
+        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, m.k_f) * m.init_std)
+        self.modality_weight = nn.Parameter(torch.zeros(len(self.modality_slices)))
+        self.feature_graphs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._learned: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.reuse_learned_graph = True
+        """Reuse L_m within an epoch (training the backbone); a frozen copy whose slot is being trained
+        rebuilds it at every forward, since the slot reaches the loss only through L_m."""
+        self.rebuild_feature_graph()
+
+    @classmethod
+    def build(cls, context: BuildContext) -> LATTICE:
+        return cls(context, settings_from(context.model_config, cls.name, LatticeSettings))
+
+    def rebuild_feature_graph(self) -> None:
+        """S_m from the features the encoder consumes (masked when the slot carries a mask)."""
+        gate = feature_gate(self.encoder)
+        features = self.features if gate is None else self.features * gate.to(self.features)
+        self.feature_graphs = {}
+        for name, columns in self.modality_slices.items():
+            indices, sims = knn_neighbours(features[:, columns], self.settings.knn_k)
+            self.feature_graphs[name] = (indices, symmetric_knn_weights(indices, sims))
+        self._learned = None
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        self._learned = None
+
+    def clear_caches(self) -> None:
+        self._learned = None
+
+    def frozen_with_encoder(self, encoder: nn.Module) -> Recommender:
+        view = super().frozen_with_encoder(encoder)
+        assert isinstance(view, LATTICE)
+        view.reuse_learned_graph = False
+        return view
+
+    def learned_graphs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """L_m per modality: rebuilt (with gradients) when none is cached, else the cached graph, detached."""
+        if self._learned is not None and self.reuse_learned_graph:
+            return {name: (idx, w.detach()) for name, (idx, w) in self._learned.items()}
+        contents = modality_contents(self.encoder, self.features, self.modality_slices)
+        graphs = {}
+        for name, content in contents.items():
+            indices, sims = cosine_knn(content, self.settings.knn_k)
+            graphs[name] = (indices, symmetric_knn_weights(indices, sims))
+        self._learned = graphs
+        return graphs
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ego_items = self.embedding[self.n_users:]
+        weights = torch.softmax(self.modality_weight, dim=0)
+        lam = self.settings.lambda_coeff
+        graph_items = torch.zeros_like(ego_items)
+        for weight, (name, (learned_idx, learned_w)) in zip(weights, self.learned_graphs().items(), strict=True):
+            fixed_idx, fixed_w = self.feature_graphs[name]
+            h = ego_items
+            for _ in range(self.settings.n_item_layers):
+                h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, h) + lam * neighbour_sum(fixed_idx, fixed_w, h)
+            graph_items = graph_items + weight * h
+        out = propagate(self.adjacency, self.embedding, self.settings.n_ui_layers)
+        return out[: self.n_users], out[self.n_users:] + F.normalize(graph_items, dim=1)
+
+    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                             pool: NegativePool | None = None,
+                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
+        user_table, item_table = self.representations()
+        pos, neg = pair_scores(user_table[users], item_table, pos_items, neg_items)
+        if score_scale is not None:
+            pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
+        return bpr_per_interaction(pos, neg)
+
+    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
+        return 0.5 * self.l2 * ego.pow(2).sum()
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        user_table, item_table = self.representations()
+        return (user_table[users] * item_table[items]).sum(-1)
+
+    def ranking_scorer(self) -> UserScorer:
+        self._learned = None  # rank with the graph of the current encoder
+        scorer = chunked_scorer(*self.representations())
+        self._learned = None
+        return scorer
