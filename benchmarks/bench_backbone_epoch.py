@@ -122,7 +122,7 @@ def time_variants(shape: Shape, variants: list[Variant], rounds: int, warmup: in
                 loss = naive_step_loss(model, users, pos, neg)
             else:
                 loss = step_loss(model, users, pos, neg, batch_size, 1, pool=pool_items,
-                                 pool_positions=positions, sparse=variant.sparse)
+                                 pool_positions=positions)
             loss.backward()
             optimiser.step()
             if round_index >= warmup:

@@ -1,6 +1,6 @@
 """Cost of the invariance phases against the backbone's own training step.
 
-Performance bars (ISSUE: HEI and IMG):
+Performance bars:
 
 1. One HEI iteration with E = 10 environments (``env_epochs`` epochs of the 10 stacked models + relabelling all
    positives) costs at most 2x training one backbone for the same epochs on all positives (the project's step:
@@ -70,7 +70,7 @@ def backbone_epochs(model: UltraGCN, train: np.ndarray, epochs: int, batch: int,
             pool_items, positions = pool_items.to(device), positions.to(device)
             opt.zero_grad()
             loss = step_loss(model, rows[:, 0], rows[:, 1], pool_items[positions], b.global_size, 1,
-                             pool=pool_items, pool_positions=positions, sparse=True)
+                             pool=pool_items, pool_positions=positions)
             loss.backward()
             opt.step()
     _sync(device)

@@ -140,6 +140,13 @@ def sections() -> list[tuple[str, str, list[Row]]]:
                 add(tp, f"{name}.")
 
     add(config_module.Config, "")
+    from painvrl.model.registry import MODELS
+
+    for name, model in MODELS.items():
+        settings = model.settings_type
+        if settings is not None:
+            doc = f"Hyperparameters of backbone `{name}` (`model.name={name}`), defaults from its paper."
+            result.append((f"`model.settings.{name}`", doc, section_rows(settings, f"model.settings.{name}.")))
     return result
 
 

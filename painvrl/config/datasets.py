@@ -80,6 +80,11 @@ class DatasetConfig:
     in short windows, so a global cut leaves few OOD users with training data)."""
     ood_fraction: float = 0.2
     """Fraction of interactions moved into the OOD split by the temporal / popularity builders."""
+    ood_val_fraction: float = 0.0
+    """MMRec files with OOD test rows (x_label 4) and no OOD validation rows (3), as random-exposure sets
+    (Coat, Yahoo!R3) ship: the fraction of each user's OOD test rows moved into OOD validation, drawn with
+    ``seed``. 0: no OOD validation (OOD is then test only, and selection or study objectives on OOD
+    validation are refused)."""
     rating_threshold: float = 4.0
     """MovieLens: a rating at or above this counts as a positive."""
     modalities: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ def validate_config(config: Config) -> None:
     if d.name in ("mmrec", "mmgcn"):
         _require(d.path is not None, "dataset.path", f"required for dataset.name={d.name}")
     _require(0.0 < d.ood_fraction < 1.0, "dataset.ood_fraction", "must be in (0, 1)")
+    _require(0.0 <= d.ood_val_fraction < 1.0, "dataset.ood_val_fraction", "must be in [0, 1)")
     if d.name == "synthetic":
         validate_synthetic(d.synthetic)
     _require(m.k_id >= 0 and m.k_f >= 1, "model.k_f", "k_f must be >= 1 and k_id >= 0")

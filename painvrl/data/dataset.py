@@ -169,6 +169,10 @@ class InteractionData:
     def has_ood(self) -> bool:
         return self.ood_val is not None and self.ood_test is not None and len(self.ood_test) > 0
 
+    def has_ood_validation(self) -> bool:
+        """An OOD split with validation rows (a random-exposure set may carry OOD test rows only)."""
+        return self.has_ood() and self.ood_val is not None and len(self.ood_val) > 0
+
     def fingerprint(self) -> str:
         """Content hash of splits and features (identifies the exact data a result was computed on)."""
         digest = hashlib.sha256()

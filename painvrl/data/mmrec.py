@@ -19,8 +19,10 @@ pairs.
 
 The loader always returns the split stored in the file (``info["split"] = "explicit"``); re-splitting for
 ``dataset.split`` / ``dataset.ood`` builders is the registry's business. OOD splits are set when rows with
-x_label 3 / 4 exist (``info["ood"] = "explicit"``); ``dataset.ood = "explicit"`` without such rows is an
-error.
+x_label 4 exist (``info["ood"] = "explicit"``); ``dataset.ood = "explicit"`` without such rows is an
+error. A file with OOD test rows but no OOD validation rows (a random-exposure test set, as Coat or Yahoo!R3
+ship) gets ``dataset.ood_val_fraction`` of each user's OOD test rows as OOD validation, or no OOD validation
+at all when that fraction is 0.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 OPTIONAL_COLUMNS = ("rating", "timestamp")
+OOD_VAL_STREAM = 0x6F6F6476
+"""Seed-stream tag of the per-user draw of OOD validation rows out of OOD test rows (``dataset.ood_val_fraction``)."""
 SPLIT_LABELS = {"train": 0, "val": 1, "test": 2, "ood_val": 3, "ood_test": 4}
 FEATURE_SUFFIX = "_feat.npy"
 
@@ -136,6 +140,21 @@ def _feature_files(folder: Path, wanted: list[str]) -> dict[str, Path]:
     return files
 
 
+def carve_ood_validation(ood_test: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(OOD validation, OOD test): ``floor(fraction * n_u)`` of each user's OOD test rows, drawn with ``seed``,
+    move into OOD validation (none when ``fraction`` is 0)."""
+    if fraction <= 0 or len(ood_test) == 0:
+        return ood_test[:0], ood_test
+    rng = np.random.default_rng([seed, OOD_VAL_STREAM])
+    order = np.lexsort((rng.random(len(ood_test)), ood_test[:, 0]))  # users grouped, random order within
+    users = ood_test[order, 0]
+    starts = np.searchsorted(users, users, side="left")
+    rank = np.arange(len(users)) - starts
+    counts = np.bincount(users)[users]
+    to_val = rank < np.floor(fraction * counts)
+    return ood_test[order[to_val]], ood_test[order[~to_val]]
+
+
 def load_mmrec(path: Path | str, cfg: DatasetConfig) -> InteractionData:
     """Load an MMRec-format folder into InteractionData (see the module docstring for the rules)."""
     folder = Path(path)
@@ -162,13 +181,17 @@ def load_mmrec(path: Path | str, cfg: DatasetConfig) -> InteractionData:
         if len(splits[name]) == 0:
             raise PainvrlInputError(f"{inter_path}: no rows with x_label {SPLIT_LABELS[name]} ({name} split "
                                     "is empty)")
-    has_ood = len(splits["ood_val"]) > 0 or len(splits["ood_test"]) > 0
-    if has_ood:
-        for name in ("ood_val", "ood_test"):
-            if len(splits[name]) == 0:
-                raise PainvrlInputError(f"{inter_path}: has OOD rows but none with x_label "
-                                        f"{SPLIT_LABELS[name]} ({name}); OOD needs both 3 and 4")
-    elif cfg.ood == "explicit":
+    has_ood = len(splits["ood_test"]) > 0
+    if len(splits["ood_val"]) > 0 and not has_ood:
+        raise PainvrlInputError(f"{inter_path}: has OOD validation rows (x_label 3) but no OOD test rows "
+                                "(x_label 4)")
+    if has_ood and len(splits["ood_val"]) == 0:
+        splits["ood_val"], splits["ood_test"] = carve_ood_validation(splits["ood_test"], cfg.ood_val_fraction,
+                                                                     cfg.seed)
+    elif has_ood and cfg.ood_val_fraction > 0:
+        raise PainvrlInputError(f"config field 'dataset.ood_val_fraction': {inter_path} has its own OOD "
+                                "validation rows (x_label 3); carving more out of its OOD test rows is refused")
+    elif not has_ood and cfg.ood == "explicit":
         raise PainvrlInputError(f"{inter_path}: dataset.ood is 'explicit' but there are no OOD rows "
                                 "(x_label 3 OOD valid / 4 OOD test)")
     train_timestamps = None if timestamps is None else timestamps[labels == SPLIT_LABELS["train"]]
@@ -178,7 +201,7 @@ def load_mmrec(path: Path | str, cfg: DatasetConfig) -> InteractionData:
     train, evaluation, train_timestamps, counts = clean_splits(splits["train"], evaluation,
                                                                train_timestamps)
     for name, split in evaluation.items():
-        if len(split) == 0:
+        if len(split) == 0 and not (name == "ood_val" and cfg.ood_val_fraction == 0):
             raise PainvrlInputError(f"{inter_path}: the {name} split is empty after dropping pairs of users "
                                     "without training rows and pairs already in training")
     if counts["duplicates_removed"] or counts["cold_user_pairs_dropped"] or counts["seen_in_train_dropped"]:

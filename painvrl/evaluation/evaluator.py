@@ -122,7 +122,7 @@ def flatten_section(section: dict[str, Any]) -> dict[str, float]:
 
 def selection_key(config: Config, data: InteractionData) -> str:
     source = config.eval.selection_source
-    if source == "ood" and not data.has_ood():
+    if source == "ood" and not data.has_ood_validation():
         raise PainvrlInputError(f"config field 'eval.selection_source': 'ood' but dataset {data.name!r} has no "
-                                "OOD validation split")
+                                "OOD validation split (for OOD test rows only, set dataset.ood_val_fraction)")
     return f"{source}.{config.eval.selection_metric}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from painvrl.errors import PainvrlInputError
 from painvrl.study.spec import StudySpec, dump_study, validate_study
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,15 @@ def _git_commit() -> str:
     return git_commit()
 
 
+def check_objectives_have_data(spec: StudySpec, data: Any) -> None:
+    """Objectives on OOD validation need an OOD validation split (OOD test rows alone do not give one)."""
+    for index, key in enumerate(spec.metric_keys()):
+        if key.startswith("val.ood.") and not data.has_ood_validation():
+            raise PainvrlInputError(f"study field 'objectives[{index}]': {key!r} needs OOD validation, but "
+                                    f"dataset {data.name!r} has none (set base.dataset.ood_val_fraction for "
+                                    "a set with OOD test rows only)")
+
+
 def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> StudyOutcome:
     """Run (or resume) the study; returns the trials table and the front. Logs everything to MLflow.
 
@@ -91,6 +101,7 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     base = spec.base_config()
     # Bad data fails here, before any trial starts; the fingerprint identifies the data in MLflow.
     data = load_dataset(base.dataset)
+    check_objectives_have_data(spec, data)
     fingerprint = data.fingerprint()
     identity = study_identity(base.config_hash(), fingerprint, spec.to_dict().get("search", {}),
                               spec.metric_keys(), spec.directions())

@@ -120,6 +120,7 @@ class Optimisers:
             self.optimisers.append(torch.optim.Adam(self.dense_params, lr=lr))
         if self.sparse_params:
             self.optimisers.append(torch.optim.SparseAdam(self.sparse_params, lr=lr))
+        model.sparse_gradients = bool(self.sparse_params)  # SparseAdam needs the tables' row-sparse gradients
 
     def zero_grad(self) -> None:
         for optimiser in self.optimisers:
@@ -165,7 +166,6 @@ def train_recommender(
     params = [p for p in (params_to_train if params_to_train is not None else model.parameters())
               if p.requires_grad]
     optimizer = Optimisers(model, params, cfg.lr, cfg.sparse_embeddings)
-    model.sparse_gradients = cfg.sparse_embeddings and bool(optimizer.sparse_params)
     users_all = torch.as_tensor(np.asarray(train_pairs)[:, 0], dtype=torch.long)
     items_all = torch.as_tensor(np.asarray(train_pairs)[:, 1], dtype=torch.long)
 

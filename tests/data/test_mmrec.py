@@ -53,12 +53,60 @@ def test_without_ood_rows(tmp_path: Path) -> None:
         load_mmrec(tmp_path, DatasetConfig(name="mmrec", ood="explicit"))
 
 
-def test_only_one_ood_label_is_an_error(tmp_path: Path) -> None:
+def test_ood_validation_rows_without_ood_test_rows_are_an_error(tmp_path: Path) -> None:
     folder = write_mmrec(tmp_path)
     frame = _frame(folder)
-    _write_frame(folder, frame[frame["x_label"] != 3])
-    with pytest.raises(PainvrlInputError, match=r"toy\.inter: has OOD rows but none with x_label 3"):
+    _write_frame(folder, frame[frame["x_label"] != 4])
+    with pytest.raises(PainvrlInputError, match=r"toy\.inter: has OOD validation rows \(x_label 3\) but no OOD"):
         load_mmrec(folder, CFG)
+
+
+def _ood_test_only(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A random-exposure layout: every user's OOD rows are x_label 4 (two per user), none is 3."""
+    folder = write_mmrec(tmp_path)
+    frame = _frame(folder)
+    frame.loc[frame["x_label"] == 3, "x_label"] = 4
+    _write_frame(folder, frame)
+    return folder, frame
+
+
+def test_ood_test_rows_only_run_without_ood_validation(tmp_path: Path) -> None:
+    folder, frame = _ood_test_only(tmp_path)
+    data = load_mmrec(folder, CFG)
+    assert data.has_ood() and not data.has_ood_validation()
+    assert data.ood_val is not None and len(data.ood_val) == 0
+    assert data.ood_test is not None and sorted(data.ood_test.tolist()) == sorted(_split(frame, 4))
+
+
+def test_ood_val_fraction_carves_ood_validation_per_user(tmp_path: Path) -> None:
+    folder, frame = _ood_test_only(tmp_path)
+    config = DatasetConfig(name="mmrec", ood_val_fraction=0.5, seed=4)
+    data = load_mmrec(folder, config)
+    assert data.ood_val is not None and data.ood_test is not None and data.has_ood_validation()
+    assert np.bincount(data.ood_val[:, 0], minlength=40).tolist() == [1] * 40  # floor(0.5 * 2) per user
+    assert np.bincount(data.ood_test[:, 0], minlength=40).tolist() == [1] * 40
+    both = np.concatenate([data.ood_val, data.ood_test]).tolist()
+    assert sorted(both) == sorted(_split(frame, 4))
+    again = load_mmrec(folder, config)
+    assert again.ood_val is not None and again.ood_val.tolist() == data.ood_val.tolist()  # seeded
+    other = load_mmrec(folder, DatasetConfig(name="mmrec", ood_val_fraction=0.5, seed=5))
+    assert other.ood_val is not None and other.ood_val.tolist() != data.ood_val.tolist()
+
+
+def test_ood_val_fraction_is_refused_when_the_file_has_ood_validation(tmp_path: Path) -> None:
+    with pytest.raises(PainvrlInputError, match=r"'dataset\.ood_val_fraction'"):
+        load_mmrec(write_mmrec(tmp_path), DatasetConfig(name="mmrec", ood_val_fraction=0.3))
+
+
+def test_selection_on_ood_needs_ood_validation(tmp_path: Path) -> None:
+    from painvrl.config import load_config
+    from painvrl.evaluation.evaluator import selection_key
+
+    folder, _ = _ood_test_only(tmp_path)
+    config = load_config(None, ["dataset.name=mmrec", f"dataset.path={folder}", "eval.selection_source=ood",
+                                "dataset.ood=explicit"])
+    with pytest.raises(PainvrlInputError, match=r"'eval\.selection_source'.*dataset\.ood_val_fraction"):
+        selection_key(config, load_mmrec(folder, config.dataset))
 
 
 def test_modality_filter(tmp_path: Path) -> None:

@@ -102,3 +102,23 @@ def test_simplex_from_uniforms_is_on_the_simplex() -> None:
 def test_unknown_range_key_is_named() -> None:
     with pytest.raises(PainvrlInputError, match=r"search.mask.sparsity_weight.*unknown range keys \['lo'\]"):
         load_study(CONFIGS / "smoke.yaml", ["search.mask.sparsity_weight={kind: log, lo: 0.1, high: 1.0}"])
+
+
+def test_objectives_on_ood_validation_need_an_ood_validation_split(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from format_builders import write_mmrec
+
+    from painvrl.config import DatasetConfig
+    from painvrl.data.mmrec import load_mmrec
+    from painvrl.study.driver import check_objectives_have_data
+
+    folder = write_mmrec(tmp_path)
+    inter = folder / "toy.inter"
+    inter.write_text(inter.read_text().replace("\t3\n", "\t4\n"))  # OOD test rows only
+    spec = load_study(CONFIGS / "smoke.yaml")
+    assert any(key.startswith("val.ood.") for key in spec.metric_keys())
+    with pytest.raises(PainvrlInputError, match=r"'objectives\[\d\]'.*ood_val_fraction"):
+        check_objectives_have_data(spec, load_mmrec(folder, DatasetConfig(name="mmrec")))
+    check_objectives_have_data(spec, load_mmrec(folder, DatasetConfig(name="mmrec", ood_val_fraction=0.5)))
