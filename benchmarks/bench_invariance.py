@@ -156,7 +156,7 @@ def bench_mask_step(args: argparse.Namespace, device: torch.device) -> None:
     def backbone_step() -> None:
         bopt.zero_grad()
         loss = step_loss(model, rows[:, 0], rows[:, 1], pool[positions], len(rows), 1, pool=pool,
-                         pool_positions=positions, sparse=True)
+                         pool_positions=positions)
         loss.backward()
         bopt.step()
 

@@ -130,7 +130,8 @@ class MaskModel(nn.Module):
             if n == 0 or batch.global_count == 0:
                 out.append(anchor)
             else:
-                out.append(per[offset:offset + n].sum() / batch.global_count)
+                # + anchor: a backbone that ignores the features (lightgcn) still gives (mu, W) a zero gradient
+                out.append(per[offset:offset + n].sum() / batch.global_count + anchor)
             offset += n
         partials = torch.stack(out)
         return partials, {"partials": out}

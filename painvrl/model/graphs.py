@@ -129,7 +129,7 @@ def symmetric_knn_weights(indices: torch.Tensor, weights: torch.Tensor) -> torch
 def neighbour_sum(indices: torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(W x)_i = sum_j weights[i, j] x[indices[i, j]]: one propagation step over a neighbour-list graph
     ([n, k] lists, x [n, dim]); memory O(n k dim), differentiable in ``weights`` and ``x``."""
-    return torch.einsum("nk,nkd->nd", weights, x[indices])
+    return torch.einsum("nk,nkd->nd", weights.to(x.dtype), x[indices])
 
 
 def feature_gate(encoder: torch.nn.Module) -> torch.Tensor | None:

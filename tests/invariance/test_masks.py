@@ -342,3 +342,42 @@ def test_item_ids_option_reaches_the_mask_model() -> None:
         masks[use_item_ids] = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4,
                                      seed=0, negative_pool=10).mask
     assert not np.array_equal(masks[True], masks[False])
+
+
+def test_generic_mask_model_two_ranks_equal_one_process_on_a_graph_backbone() -> None:
+    """The autograd mask model over LATTICE (a learned item graph from the gated features): a two-rank step
+    equals the single-process step in float64, so any larger gap in float32 pipelines is summation order."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+    from backbone_helpers import tiny_context
+
+    from painvrl.invariance.mask_models import MaskModel
+    from painvrl.model.lattice import LATTICE
+
+    torch.set_num_threads(1)
+    context = tiny_context(n_users=20, n_items=30, d_per_modality=4)
+    torch.manual_seed(0)
+    backbone = LATTICE.build(context).double()
+    train = np.asarray(context.train[:40], dtype=np.int64)
+    base = MaskModel(backbone, 8, 0.5, 0.3, torch.Generator().manual_seed(5)).double()
+    eps = torch.randn(8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    settings = StepSettings(penalty="vrex", preference=[0.3, 0.7], sparsity_weight=0.05)
+
+    def run(collective: Any) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        model = copy.deepcopy(base)
+        opt = torch.optim.Adam(model.trainable(), lr=0.05)
+        initial = None
+        stats = None
+        for step in range(3):
+            batches = _batches(train, collective.rank, collective.world_size, seed=step)
+            stats, initial = mask_step(model, opt, batches, eps, settings, collective, initial)
+        assert stats is not None
+        return model.gate.mu.detach().clone(), model.weight.detach().clone(), stats.losses
+
+    single = run(LocalCollective())
+    for result in run_two_ranks(run):
+        torch.testing.assert_close(result[0], single[0], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(result[1], single[1], rtol=1e-9, atol=1e-10)
+        assert result[2] == pytest.approx(single[2], rel=1e-9, abs=1e-14)

@@ -38,8 +38,13 @@ POOLS = (16, 0)
 """model.negative_pool of the two variants: a shared per-step pool (smaller than the 80 items) and none."""
 
 
-def _config(pool: int) -> Config:
-    return load_config(None, [*TINY, f"model.negative_pool={pool}"])
+GRAPH_BACKBONES = ("lightgcn", "lattice")
+"""Backbones whose loss propagates over the whole graph (dense gradients, the generic HEI and mask models)."""
+
+
+def _config(pool: int, model: str = "ultragcn") -> Config:
+    return load_config(None, [*TINY, f"model.negative_pool={pool}", f"model.name={model}",
+                              "model.settings.lattice.knn_k=5"])
 
 
 def _phases(config: Config, collective: Collective) -> dict[str, Any]:
@@ -149,6 +154,8 @@ def _rank_main(rank: int, port: int, out_dir: str, world_size: int = 2) -> None:
         else:
             results.update({f"phases_{pool}": _phases(_config(pool), collective) for pool in POOLS})
             results["pipeline"] = _pipeline(_config(POOLS[0]), collective)
+            results.update({f"pipeline_{name}": _pipeline(_config(POOLS[0], name), collective)
+                            for name in GRAPH_BACKBONES})
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     finally:
@@ -169,6 +176,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         single = {f"phases_{pool}": _phases(_config(pool), LocalCollective()) for pool in POOLS}
         single["pipeline"] = _pipeline(_config(POOLS[0]), LocalCollective())
+        single.update({f"pipeline_{name}": _pipeline(_config(POOLS[0], name), LocalCollective())
+                       for name in GRAPH_BACKBONES})
     finally:
         torch.set_num_threads(threads)
     return {"single": single, "ranks": ranks}
@@ -186,6 +195,13 @@ IMG_RTOL = 1e-4
 """IMG's solver divides the IRM objective and its gradient by their value at the first Pareto step, an ERM fit
 where V-REx is small (~1e-4 of the ERM loss), so float32 summation-order differences (one process vs two ranks)
 come out about 10x larger relative to the result there than elsewhere: 1.5-2e-5 measured."""
+
+
+GRAPH_MASK_RTOL = {"lattice": 2e-3}
+"""LATTICE's mask and final model reach the loss through a kNN graph of the encoded features: float32
+summation-order differences (one process vs two ranks) pass through normalised cosine similarities and IMG's
+first-step normalisation, and come out at a few 1e-4 on this 8-item graph (3.6e-4 measured). The same step in
+float64 agrees to 1e-9 (tests/invariance/test_masks.py), so the gap is rounding, not a rank-dependent bug."""
 
 
 def _close(got: Any, want: Any, what: str, rtol: float = 1e-5) -> None:
@@ -285,12 +301,15 @@ def test_img_mask_and_projection_equal_one_process(runs: dict[str, Any], pool: i
     assert not torch.equal(want["img_mu"], torch.zeros_like(want["img_mu"])), "the gates never moved"
 
 
-def test_whole_pipeline_two_ranks_equal_one_process(runs: dict[str, Any]) -> None:
-    want = runs["single"]["pipeline"]
+@pytest.mark.parametrize("backbone", ["ultragcn", *GRAPH_BACKBONES])
+def test_whole_pipeline_two_ranks_equal_one_process(runs: dict[str, Any], backbone: str) -> None:
+    run = "pipeline" if backbone == "ultragcn" else f"pipeline_{backbone}"
+    want = runs["single"][run]
     for rank, result in enumerate(runs["ranks"]):
-        got = result["pipeline"]
+        got = result[run]
         _same_metrics(got["metrics"], want["metrics"], f"rank {rank}")
-        _close(got["mask"], want["mask"], f"rank {rank} mask")
+        _close(got["mask"], want["mask"], f"rank {rank} mask", rtol=GRAPH_MASK_RTOL.get(backbone, 1e-5))
         for key, value in want["state"].items():
-            _close(got["state"][key], value, f"rank {rank} final model {key}")
+            _close(got["state"][key], value, f"rank {rank} final model {key}",
+                   rtol=GRAPH_MASK_RTOL.get(backbone, 1e-5))
     assert np.isfinite(want["metrics"]["test"]["iid"]["recall@20"])
