@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from painvrl.model.common import chunked_scorer, modality_contents, settings_from
-from painvrl.model.graphs import bipartite_adjacency, propagate
-from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+from painvrl.model.common import modality_contents, settings_from
+from painvrl.model.graphs import propagate
+from painvrl.model.propagated import PropagatedRecommender
+from painvrl.model.recommender import BuildContext, NegativePool
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,16 @@ def _distance(online: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | 
     return 1.0 - (cos if scale is None else scale * cos)
 
 
-class BM3(Recommender):
+class BM3(PropagatedRecommender):
+    """:meth:`representations` are the predictor's online vectors; the loss reads the propagated ones."""
+
     name: ClassVar[str] = "bm3"
     settings_type: ClassVar[type[BM3Settings]] = BM3Settings
-    adjacency: torch.Tensor
+    settings: BM3Settings
 
     def __init__(self, context: BuildContext, settings: BM3Settings) -> None:
-        super().__init__()
+        super().__init__(context, settings, context.model_config.k_f)
         m = context.model_config
-        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
-        self.encoder = context.encoder
-        self.modality_slices = dict(context.modality_slices)
-        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
-        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
-                                                              context.features.device), persistent=False)
-        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, m.k_f) * m.init_std)
         self.predictor = nn.Linear(m.k_f, m.k_f)
         nn.init.xavier_normal_(self.predictor.weight)
 
@@ -88,14 +84,6 @@ class BM3(Recommender):
             loss = loss + self.settings.cl_weight * alignment
         return loss
 
-    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
-        return 0.5 * self.l2 * ego.pow(2).sum()
-
-    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_table, item_table = self.propagated()
-        return (self.predictor(user_table[users]) * self.predictor(item_table[items])).sum(-1)
-
-    def ranking_scorer(self) -> UserScorer:
-        user_table, item_table = self.propagated()
-        return chunked_scorer(self.predictor(user_table), self.predictor(item_table))
+        return self.predictor(user_table), self.predictor(item_table)

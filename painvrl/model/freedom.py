@@ -18,10 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from painvrl.errors import PainvrlInputError
-from painvrl.model.common import bpr_per_interaction, chunked_scorer, modality_contents, pair_scores, settings_from
+from painvrl.model.common import modality_contents, settings_from
 from painvrl.model.graphs import (
     bipartite_edges,
     degree_sensitive_prune,
@@ -32,7 +31,8 @@ from painvrl.model.graphs import (
     propagate,
     symmetric_knn_weights,
 )
-from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+from painvrl.model.propagated import PropagatedRecommender
+from painvrl.model.recommender import BuildContext, NegativePool
 
 PRUNE_STREAM = 0x66726565
 """Seed-stream tag of the per-epoch edge pruning draw."""
@@ -54,32 +54,27 @@ class FreedomSettings:
     """Weight of each modality's kNN graph, in the data's modality order (empty: equal weights)."""
 
 
-class FREEDOM(Recommender):
+class FREEDOM(PropagatedRecommender):
+    """``adjacency`` is the full user-item graph; ``pruned`` this epoch's pruned one (training only)."""
+
     name: ClassVar[str] = "freedom"
     settings_type: ClassVar[type[FreedomSettings]] = FreedomSettings
-    adjacency: torch.Tensor
-    full_adjacency: torch.Tensor
+    settings: FreedomSettings
+    pruned: torch.Tensor
     edge_users: torch.Tensor
     edge_items: torch.Tensor
 
     def __init__(self, context: BuildContext, settings: FreedomSettings) -> None:
-        super().__init__()
-        m = context.model_config
-        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
         if settings.modality_weights and len(settings.modality_weights) != len(context.modality_slices):
             raise PainvrlInputError(f"config field 'model.settings.freedom.modality_weights': has "
                                     f"{len(settings.modality_weights)} weights for the modalities "
                                     f"{list(context.modality_slices)}")
-        self.encoder = context.encoder
-        self.modality_slices = dict(context.modality_slices)
+        super().__init__(context, settings, context.model_config.k_f)
         device = context.features.device
-        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
         users, items = bipartite_edges(context.train, self.n_users)
         self.register_buffer("edge_users", torch.as_tensor(users, device=device), persistent=False)
         self.register_buffer("edge_items", torch.as_tensor(items, device=device), persistent=False)
-        self.register_buffer("full_adjacency", self._adjacency(None), persistent=False)
-        self.register_buffer("adjacency", self.full_adjacency, persistent=False)
-        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, m.k_f) * m.init_std)
+        self.register_buffer("pruned", self.adjacency, persistent=False)
         self.item_graph: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
         self.rebuild_feature_graph()
 
@@ -87,10 +82,8 @@ class FREEDOM(Recommender):
     def build(cls, context: BuildContext) -> FREEDOM:
         return cls(context, settings_from(context.model_config, cls.name, FreedomSettings))
 
-    def _adjacency(self, keep: torch.Tensor | None) -> torch.Tensor:
-        users, items = self.edge_users, self.edge_items
-        if keep is not None:
-            users, items = users[keep], items[keep]
+    def _pruned_adjacency(self, keep: torch.Tensor) -> torch.Tensor:
+        users, items = self.edge_users[keep], self.edge_items[keep]
         return normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
                                     self.n_users + self.n_items)
 
@@ -100,7 +93,7 @@ class FREEDOM(Recommender):
                                                       .generate_state(1)[0]))
         keep = degree_sensitive_prune(self.edge_users.cpu(), self.edge_items.cpu() - self.n_users, self.n_users,
                                       self.n_items, 1.0 - self.settings.edge_dropout, generator)
-        self.adjacency = self._adjacency(keep.to(self.edge_users.device))
+        self.pruned = self._pruned_adjacency(keep.to(self.edge_users.device))
 
     def rebuild_feature_graph(self) -> None:
         """The frozen item-item graph from the features the encoder consumes (masked when it carries a mask)."""
@@ -116,7 +109,11 @@ class FREEDOM(Recommender):
             values.append(symmetric_knn_weights(indices, binary) * (weight / total))
         self.item_graph = (torch.cat(lists, dim=1), torch.cat(values, dim=1))
 
-    def representations(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pruned graph while training, the full graph otherwise (evaluation, ranking)."""
+        return self.propagate_over(self.pruned if self.training else self.adjacency)
+
+    def propagate_over(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embedding[self.n_users:]
         for _ in range(self.settings.n_item_layers):
             h = neighbour_sum(*self.item_graph, h)
@@ -126,32 +123,15 @@ class FREEDOM(Recommender):
     def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
                              pool: NegativePool | None = None,
                              score_scale: torch.Tensor | None = None) -> torch.Tensor:
-        user_table, item_table = self.representations(self.adjacency if self.training else self.full_adjacency)
+        user_table, item_table = self.representations()
         user_vecs = user_table[users]
-        scale = None if score_scale is None else (score_scale, score_scale.unsqueeze(1))
-        pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items)
-        if scale is not None:
-            pos, neg = pos * scale[0], neg * scale[1]
-        loss = bpr_per_interaction(pos, neg)
+        loss = self.bpr(user_vecs, item_table, pos_items, neg_items, score_scale)
         if self.settings.feature_weight > 0:
             items = torch.unique(torch.cat([pos_items, neg_items.reshape(-1)]))
             contents = modality_contents(self.encoder, self.features[items], self.modality_slices)
             lookup = torch.full((self.n_items,), -1, dtype=torch.long, device=items.device)
             lookup[items] = torch.arange(items.numel(), device=items.device)
             for content in contents.values():
-                pos_f, neg_f = pair_scores(user_vecs, content, lookup[pos_items], lookup[neg_items])
-                if scale is not None:
-                    pos_f, neg_f = pos_f * scale[0], neg_f * scale[1]
-                loss = loss + self.settings.feature_weight * bpr_per_interaction(pos_f, neg_f)
+                feature_loss = self.bpr(user_vecs, content, lookup[pos_items], lookup[neg_items], score_scale)
+                loss = loss + self.settings.feature_weight * feature_loss
         return loss
-
-    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
-        return 0.5 * self.l2 * ego.pow(2).sum()
-
-    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        user_table, item_table = self.representations(self.full_adjacency)
-        return (user_table[users] * item_table[items]).sum(-1)
-
-    def ranking_scorer(self) -> UserScorer:
-        return chunked_scorer(*self.representations(self.full_adjacency))

@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from painvrl.model.common import bpr_per_interaction, chunked_scorer, modality_contents, pair_scores, settings_from
+from painvrl.model.common import modality_contents, settings_from
 from painvrl.model.graphs import (
-    bipartite_adjacency,
     feature_gate,
     knn_neighbours,
     neighbour_sum,
     propagate,
     symmetric_knn_weights,
 )
-from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+from painvrl.model.propagated import PropagatedRecommender
+from painvrl.model.recommender import BuildContext, Recommender, UserScorer
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,13 @@ def cosine_knn(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return indices, (unit.unsqueeze(1) * unit[indices]).sum(-1)
 
 
-class LATTICE(Recommender):
+class LATTICE(PropagatedRecommender):
     name: ClassVar[str] = "lattice"
     settings_type: ClassVar[type[LatticeSettings]] = LatticeSettings
-    adjacency: torch.Tensor
+    settings: LatticeSettings
 
     def __init__(self, context: BuildContext, settings: LatticeSettings) -> None:
-        super().__init__()
-        m = context.model_config
-        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
-        self.encoder = context.encoder
-        self.modality_slices = dict(context.modality_slices)
-        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
-        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
-                                                              context.features.device), persistent=False)
-        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, m.k_f) * m.init_std)
+        super().__init__(context, settings, context.model_config.k_f)
         self.modality_weight = nn.Parameter(torch.zeros(len(self.modality_slices)))
         self.feature_graphs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._learned: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -127,25 +119,8 @@ class LATTICE(Recommender):
         out = propagate(self.adjacency, self.embedding, self.settings.n_ui_layers)
         return out[: self.n_users], out[self.n_users:] + F.normalize(graph_items, dim=1)
 
-    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
-                             pool: NegativePool | None = None,
-                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
-        user_table, item_table = self.representations()
-        pos, neg = pair_scores(user_table[users], item_table, pos_items, neg_items)
-        if score_scale is not None:
-            pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
-        return bpr_per_interaction(pos, neg)
-
-    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
-        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
-        return 0.5 * self.l2 * ego.pow(2).sum()
-
-    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        user_table, item_table = self.representations()
-        return (user_table[users] * item_table[items]).sum(-1)
-
     def ranking_scorer(self) -> UserScorer:
         self._learned = None  # rank with the graph of the current encoder
-        scorer = chunked_scorer(*self.representations())
+        scorer = super().ranking_scorer()
         self._learned = None
         return scorer

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from painvrl.model.common import bpr_per_interaction, chunked_scorer, modality_contents, pair_scores, settings_from
-from painvrl.model.graphs import bipartite_adjacency
-from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+from painvrl.model.common import modality_contents, settings_from
+from painvrl.model.propagated import PropagatedRecommender
+from painvrl.model.recommender import BuildContext
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,17 @@ class MMGCNSettings:
     """Graph convolution layers per modality (MMGCN: 2)."""
 
 
-class MMGCN(Recommender):
+class MMGCN(PropagatedRecommender):
+    """The ID embeddings are ``embedding``; aggregation is the mean over neighbours (row-normalised graph)."""
+
     name: ClassVar[str] = "mmgcn"
     settings_type: ClassVar[type[MMGCNSettings]] = MMGCNSettings
-    adjacency: torch.Tensor
+    settings: MMGCNSettings
 
     def __init__(self, context: BuildContext, settings: MMGCNSettings) -> None:
-        super().__init__()
         m = context.model_config
-        k, n_nodes = m.k_f, context.n_users + context.n_items
-        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
-        self.encoder = context.encoder
-        self.modality_slices = dict(context.modality_slices)
-        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
-        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
-                                                              context.features.device, norm="row"),
-                             persistent=False)
-        self.id_embedding = nn.Parameter(torch.randn(n_nodes, k) * m.init_std)
+        k = m.k_f
+        super().__init__(context, settings, k, norm="row")
         self.preferences = nn.ParameterDict({name: nn.Parameter(torch.randn(self.n_users, k) * m.init_std)
                                              for name in self.modality_slices})
         self.aggregate = nn.ModuleDict({name: nn.ModuleList(nn.Linear(k, k, bias=False)
@@ -64,36 +58,20 @@ class MMGCN(Recommender):
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(users [n_users, k], items [n_items, k]): the mean over modalities of each modality's last layer."""
         contents = modality_contents(self.encoder, self.features, self.modality_slices)
-        total = torch.zeros_like(self.id_embedding)
+        total = torch.zeros_like(self.embedding)
         for name, content in contents.items():
             x = F.normalize(torch.cat([self.preferences[name], content]), dim=1)
             layers = zip(cast(nn.ModuleList, self.aggregate[name]), cast(nn.ModuleList, self.combine[name]),
                          strict=True)
             for aggregate, combine in layers:
                 neighbours = F.leaky_relu(aggregate(torch.sparse.mm(self.adjacency, x)))
-                x = neighbours + F.leaky_relu(combine(x)) + self.id_embedding
+                x = neighbours + F.leaky_relu(combine(x)) + self.embedding
             total = total + x
         total = total / max(len(contents), 1)
         return total[: self.n_users], total[self.n_users:]
 
-    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
-                             pool: NegativePool | None = None,
-                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
-        user_table, item_table = self.representations()
-        pos, neg = pair_scores(user_table[users], item_table, pos_items, neg_items)
-        if score_scale is not None:
-            pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
-        return bpr_per_interaction(pos, neg)
-
     def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
         """0.5 * l2 * the squared norms of the batch's ID embeddings and user preferences, summed."""
-        rows = [self.id_embedding[users], self.id_embedding[self.n_users + pos_items],
+        rows = [self.embedding[users], self.embedding[self.n_users + pos_items],
                 *(table[users] for table in self.preferences.values())]
-        return 0.5 * self.l2 * sum((r.pow(2).sum() for r in rows), self.id_embedding.new_zeros(()))
-
-    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        user_table, item_table = self.representations()
-        return (user_table[users] * item_table[items]).sum(-1)
-
-    def ranking_scorer(self) -> UserScorer:
-        return chunked_scorer(*self.representations())
+        return 0.5 * self.l2 * sum((r.pow(2).sum() for r in rows), self.embedding.new_zeros(()))

@@ -98,13 +98,13 @@ def test_mmgcn_equals_a_dense_reference() -> None:
     model, context = _build("mmgcn")
     assert isinstance(model, MMGCN)
     a = _dense_row_adjacency(context)
-    total = torch.zeros_like(model.id_embedding)
+    total = torch.zeros_like(model.embedding)
     for name, columns in context.modality_slices.items():
         block = torch.zeros_like(context.features)
         block[:, columns] = context.features[:, columns]
         x = F.normalize(torch.cat([model.preferences[name], context.encoder(block)]), dim=1)
         for agg, comb in zip(model.aggregate[name], model.combine[name], strict=True):  # type: ignore[call-overload]
-            x = F.leaky_relu((a @ x) @ agg.weight.T) + F.leaky_relu(x @ comb.weight.T + comb.bias) + model.id_embedding
+            x = F.leaky_relu((a @ x) @ agg.weight.T) + F.leaky_relu(x @ comb.weight.T + comb.bias) + model.embedding
         total = total + x
     total = total / 2
     users, items = model.representations()
@@ -170,18 +170,18 @@ def test_freedom_equals_a_dense_reference_and_prunes_per_epoch() -> None:
              for c in context.modality_slices.values()) / 2
     ui = _lightgcn_dense(context, model.embedding, model.settings.n_ui_layers)
     model.eval()
-    users, items = model.representations(model.full_adjacency)
+    users, items = model.representations()
     torch.testing.assert_close(users, ui[: context.n_users], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(items, ui[context.n_users:] + mm @ model.embedding[context.n_users:], rtol=1e-4,
                                atol=1e-5)
     n_edges = len(np.unique(context.train, axis=0))
     model.start_epoch(3, 7)
-    first = model.adjacency.coalesce().indices().clone()
+    first = model.pruned.coalesce().indices().clone()
     assert first.shape[1] == 2 * round(0.2 * n_edges)
     model.start_epoch(3, 7)
-    assert torch.equal(model.adjacency.coalesce().indices(), first)  # a function of (seed, epoch)
+    assert torch.equal(model.pruned.coalesce().indices(), first)  # a function of (seed, epoch)
     model.start_epoch(4, 7)
-    assert not torch.equal(model.adjacency.coalesce().indices(), first)
+    assert not torch.equal(model.pruned.coalesce().indices(), first)
 
 
 def test_bm3_loss_is_the_bootstrapped_cosine_objective() -> None:

@@ -1,0 +1,65 @@
+"""Backbones that score from tables computed over the whole user-item graph: score(u, i) = <U_u, I_i> with
+(U, I) = :meth:`PropagatedRecommender.representations`, recomputed at every forward (graph propagation touches
+every row, so there is no per-batch shortcut) and once per ranking.
+
+The shared parts: the ID embedding table over users then items, the normalised user-item adjacency, BPR over
+the sampled negatives, and the L2 of the batch's ego embeddings.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from painvrl.model.common import bpr_per_interaction, chunked_scorer, pair_scores
+from painvrl.model.graphs import bipartite_adjacency
+from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+
+
+class PropagatedRecommender(Recommender):
+    adjacency: torch.Tensor
+
+    def __init__(self, context: BuildContext, settings: Any, embedding_dim: int, norm: str = "sym") -> None:
+        super().__init__()
+        m = context.model_config
+        self.n_users, self.n_items, self.l2, self.settings = context.n_users, context.n_items, float(m.l2), settings
+        self.encoder = context.encoder
+        self.modality_slices = dict(context.modality_slices)
+        self.register_buffer("features", context.features.to(torch.float32), persistent=False)
+        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
+                                                              context.features.device, norm), persistent=False)
+        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, embedding_dim) * m.init_std)
+
+    @abstractmethod
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users [n_users, k], items [n_items, k]) of the current parameters and encoder slot."""
+
+    def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
+                             pool: NegativePool | None = None,
+                             score_scale: torch.Tensor | None = None) -> torch.Tensor:
+        user_table, item_table = self.representations()
+        return self.bpr(user_table[users], item_table, pos_items, neg_items, score_scale)
+
+    @staticmethod
+    def bpr(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
+            score_scale: torch.Tensor | None) -> torch.Tensor:
+        """[B] BPR of user vectors against the positives' and negatives' rows of ``item_table``."""
+        pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items)
+        if score_scale is not None:
+            pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
+        return bpr_per_interaction(pos, neg)
+
+    def example_regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
+        """0.5 * l2 * the squared norms of the batch's ego embeddings (users and positives), summed."""
+        ego = torch.cat([self.embedding[users], self.embedding[self.n_users + pos_items]], dim=1)
+        return 0.5 * self.l2 * ego.pow(2).sum()
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        user_table, item_table = self.representations()
+        return (user_table[users] * item_table[items]).sum(-1)
+
+    def ranking_scorer(self) -> UserScorer:
+        return chunked_scorer(*self.representations())
