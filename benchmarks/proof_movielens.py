@@ -1,7 +1,7 @@
 """Real-data evidence: erm, invrl and painvrl on MovieLens ml-latest-small.
 
 Dataset config: ``dataset.name=movielens``, ``dataset.path`` (default /work/shared/data/ml-latest-small),
-``text_features=derived`` (precomputed vectors, no model download), ``ood=temporal`` with
+``dataset.movielens.text_features=derived`` (precomputed vectors, no model download), ``ood=temporal`` with
 ``temporal_scope=user`` (each user's latest interactions form the OOD split). Each method runs in-process
 through :func:`painvrl.training.pipeline.run_pipeline` with the default config plus ``--set`` overrides.
 Prints IID and OOD test recall@20 / ndcg@20 and the worst-environment IID recall@20 (environments: learned
@@ -34,7 +34,7 @@ def run_one(method: str, seed: int, path: str, overrides: list[str]) -> dict[str
     from painvrl.training.pipeline import run_pipeline
 
     config = load_config(None, ["train.progress=false", "dataset.name=movielens", f"dataset.path={path}",
-                                "dataset.text_features=derived", "dataset.ood=temporal",
+                                "dataset.movielens.text_features=derived", "dataset.ood=temporal",
                                 "dataset.temporal_scope=user", f"method={method}", f"train.seed={seed}",
                                 *overrides])
     started = time.perf_counter()

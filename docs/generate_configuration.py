@@ -43,7 +43,7 @@ empty configuration is valid. To change fields:
     pref_ood: 0.7
   ```
 
-  Relative `dataset.path` and `dataset.feature_cache` resolve against the folder of the YAML file.
+  Relative `dataset.path` and `dataset.movielens.feature_cache` resolve against the folder of the YAML file.
 - **Overrides**: `--set section.field=VALUE` (repeatable), applied after the file; `VALUE` is read as YAML,
   so `--set eval.ks=[10,20]` and `--set train.deterministic=false` work.
 - **Check**: `painvrl validate-config --config run.yaml --set ...` validates the result (types, allowed

@@ -46,7 +46,7 @@ def test_train_on_mmgcn_files(tmp_path: Path, variant: str) -> None:
 @pytest.mark.skipif(not SHARED_ML.is_dir(), reason="ml-latest-small is not beside the repository")
 def test_train_on_movielens_with_temporal_ood(tmp_path: Path) -> None:
     metrics = _train(tmp_path, "--set", "dataset.name=movielens", "--set", f"dataset.path={SHARED_ML}",
-                     "--set", "dataset.text_features=derived", "--set", "dataset.ood=temporal",
+                     "--set", "dataset.movielens.text_features=derived", "--set", "dataset.ood=temporal",
                      "--set", "dataset.temporal_scope=user")
     assert metrics["test"]["ood"]["n_users"] > 100
     assert set(metrics["provenance"]["dataset"]["modalities"]) == {"title", "tags", "genre_year"}

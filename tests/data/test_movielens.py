@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from painvrl.config import DatasetConfig
+from painvrl.config import MOVIELENS_FIELDS, DatasetConfig, MovieLensConfig
 from painvrl.data.movielens import (
     OFFICIAL_ZIP_URL,
     download_movielens,
@@ -26,9 +26,12 @@ needs_movielens = pytest.mark.skipif(not ML.is_dir(), reason=f"{ML} is absent")
 
 
 def _cfg(**overrides: object) -> DatasetConfig:
-    values: dict[str, object] = {"name": "movielens", "text_features": "derived", "ood": "none"}
-    values.update(overrides)
-    return DatasetConfig(**values)  # type: ignore[arg-type]
+    """A MovieLens DatasetConfig; MovieLensConfig fields among ``overrides`` go to its movielens section."""
+    loader: dict[str, object] = {"text_features": "derived"}
+    values: dict[str, object] = {"name": "movielens", "ood": "none"}
+    for key, value in overrides.items():
+        (loader if key in MOVIELENS_FIELDS else values)[key] = value
+    return DatasetConfig(**values, movielens=MovieLensConfig(**loader))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ real data
@@ -175,7 +178,7 @@ def test_small_folder_encodes_text(tmp_path: Path) -> None:
         ("userId,movieId,rating,timestamp\n1.5,1,4.0,5\n", MOVIES, r"ratings\.csv: column 'userId' must be integer"),
         ("userId,movieId,rating,timestamp\n1,1,NaN,5\n", MOVIES, r"ratings\.csv: column 'rating' must be numeric"),
         ("userId,movieId,rating,timestamp\n1,99,4.0,5\n", MOVIES, r"ratings\.csv: column 'movieId' has 1 id"),
-        ("userId,movieId,rating,timestamp\n1,1,1.0,5\n", MOVIES, r"no rating >= dataset\.rating_threshold"),
+        ("userId,movieId,rating,timestamp\n1,1,1.0,5\n", MOVIES, r"no rating >= dataset\.movielens\.rating_threshold"),
         ("userId,movieId,rating,timestamp\n1,1,4.0,5\n", "movieId,title\n1,Toy Story (1995)\n",
          r"movies\.csv: missing column\(s\) \['genres'\]"),
         ("userId,movieId,rating,timestamp\n1,1,4.0,5\n", "movieId,title,genres\n1,,Comedy\n",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from painvrl.config import DatasetConfig, SyntheticConfig
+from painvrl.config import DatasetConfig, MovieLensConfig, SyntheticConfig
 from painvrl.data.dataset import InteractionData
 from painvrl.data.registry import LOADERS, apply_popularity_ood, load_dataset
 from painvrl.errors import PainvrlInputError
@@ -51,13 +51,15 @@ def test_movielens_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_dataset(DatasetConfig(name="movielens"))
     if ML.is_dir():
         monkeypatch.setenv("PAINVRL_DATA", str(ML.parent))
-        data = load_dataset(DatasetConfig(name="movielens", text_features="derived", modalities=["genre_year"]))
+        data = load_dataset(DatasetConfig(name="movielens", movielens=MovieLensConfig(text_features="derived"),
+                                          modalities=["genre_year"]))
         assert data.info["path"] == str(ML) and data.n_items == 6298
 
 
 @needs_movielens
 def test_movielens_provenance() -> None:
-    cfg = DatasetConfig(name="movielens", path=str(ML), text_features="derived", ood="temporal")
+    cfg = DatasetConfig(name="movielens", path=str(ML), movielens=MovieLensConfig(text_features="derived"),
+                        ood="temporal")
     data = load_dataset(cfg)
     assert data.info["dataset"] == "movielens"
     assert data.info["split_source"] == "random_per_user" and data.info["ood_source"] == "temporal"
