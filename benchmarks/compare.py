@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--results-section", default=None, metavar="NAME",
                         help="write the table into docs/results.md between <!-- compare:NAME --> markers")
     args = parser.parse_args()
+    from painvrl.console import configure_logging
+
+    configure_logging(False)  # MLflow's own start-up lines stay off the table
     data = str(Path(args.data).resolve())
     experiment = args.experiment or f"compare-{Path(data).name}"
     (ROOT / ".painvrl").mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """BM3 (Zhou et al., WWW 2023): bootstrapped multimodal recommendation, trained without negative sampling.
 
-LightGCN over the user-item graph gives u and i from the ID embeddings; the encoder slot gives each modality's
+LightGCN over the user-item graph gives u and i from the ID embeddings (plus the item ID embedding itself,
+``item_residual``); the encoder slot gives each modality's
 content c_m (the slot applied to modality m's block). A shared predictor p (linear) maps them to "online"
 vectors; the targets are dropout-perturbed copies, detached. Per interaction (u, i):
 
@@ -39,6 +40,8 @@ class BM3Settings:
     """Dropout of the target vectors (BM3 searches 0.3 and 0.5)."""
     cl_weight: float = 2.0
     """Weight of the multimodal alignment terms."""
+    item_residual: bool = True
+    """Add the item ID embeddings to the propagated item vectors (i + q, as the authors' code does)."""
 
 
 def _distance(online: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
@@ -65,7 +68,10 @@ class BM3(PropagatedRecommender):
 
     def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = propagate(self.adjacency, self.embedding, self.settings.n_layers)
-        return out[: self.n_users], out[self.n_users:]
+        items = out[self.n_users:]
+        if self.settings.item_residual:
+            items = items + self.embedding[self.n_users:]
+        return out[: self.n_users], items
 
     def per_interaction_loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor, *,
                              pool: NegativePool | None = None,
