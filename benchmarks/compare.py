@@ -85,6 +85,34 @@ def log_run(tracking_uri: str, experiment: str, run: dict[str, Any]) -> None:
     client.set_terminated(run_id)
 
 
+def logged_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
+    """The runs this script logged to ``experiment``, in the shape :func:`table` reads (latest run per cell)."""
+    from painvrl.study import tracking
+
+    client = tracking._client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"compare.py: no experiment {experiment!r} in {tracking_uri}")
+    latest: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    runs = client.search_runs([found.experiment_id], "tags.`painvrl.role` = 'compare'", max_results=5000,
+                              order_by=["attributes.start_time ASC"])
+    for run in runs:
+        p, m = run.data.params, run.data.metrics
+        test: dict[str, dict[str, float]] = {"iid": {}, "ood": {}}
+        for split in test:
+            for name in METRICS:
+                value = m.get(tracking.metric_name(f"test.{split}.{name}"))
+                if value is not None:
+                    test[split][name] = value
+        if not test["ood"]:
+            del test["ood"]
+        latest[(p["model"], p["method"], p["split"], int(p["seed"]))] = {
+            "model": p["model"], "method": p["method"], "split": p["split"], "seed": int(p["seed"]),
+            "wall_s": m.get("wall_s", float("nan")), "peak_rss_mb": m.get("peak_rss_mb", float("nan")),
+            "metrics": {"test": test, "selection": {"epoch": m.get("selected_epoch", float("nan"))}}}
+    return list(latest.values())
+
+
 def mean_se(values: list[float]) -> str:
     if not values:
         return "-"
@@ -140,6 +168,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="concurrent runs (processes)")
     parser.add_argument("--mlflow", default=f"sqlite:///{ROOT / '.painvrl' / 'compare.db'}")
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: compare-<data folder>)")
+    parser.add_argument("--from-mlflow", action="store_true",
+                        help="train nothing: build the table from the runs already logged to the experiment")
     parser.add_argument("--results-section", default=None, metavar="NAME",
                         help="write the table into docs/results.md between <!-- compare:NAME --> markers")
     args = parser.parse_args()
@@ -153,8 +183,12 @@ def main() -> None:
              for s in args.seeds for split in args.splits]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     runs: list[dict[str, Any]] = []
+    if args.from_mlflow:
+        runs = [r for r in logged_runs(args.mlflow, experiment) if r["seed"] in args.seeds
+                and r["split"] in args.splits]
+        tasks = []
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max(args.jobs, 1), mp_context=context, max_tasks_per_child=1) as pool:
         futures = [pool.submit(run_one, *task, threads) for task in tasks]
         for done, future in enumerate(futures, 1):
             run = future.result()
