@@ -190,7 +190,6 @@ def test_bm3_loss_is_the_bootstrapped_cosine_objective() -> None:
     model.eval()  # no dropout: targets are the vectors themselves
     users, pos = torch.tensor([0, 2]), torch.tensor([1, 4])
     u_all, i_all = _lightgcn_dense(context, model.embedding, 1).split([context.n_users, context.n_items])
-    i_all = i_all + model.embedding[context.n_users:]  # item_residual
     u, i = u_all[users], i_all[pos]
     p = model.predictor
     expected = (1 - F.cosine_similarity(p(u), i)) + (1 - F.cosine_similarity(p(i), u))
