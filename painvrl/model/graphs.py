@@ -65,20 +65,26 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, n_layers: int) 
     return total / (n_layers + 1)
 
 
+KNN_BLOCK_ELEMENTS = 1 << 26
+"""Similarity values per block of rows in :func:`knn_neighbours` (64M float32 = 256 MB)."""
+
+
 @torch.no_grad()
-def knn_neighbours(x: torch.Tensor, k: int, chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_neighbours(x: torch.Tensor, k: int, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k cosine neighbours of every row of ``x`` [n, d]: (indices [n, k], similarities [n, k]).
 
     The row itself is a candidate (its similarity is the largest, 1), as in the LATTICE / FREEDOM kNN graphs.
-    Peak extra memory is one [chunk_size, n] similarity block plus the O(n x k) result.
+    Peak extra memory is one [chunk_size, n] similarity block (by default sized to KNN_BLOCK_ELEMENTS) plus the
+    O(n x k) result.
     """
     n = x.shape[0]
     k = min(k, n)
+    chunk = chunk_size or max(1, KNN_BLOCK_ELEMENTS // max(n, 1))
     unit = F.normalize(x.to(torch.float32), dim=1)
     indices = torch.empty(n, k, dtype=torch.long, device=x.device)
     sims = torch.empty(n, k, dtype=torch.float32, device=x.device)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
         block = unit[start:stop] @ unit.T
         top = torch.topk(block, k, dim=1)
         indices[start:stop] = top.indices
@@ -95,7 +101,7 @@ def knn_adjacency(indices: torch.Tensor, values: torch.Tensor | None = None, nor
     return normalised_adjacency(rows, indices.reshape(-1), n, norm, vals)
 
 
-def knn_graph(x: torch.Tensor, k: int = 10, weighted: bool = False, chunk_size: int = 4096) -> torch.Tensor:
+def knn_graph(x: torch.Tensor, k: int = 10, weighted: bool = False, chunk_size: int | None = None) -> torch.Tensor:
     """Symmetric-normalised top-k cosine item-item graph of ``x`` (binary edges, or cosine-weighted)."""
     indices, sims = knn_neighbours(x, k, chunk_size)
     return knn_adjacency(indices, sims if weighted else None)
