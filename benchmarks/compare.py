@@ -14,7 +14,7 @@ epochs with early stopping after 6 validation checks (30 epochs) without gain, w
 package default (30 epochs) is a short synthetic schedule.
 
 Usage:
-    PYTHONPATH=. .venv/bin/python benchmarks/compare.py --data ../shared/data/tiktok \\
+    PYTHONPATH=. .venv/bin/python benchmarks/compare.py --data data/tiktok \\
         --models lightgcn vbpr mmgcn lattice freedom bm3 --methods erm invrl painvrl --seeds 0 1 2
 """
 
@@ -159,7 +159,7 @@ def write_section(path: Path, name: str, body: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="MMRec folder (e.g. ../shared/data/tiktok)")
+    parser.add_argument("--data", required=True, help="MMRec folder (e.g. data/tiktok)")
     parser.add_argument("--models", nargs="+", default=["lightgcn", "vbpr", "mmgcn", "lattice", "freedom", "bm3"])
     parser.add_argument("--methods", nargs="+", default=["erm", "invrl", "painvrl"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
