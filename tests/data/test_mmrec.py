@@ -254,3 +254,21 @@ def test_split_empty_after_cleaning(tmp_path: Path) -> None:
     _write_frame(folder, frame)
     with pytest.raises(PainvrlInputError, match=r"toy\.inter: the val split is empty after dropping"):
         load_mmrec(folder, CFG)
+
+
+TIKTOK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tiktok"
+
+
+@pytest.mark.skipif(not TIKTOK.is_dir(), reason=f"{TIKTOK} is absent")
+def test_real_tiktok_loads_with_its_published_split() -> None:
+    data = load_mmrec(TIKTOK, CFG)
+    assert (data.n_users, data.n_items) == (9308, 6710)
+    # 10 evaluation pairs (5 valid, 5 test) belong to users without training rows and are dropped
+    assert (len(data.train), len(data.val), len(data.test)) == (59541, 3046, 6125)
+    assert data.info["cold_user_pairs_dropped"] == 10 and data.info["duplicates_removed"] == 0
+    assert data.modalities == ["audio", "image"] and data.feature_dim == 256
+    assert not data.has_ood()
+    from painvrl.data.registry import load_dataset
+
+    shifted = load_dataset(DatasetConfig(name="mmrec", path=str(TIKTOK), ood="popularity"))
+    assert shifted.has_ood_validation() and shifted.info["ood_source"] == "registry:popularity"
