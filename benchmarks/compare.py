@@ -137,7 +137,7 @@ def table(runs: list[dict[str, Any]], models: list[str], methods: list[str]) -> 
             cols = [mean_se([r["metrics"]["test"]["iid"][m] for r in iid]) for m in METRICS]
             cols += [mean_se([r["metrics"]["test"]["ood"][m] for r in ood if "ood" in r["metrics"]["test"]])
                      for m in METRICS]
-            epochs = [float(r["metrics"]["selection"]["epoch"]) for r in iid]
+            epochs = [float(r["metrics"]["selection"]["epoch"]) for r in (iid or ood)]
             wall = [r["wall_s"] for r in cell]
             rss = max(r["peak_rss_mb"] for r in cell)
             lines.append(f"| {model} | {method} | " + " | ".join(cols)
