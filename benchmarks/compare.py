@@ -63,11 +63,10 @@ def run_one(data: str, model: str, method: str, seed: int, split: str, overrides
             "metrics": result.metrics, "config": config.to_dict(), "config_hash": config.config_hash()}
 
 
-def log_run(tracking_uri: str, experiment: str, run: dict[str, Any]) -> None:
+def log_run(tracking_uri: str, experiment_id: str, run: dict[str, Any]) -> None:
     from painvrl.study import tracking
     from painvrl.training.results import flatten_metrics
 
-    experiment_id = tracking.ensure_experiment(tracking_uri, experiment, ROOT / ".painvrl" / "compare-artifacts")
     client = tracking._client(tracking_uri)
     name = f"{run['model']}-{run['method']}-{run['split']}-s{run['seed']}"
     mlflow_run = client.create_run(experiment_id, run_name=name, tags={
@@ -187,12 +186,16 @@ def main() -> None:
         runs = [r for r in logged_runs(args.mlflow, experiment) if r["seed"] in args.seeds
                 and r["split"] in args.splits]
         tasks = []
+    from painvrl.study import tracking
+
+    experiment_id = "" if not tasks else tracking.ensure_experiment(args.mlflow, experiment,
+                                                                    ROOT / ".painvrl" / "compare-artifacts")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max(args.jobs, 1), mp_context=context, max_tasks_per_child=1) as pool:
         futures = [pool.submit(run_one, *task, threads) for task in tasks]
         for done, future in enumerate(futures, 1):
             run = future.result()
-            log_run(args.mlflow, experiment, run)
+            log_run(args.mlflow, experiment_id, run)
             runs.append(run)
             iid = run["metrics"]["test"]["iid"]["recall@20"]
             print(f"[{done}/{len(tasks)}] {run['model']} {run['method']} seed {run['seed']} {run['split']}: "

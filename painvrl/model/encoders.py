@@ -15,6 +15,15 @@ from torch import nn
 from painvrl.errors import PainvrlInputError
 
 
+def consumed_features(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The features an encoder slot lets through: ``features`` times the slot's per-feature factor (its mask
+    or gates, exposed as ``feature_gate()``), or ``features`` for a plain slot. A backbone that builds a graph
+    "from the features it consumes" builds it from these."""
+    gate_of = getattr(encoder, "feature_gate", None)
+    gate = gate_of() if callable(gate_of) else None
+    return features if gate is None else features * gate.to(features)
+
+
 class FeatureProjection(nn.Module):
     """h = W f (no bias: an item with a missing modality block contributes nothing from it)."""
 

@@ -21,10 +21,10 @@ import torch
 
 from painvrl.errors import PainvrlInputError
 from painvrl.model.common import modality_contents, settings_from
+from painvrl.model.encoders import consumed_features
 from painvrl.model.graphs import (
     bipartite_edges,
     degree_sensitive_prune,
-    feature_gate,
     knn_neighbours,
     neighbour_sum,
     normalised_adjacency,
@@ -97,8 +97,7 @@ class FREEDOM(PropagatedRecommender):
 
     def rebuild_feature_graph(self) -> None:
         """The frozen item-item graph from the features the encoder consumes (masked when it carries a mask)."""
-        gate = feature_gate(self.encoder)
-        features = self.features if gate is None else self.features * gate.to(self.features)
+        features = consumed_features(self.encoder, self.features)
         weights = self.settings.modality_weights or [1.0] * len(self.modality_slices)
         total = sum(weights)
         lists, values = [], []

@@ -136,10 +136,3 @@ def neighbour_sum(indices: torch.Tensor, weights: torch.Tensor, x: torch.Tensor)
     """(W x)_i = sum_j weights[i, j] x[indices[i, j]]: one propagation step over a neighbour-list graph
     ([n, k] lists, x [n, dim]); memory O(n k dim), differentiable in ``weights`` and ``x``."""
     return torch.einsum("nk,nkd->nd", weights.to(x.dtype), x[indices])
-
-
-def feature_gate(encoder: torch.nn.Module) -> torch.Tensor | None:
-    """The per-feature factor an encoder slot applies to its input (a mask or gates), or None for a plain
-    encoder: the features a graph built "from the features the model consumes" should be built from."""
-    gate = getattr(encoder, "feature_gate", None)
-    return gate() if callable(gate) else None

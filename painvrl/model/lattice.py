@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from painvrl.model.common import modality_contents, settings_from
+from painvrl.model.encoders import consumed_features
 from painvrl.model.graphs import (
-    feature_gate,
     knn_neighbours,
     neighbour_sum,
     propagate,
@@ -73,8 +73,7 @@ class LATTICE(PropagatedRecommender):
 
     def rebuild_feature_graph(self) -> None:
         """S_m from the features the encoder consumes (masked when the slot carries a mask)."""
-        gate = feature_gate(self.encoder)
-        features = self.features if gate is None else self.features * gate.to(self.features)
+        features = consumed_features(self.encoder, self.features)
         self.feature_graphs = {}
         for name, columns in self.modality_slices.items():
             indices, sims = knn_neighbours(features[:, columns], self.settings.knn_k)
