@@ -30,6 +30,7 @@ class LightGCN(PropagatedRecommender):
     name: ClassVar[str] = "lightgcn"
     settings_type: ClassVar[type[LightGCNSettings]] = LightGCNSettings
     settings: LightGCNSettings
+    consumes_features: ClassVar[bool] = False
 
     @classmethod
     def build(cls, context: BuildContext) -> LightGCN:

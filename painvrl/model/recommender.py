@@ -73,6 +73,9 @@ class Recommender(nn.Module, ABC):
     """L2 weight of the model's regularisation (also applied to the slot encoders of the invariance methods)."""
     settings_type: ClassVar[type[Any] | None] = None
     """The dataclass of the backbone's own hyperparameters, ``model.settings.<name>`` (None: it has none)."""
+    consumes_features: ClassVar[bool] = True
+    """False for an ID-only backbone (lightgcn): a feature mask cannot change it, so the invariance methods
+    train it as ERM does."""
     sparse_gradients: bool = False
     """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 

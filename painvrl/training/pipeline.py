@@ -35,7 +35,7 @@ from painvrl.model.encoders import FeatureProjection, build_encoder
 from painvrl.model.recommender import Recommender
 from painvrl.model.registry import build_model, check_model_config
 from painvrl.training.loop import LoopConfig, TrainOutcome, train_recommender
-from painvrl.training.methods import Method, method_of
+from painvrl.training.methods import METHODS, Method, method_of
 from painvrl.training.results import mask_summary, provenance
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,17 @@ def check_registered_names(config: Config) -> Method:
         effective = method.effective_config(config)
         resolve_settings(effective.mask, effective.mask.sparsity_weight, effective.mask.irm_weight)
     return method
+
+
+def without_mask_for_id_only(method: Method, config: Config) -> Method:
+    """``method``, or ERM's phases when it learns a feature mask for a backbone that consumes no features: no
+    mask can change such a model (every environment model scores alike, every gate has zero gradient), so the
+    invariance phases would only burn time."""
+    if method.mask_source != "learned" or check_model_config(config.model).consumes_features:
+        return method
+    logger.warning("model %r uses no item features, so method %r has no mask to learn: it trains the backbone "
+                   "as erm does", config.model.name, config.method)
+    return METHODS["erm"]
 
 
 def new_model(config: Config, data: InteractionData, features: torch.Tensor,
@@ -193,6 +204,7 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     collective = collective or LocalCollective()
     started = time.perf_counter()
     method = check_registered_names(config)
+    method = without_mask_for_id_only(method, config)
     effective = method.effective_config(config)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -1,0 +1,56 @@
+"""PaInvRL and InvRL over every registered backbone, end to end on a tiny synthetic benchmark, and the ID-only
+backbone (which a feature mask cannot change) trained as erm with a warning instead of burning the mask phases."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+from painvrl.config import load_config
+from painvrl.data.registry import load_dataset
+from painvrl.distributed.collective import LocalCollective
+from painvrl.model.registry import MODELS
+from painvrl.training.pipeline import run_pipeline
+
+TINY = ["dataset.ood=synthetic", "dataset.synthetic.n_users=80", "dataset.synthetic.n_items=100",
+        "dataset.synthetic.modality_dims=[8,8]", "dataset.synthetic.interactions_per_user=10", "model.k_f=8",
+        "model.k_id=8", "model.n_negatives=4", "model.negative_pool=0", "train.epochs=2", "train.batch_size=256",
+        "train.progress=false", "painvrl.rounds=1", "painvrl.pretrain_epochs=1", "environments.max_iters=1",
+        "environments.env_epochs=1", "mask.epochs=1", "model.settings.lattice.knn_k=3",
+        "model.settings.freedom.knn_k=3"]
+FEATURE_BACKBONES = sorted(name for name, cls in MODELS.items() if cls.consumes_features)
+
+
+def run(model: str, method: str) -> tuple[dict[str, Any], list[str]]:
+    config = load_config(None, [*TINY, f"model.name={model}", f"method={method}"])
+    phases: list[str] = []
+
+    def reporter(update: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+        phases.append(str(update.get("phase", "")))
+
+    result = run_pipeline(config, load_dataset(config.dataset), LocalCollective(), reporter)
+    return result.metrics, phases
+
+
+@pytest.mark.parametrize("model", FEATURE_BACKBONES)
+@pytest.mark.parametrize("method", ["painvrl", "invrl"])
+def test_the_invariance_methods_wrap_every_feature_backbone(model: str, method: str) -> None:
+    metrics, phases = run(model, method)
+    assert metrics["mask"]["learned"] is True
+    assert {"pretrain", "hei", "round", "final"} <= set(phases)
+    for split in ("iid", "ood"):
+        assert np.isfinite(metrics["test"][split]["recall@20"])
+
+
+def test_an_id_only_backbone_is_trained_as_erm_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    assert not MODELS["lightgcn"].consumes_features
+    with caplog.at_level(logging.WARNING, logger="painvrl.training.pipeline"):
+        painvrl, phases = run("lightgcn", "painvrl")
+    assert "uses no item features" in caplog.text
+    assert "hei" not in phases and painvrl["mask"]["learned"] is False
+    erm, _ = run("lightgcn", "erm")
+    assert painvrl["test"] == erm["test"]
+    assert painvrl["method"] == "painvrl"
