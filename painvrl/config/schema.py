@@ -72,9 +72,15 @@ class TrainConfig:
 class EnvironmentsConfig:
     n_envs: int = 2
     """Number of environments E identified by HEI."""
-    source: Literal["hei", "ground_truth"] = "hei"
-    """Where mask learning gets its environments: HEI, or (ablation, synthetic data only) the benchmark's true
-    environments, i.e. IRM with known environments: an upper bound that separates HEI's errors from IMG's."""
+    source: Literal["hei", "eiil", "ground_truth"] = "hei"
+    """Where mask learning gets its environments: HEI (re-identified every round from the current mask); EIIL
+    (2 environments inferred once from the pretrained ERM model as the partition that most violates its IRM
+    condition, Creager et al. 2021); or (ablation, synthetic data only) the benchmark's true environments, i.e.
+    IRM with known environments: an upper bound that separates environment identification's errors from IMG's."""
+    eiil_steps: int = 2000
+    """environments.source=eiil: Adam steps on the soft assignment of the training positives."""
+    eiil_lr: float = 0.01
+    """environments.source=eiil: Adam learning rate of the assignment logits."""
     max_iters: int = 5
     """Hard-EM iterations per round."""
     env_epochs: int = 5

@@ -46,6 +46,10 @@ def validate_config(config: Config) -> None:
         _require(e.n_envs == n_true, "environments.n_envs",
                  f"is {e.n_envs}, but with environments.source=ground_truth it must equal the number of true "
                  f"training environments, len(dataset.synthetic.train_env_strengths) = {n_true}")
+    if e.source == "eiil":
+        _require(e.n_envs == 2, "environments.n_envs", f"is {e.n_envs}, but environments.source=eiil infers exactly 2")
+        _require(e.eiil_steps >= 1, "environments.eiil_steps", "must be >= 1")
+        _require(e.eiil_lr > 0, "environments.eiil_lr", "must be > 0")
     mk = config.mask
     _require(mk.sigma > 0, "mask.sigma", "must be > 0")
     _require(0.0 < mk.pref_ood < 1.0, "mask.pref_ood", "must be in (0, 1)")

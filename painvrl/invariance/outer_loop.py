@@ -23,6 +23,7 @@ from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
+from painvrl.invariance.eiil import EIILSettings, eiil_environments
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     environment_models,
@@ -74,7 +75,8 @@ def learn_invariant_mask(
     collective: Collective | None = None,
     log: LogFn | None = None,
 ) -> MaskResult:
-    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (``pretrained`` itself stays frozen)."""
+    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (``pretrained`` itself stays frozen); with
+    ``environments.source`` eiil or ground_truth the labels are fixed once and every round relearns only m."""
     collective = collective or LocalCollective()
     env_cfg, mask_cfg, model_cfg, train_cfg = config.environments, config.mask, config.model, config.train
     features = pretrained.features
@@ -94,7 +96,12 @@ def learn_invariant_mask(
         if log is not None:
             log(record)
 
-    known = _known_environments(data, env_cfg.n_envs) if env_cfg.source == "ground_truth" else None
+    known: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None
+    if env_cfg.source == "ground_truth":
+        known = _known_environments(data, env_cfg.n_envs)
+    elif env_cfg.source == "eiil":
+        known = eiil_environments(pretrained, data.train, env_cfg.n_envs, model_cfg.n_negatives, train_cfg.seed,
+                                  EIILSettings(steps=env_cfg.eiil_steps, lr=env_cfg.eiil_lr))
     sizes: list[int] = []
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
     logit_sum = np.zeros(d, dtype=np.float64)
@@ -107,8 +114,8 @@ def learn_invariant_mask(
         if known is not None:
             labels, label_pairs = known
             sizes = np.bincount(labels, minlength=env_cfg.n_envs).astype(int).tolist()
-            ari = 1.0
-            emit({"phase": "hei", "round": round_index, "source": "ground_truth", "env_sizes": sizes, "ari": ari})
+            ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
+            emit({"phase": "hei", "round": round_index, "source": env_cfg.source, "env_sizes": sizes, "ari": ari})
         else:
             models = environment_models(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
                                         model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),

@@ -261,7 +261,7 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
 def _environments(data: InteractionData, learned: dict[str, Any] | None) -> dict[str, Any]:
     truth = data.ground_truth
     if learned is not None:
-        source = "learned" if learned.get("env_source", "hei") == "hei" else "ground_truth (ablation)"
+        source = {"hei": "learned", "eiil": "eiil"}.get(learned.get("env_source", "hei"), "ground_truth (ablation)")
         return {"source": source, "sizes": learned["env_sizes"], "ari": learned["ari"]}
     if truth is not None and truth.train_env is not None:
         return {"source": "ground_truth", "sizes": np.bincount(truth.train_env).astype(int).tolist()}
