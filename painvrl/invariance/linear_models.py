@@ -295,16 +295,21 @@ class LinearMaskModel(MaskModel):
             if scale is not None:  # the scores were multiplied by the dummy scale w: d(w s)/dW = w ds/dW
                 delta_pos, delta_neg = delta_pos * scale, delta_neg * scale
             user_f = users[:, k_id:]  # [b, k_f]
-            coef = user_f.new_zeros(cache["n_unique"], user_f.shape[1])
-            coef = coef.index_add(0, pos_index, delta_pos.unsqueeze(1) * user_f)
             pool_index = cache["pool_index"]
-            if pool_index is not None and positions is not None:
+            pooled = pool_index is not None and positions is not None
+            # only the items this environment's rows touch: G_k = C_k^T X over those rows of X, not over every
+            # unique item of the step (which the other environments' rows bring in)
+            touched = torch.cat([pos_index, pool_index if pooled else neg_index.reshape(-1)])
+            rows, local = torch.unique(touched, return_inverse=True)
+            coef = user_f.new_zeros(rows.shape[0], user_f.shape[1])
+            coef = coef.index_add(0, local[:pos_index.shape[0]], delta_pos.unsqueeze(1) * user_f)
+            if pooled:
                 # pooled negatives: delta summed per pool slot ([b, P], scalars), then one [P, b] x [b, k_f]
                 per_slot = delta_neg.new_zeros(delta_neg.shape[0], pool_index.shape[0])
                 per_slot = per_slot.scatter_add(1, positions, delta_neg)
-                coef = coef.index_add(0, pool_index, per_slot.T @ user_f)
+                coef = coef.index_add(0, local[pos_index.shape[0]:], per_slot.T @ user_f)
             else:
                 neg_coef = (delta_neg.unsqueeze(2) * user_f.unsqueeze(1)).reshape(-1, user_f.shape[1])
-                coef = coef.index_add(0, neg_index.reshape(-1), neg_coef)
-            grads.append(coef.T @ gated)
+                coef = coef.index_add(0, local[pos_index.shape[0]:], neg_coef)
+            grads.append(coef.T @ gated[rows])
         return torch.stack(grads)
