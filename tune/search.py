@@ -56,11 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", 30, "display.precision", 4):
         print(f"\nPareto front of study '{spec.name}' ({len(outcome.front)} of {len(outcome.trials)} trials):")
         print(outcome.front.drop(columns=["on_front", "on_optuna_front"], errors="ignore").to_string(index=False))
+        if outcome.baselines is not None:
+            print("\nerm baselines (mean over seeds; validation objectives, test reported, never used to choose):")
+            print(outcome.baselines.to_string(index=False))
     print(f"hypervolume = {outcome.hypervolume:.6g} (reference point {outcome.reference_point})")
     if outcome.hypervolume == 0:
-        which = "the erm baseline's point" if spec.erm_baseline and spec.reference_point is None else "it"
+        if outcome.baselines is not None and spec.reference_point is None:
+            which = "the best baseline's point"
+        elif spec.erm_baseline and spec.reference_point is None:
+            which = "the erm baseline's point"
+        else:
+            which = "it"
         print(f"  (0: no trial is better than the reference point, {which}, in every objective at once)")
-    print(f"results: {spec.study_dir()} (front.csv, trials.csv, front.png, report/report.html)")
+    print(f"results: {spec.study_dir()} (front.csv, trials.csv, {'baselines.csv, ' if spec.baselines else ''}"
+          "front.png, report/report.html)")
     print(f"MLflow UI: {mlflow_ui_command(outcome.tracking_uri)}")
     print(f"  then open {mlflow_ui_url(outcome.tracking_uri, outcome.parent_run_id, spec.metric_keys())}")
     return 0

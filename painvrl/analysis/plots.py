@@ -97,6 +97,7 @@ def plot_front(
     title: str | None = None,
     labels: Mapping[str, str] | None = None,
     annotate: str | None = None,
+    markers: Sequence[tuple[str, float, float]] = (),
 ) -> Path:
     """Scatter the trials of ``df`` on two objectives and draw their Pareto front as a staircase.
 
@@ -108,6 +109,7 @@ def plot_front(
         title: figure title.
         labels: display names for columns, e.g. ``{"val_iid_recall@20": "Recall@20 (IID)"}``.
         annotate: optional column whose values label the front points (e.g. a trial id).
+        markers: labelled reference points ``(label, x, y)`` drawn over the trials (the study's baselines).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -143,6 +145,12 @@ def plot_front(
         if annotate:
             for (px, py), text in zip(front_xy, df.loc[on_front, annotate], strict=True):
                 axes.annotate(str(text), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for index, (text, px, py) in enumerate(markers):
+        if not (np.isfinite(px) and np.isfinite(py)):
+            continue
+        axes.scatter([px], [py], s=70, marker="*", color=OKABE_ITO[(index + 5) % len(OKABE_ITO)], zorder=4,
+                     edgecolors="black", linewidths=0.5, label=text)
+        axes.annotate(text, (px, py), textcoords="offset points", xytext=(5, -9), fontsize=7)
     axes.set_xlabel(_axis_label(x, directions[0], labels))
     axes.set_ylabel(_axis_label(y, directions[1], labels))
     axes.set_title(title if title is not None else f"Pareto front: {int(finite.sum())} trials")

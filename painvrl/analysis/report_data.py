@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "StudyRuns",
+    "baselines_against_front",
     "env_metrics_table",
     "front_parameters_table",
     "front_test_metrics_table",
@@ -72,6 +73,9 @@ class StudyRuns:
     """trial_id -> metrics.json of that trial (front trials only)."""
     optuna_states: dict[str, int] | None = None
     """Trial counts per Optuna state when the study's Optuna storage is reachable, else None."""
+    baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per erm baseline backbone (mean over its seeds): ``baseline``, ``seeds`` and the objective
+    columns with their test twins (empty for a study without ``baselines``)."""
 
     @property
     def objective_columns(self) -> list[str]:
@@ -243,11 +247,39 @@ def load_study_runs(tracking_uri: str, experiment: str) -> StudyRuns:
         payload = _download_json(client, str(row.run_id), "metrics.json")
         if isinstance(payload, dict):
             metrics_json[str(row.trial_id)] = payload
-    return StudyRuns(name=study_name, experiment_id=experiment_id, tracking_uri=tracking_uri,
+    baseline_runs = _search_all(client, experiment_id, "tags.`painvrl.role` = 'baseline'")
+    return StudyRuns(baselines=_baselines_frame(baseline_runs, objectives),
+                     name=study_name, experiment_id=experiment_id, tracking_uri=tracking_uri,
                      parent_run_id=parent_id, parent_params=dict(parent.data.params),
                      parent_metrics=dict(parent.data.metrics), trials=trials, objectives=objectives,
                      directions=directions, hypervolume_history=history, spec=spec, metrics_json=metrics_json,
                      optuna_states=_optuna_states(parent.data.params.get("optuna_storage"), study_name))
+
+
+def _baselines_frame(runs: list[Any], objectives: list[str]) -> pd.DataFrame:
+    """Mean over seeds per backbone of the baseline runs' objective columns and their test twins."""
+    from painvrl.study.baselines import MODEL_TAG, test_key
+
+    columns = [metric_column(k) for key in objectives for k in dict.fromkeys((key, test_key(key)))]
+    rows = []
+    for model in dict.fromkeys(run.data.tags.get(MODEL_TAG, "?") for run in runs):
+        mine = [run for run in runs if run.data.tags.get(MODEL_TAG, "?") == model]
+        row: dict[str, Any] = {"baseline": f"erm {model}", "seeds": len(mine)}
+        for column in columns:
+            values = [run.data.metrics.get(column.removeprefix("metrics."), np.nan) for run in mine]
+            row[column] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def baselines_against_front(study: StudyRuns) -> pd.DataFrame:
+    """The baselines with the front trials that dominate them and those they dominate (validation)."""
+    from painvrl.study.baselines import with_dominance
+
+    if study.baselines.empty:
+        return study.baselines
+    table = with_dominance(study.baselines, study.front, study.objective_columns, study.directions, "trial_id")
+    return table.rename(columns={c: c.removeprefix("metrics.").replace("_at_", "@") for c in table.columns})
 
 
 # ------------------------------------------------------------------------------------------ pure tables

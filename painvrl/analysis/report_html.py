@@ -16,6 +16,7 @@ import pandas as pd
 
 from painvrl.analysis.report_data import (
     StudyRuns,
+    baselines_against_front,
     env_metrics_table,
     front_parameters_table,
     front_test_metrics_table,
@@ -82,8 +83,14 @@ def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
         _draw("Pareto front", front.figures, lambda: plot_front(
             study.trials, columns[0], columns[1], directions[:2], out / f"{prefix}_front.png", labels=labels,
             title=f"{study.name}: Pareto front ({int(study.trials['on_front'].sum())} of {len(study.trials)} trials)",
-            annotate="trial_id" if study.trials["on_front"].sum() <= 12 else None))
+            annotate="trial_id" if study.trials["on_front"].sum() <= 12 else None,
+            markers=[(str(row["baseline"]), float(row[columns[0]]), float(row[columns[1]]))
+                     for _, row in study.baselines.iterrows()] if not study.baselines.empty else []))
     front.tables.append(("Front trials: objectives and chosen hyperparameters", front_parameters_table(study)))
+    if not study.baselines.empty:
+        front.note += " Stars are the erm baselines (mean over their seeds)."
+        front.tables.append(("erm baselines against the front (validation; test reported, never used to choose)",
+                             baselines_against_front(study)))
     sections.append(front)
 
     hv = Section("Hypervolume vs trials", level=3, anchor=f"hv-{prefix}", note=(

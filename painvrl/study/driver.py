@@ -11,6 +11,14 @@ from typing import Any
 import pandas as pd
 
 from painvrl.errors import PainvrlInputError
+from painvrl.study.baselines import (
+    Baseline,
+    baseline_table,
+    best_baseline_point,
+    run_baselines,
+    test_key,
+    with_dominance,
+)
 from painvrl.study.spec import StudySpec, dump_study, validate_study
 
 logger = logging.getLogger(__name__)
@@ -25,6 +33,9 @@ class StudyOutcome:
     reference_point: list[float]
     parent_run_id: str
     tracking_uri: str
+    baselines: pd.DataFrame | None = None
+    """One row per baseline backbone (mean over seeds): validation objectives, their test twins, and which front
+    trials dominate it / it dominates (None without ``baselines``)."""
 
 
 def build_sampler(spec: StudySpec) -> Any:
@@ -126,7 +137,9 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     _client = tracking._client(tracking_uri)
     _client.log_artifact(parent_run_id, str(study_dir / "study.yaml"))
 
-    reference = _reference_point(spec, data, tracking_uri, experiment_id, parent_run_id)
+    baselines = run_baselines(spec, data, fingerprint, tracking_uri, experiment_id, parent_run_id) \
+        if spec.baselines else []
+    reference = _reference_point(spec, data, tracking_uri, experiment_id, parent_run_id, baselines)
 
     runs = tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name)
     n_mask_objectives = 2 + (base.mask.extra_objective != "none")
@@ -170,7 +183,7 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
         if r.metrics and "trial_id" in r.metrics:
             outcomes[str(r.metrics["trial_id"])] = (r.metrics, r.error is not None)
     runs.finish_left_running(outcomes)
-    return summarise_study(spec, reference, tracking_uri, parent_run_id)
+    return summarise_study(spec, reference, tracking_uri, parent_run_id, baselines)
 
 
 def _optuna_storage(url: str) -> Any:
@@ -186,10 +199,15 @@ def _optuna_storage(url: str) -> Any:
 
 
 def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
-                     parent_run_id: str) -> list[float]:
-    """Configured point, else the erm baseline's objectives (run once, cached on the parent run), else 0."""
+                     parent_run_id: str, baselines: list[Baseline]) -> list[float]:
+    """Configured point, else the best of the ``baselines`` backbones, else the erm baseline's objectives (run
+    once, cached on the parent run), else 0."""
     if spec.reference_point is not None:
         return list(spec.reference_point)
+    best = best_baseline_point(baseline_table(baselines, spec.metric_keys()), spec.metric_keys(),
+                               spec.directions()) if baselines else None
+    if best is not None:
+        return best
     if not spec.erm_baseline:
         return [0.0 if d == "maximize" else float("inf") for d in spec.directions()]
     from painvrl.distributed.collective import LocalCollective
@@ -221,19 +239,40 @@ def trials_table(spec: StudySpec) -> pd.DataFrame:
     """Completed trials from the Optuna storage (the source of truth for the front)."""
     import optuna
 
+    from painvrl.study.searcher import TUNE_TRIAL_ATTR
+
     study = optuna.load_study(study_name=spec.name, storage=_optuna_storage(spec.optuna_url()))
     rows = []
     best = {t.number for t in study.best_trials}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        row: dict[str, Any] = {"number": trial.number, "on_optuna_front": trial.number in best}
+        row: dict[str, Any] = {"number": trial.number, "on_optuna_front": trial.number in best,
+                               "trial_id": trial.user_attrs.get(TUNE_TRIAL_ATTR)}
         row.update({k: v for k, v in trial.params.items() if not k.startswith("preference_u")})
         row.update(dict(zip(spec.metric_keys(), trial.values, strict=True)))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _with_test_metrics(table: pd.DataFrame, spec: StudySpec, tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
+    """The trials table with the test twin of every objective (read from the trials' MLflow runs): reported
+    next to the validation objectives, never used to choose."""
+    from painvrl.study import tracking
+
+    client = tracking._client(tracking_uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`{tracking.STUDY_TAG}` = '{spec.name}' and tags.`{tracking.ROLE_TAG}` = 'trial'"
+    by_trial = {run.data.tags.get(tracking.TRIAL_TAG): run.data.metrics
+                for run in client.search_runs([experiment_id], filter_string=query, max_results=50_000)}
+    out = table.copy()
+    for key in spec.metric_keys():
+        name = test_key(key)
+        if name != key:
+            out[name] = [by_trial.get(t, {}).get(tracking.metric_name(name), float("nan")) for t in out["trial_id"]]
+    return out
+
+
 def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
-                    parent_run_id: str) -> StudyOutcome:
+                    parent_run_id: str, baselines: list[Baseline] | None = None) -> StudyOutcome:
     from painvrl.study import tracking
     from painvrl.study.front import front_table, hypervolume, hypervolume_history
 
@@ -242,7 +281,7 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     keys, directions = spec.metric_keys(), spec.directions()
     if table.empty:
         raise RuntimeError(f"study {spec.name}: no completed trials (see the Tune logs in {study_dir / 'tune'})")
-    table = front_table(table, keys, directions)
+    table = front_table(_with_test_metrics(table, spec, tracking_uri, parent_run_id), keys, directions)
     front = table[table["on_front"]].reset_index(drop=True)
     points = table[keys].to_numpy(dtype=float)
     hv = float(hypervolume(points, reference, directions)) if len(keys) in (2, 3) else float("nan")
@@ -254,9 +293,15 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
     metrics = {"hypervolume": hv, "n_trials": float(len(table)), "front_size": float(len(front))}
     for t, value in enumerate(history):
         tracking._client(tracking_uri).log_metric(parent_run_id, "hypervolume_history", float(value), step=t)
-    tracking.log_front(tracking_uri, parent_run_id, csv_path, None, metrics,
-                       extra_files=[study_dir / "trials.csv"])
-    return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri)
+    extra = [study_dir / "trials.csv"]
+    compared = None
+    if baselines:
+        compared = with_dominance(baseline_table(baselines, keys), front, keys, directions)
+        compared.to_csv(study_dir / "baselines.csv", index=False)
+        extra.append(study_dir / "baselines.csv")
+        metrics["baselines_dominated"] = float((compared["dominated by"] != "none").sum())
+    tracking.log_front(tracking_uri, parent_run_id, csv_path, None, metrics, extra_files=extra)
+    return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri, compared)
 
 
 UI_HOST, UI_PORT = "127.0.0.1", 5000

@@ -101,7 +101,15 @@ class StudySpec:
     """Hypervolume reference point (objective space). Default: the erm baseline's point when
     erm_baseline is true, else the origin."""
     erm_baseline: bool = False
-    """Run one erm trial first (same data) and use its objectives as the hypervolume reference point."""
+    """Run one erm trial first (same data) and use its objectives as the hypervolume reference point (ignored
+    when ``baselines`` names backbones: the best of those is the reference)."""
+    baselines: list[str] = field(default_factory=list)
+    """Backbones (``model.name`` values) trained with erm before the search, once per seed of
+    ``baseline_seeds``, on the study's data and base config. Logged as tagged runs of the study's experiment,
+    drawn on the front plot and compared with the front; the best one is the default hypervolume reference
+    point. Cached by config hash and data fingerprint: a rerun or a resume trains none again."""
+    baseline_seeds: list[int] = field(default_factory=list)
+    """Training seeds of the baselines (default: the base config's train.seed)."""
     ray_address: str | None = None
     """Ray cluster address; default RAY_ADDRESS or a new local Ray."""
     ray_num_cpus: int | None = None
@@ -224,6 +232,13 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
             config_from_dict(values)
         except PainvrlInputError as exc:
             raise PainvrlInputError(f"study config field 'search' ({corner} corner): {exc}") from exc
+    from painvrl.model.registry import MODELS
+
+    for name in spec.baselines:
+        if name not in MODELS:
+            _fail("baselines", f"{name!r} is not a registered backbone (known: {', '.join(sorted(MODELS))})")
+    if len(set(spec.baselines)) != len(spec.baselines):
+        _fail("baselines", "names a backbone twice")
     if spec.reference_point is not None and len(spec.reference_point) != len(spec.objectives):
         _fail("reference_point", f"has {len(spec.reference_point)} values for {len(spec.objectives)} objectives")
     if spec.sampler.population_size is not None and spec.sampler.population_size < 2:

@@ -43,7 +43,7 @@ def _mlflow_runs(study_dir: Path, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _assert_study_consistent(study_dir: Path, name: str, n_trials: int) -> None:
+def _assert_study_consistent(study_dir: Path, name: str, n_trials: int, positive_hypervolume: bool = True) -> None:
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -67,7 +67,8 @@ def _assert_study_consistent(study_dir: Path, name: str, n_trials: int) -> None:
     assert (trials["mlflow.parentRunId"] == parent_id).all()
     assert (trials["status"] == "FINISHED").all()
     assert "metric:val.iid.recall_at_20" in trials.columns
-    assert parent["metric:hypervolume"].iloc[0] > 0
+    if positive_hypervolume:  # the reference is erm's point; against the best baseline it may be 0
+        assert parent["metric:hypervolume"].iloc[0] > 0
 
     client = MlflowClient(tracking_uri=f"sqlite:///{study_dir / 'mlflow.db'}")
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
@@ -112,7 +113,7 @@ def test_killed_study_resumes_without_lost_or_duplicated_trials(tmp_path: Path) 
     import optuna
 
     args = ["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}", "--set", "num_samples=4",
-            "--set", "name=resume"]
+            "--set", "name=resume", "--set", "baselines=[vbpr]"]
     process = subprocess.Popen([sys.executable, str(REPO / "tune" / "search.py"), *args], cwd=REPO, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     storage = f"sqlite:///{tmp_path / 'resume' / 'optuna.db'}"
@@ -140,6 +141,42 @@ def test_killed_study_resumes_without_lost_or_duplicated_trials(tmp_path: Path) 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'resume' / 'mlflow.db'}")
     for run_id in runs[(runs["painvrl.role"] == "trial") & (runs["status"] == "FINISHED")]["run_id"]:
         client.set_terminated(run_id, status="RUNNING")
+    baseline_runs = set(runs[runs["painvrl.role"] == "baseline"]["run_id"])
+    assert len(baseline_runs) == 1, "the baseline is trained before the first trial"
     result = _search([*args, "--resume"])
     assert result.returncode == 0, result.stderr[-4000:]
-    _assert_study_consistent(tmp_path / "resume", "resume", n_trials=4)
+    _assert_study_consistent(tmp_path / "resume", "resume", n_trials=4, positive_hypervolume=False)
+    runs = _mlflow_runs(tmp_path / "resume", "resume")
+    assert set(runs[runs["painvrl.role"] == "baseline"]["run_id"]) == baseline_runs, "no baseline retrained"
+
+
+def test_baselines_are_drawn_compared_and_never_retrained(tmp_path: Path) -> None:
+    args = ["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}", "--set", "name=baselines",
+            "--set", "baselines=[ultragcn,vbpr]", "--set", "baseline_seeds=[0,1]"]
+    result = _search(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "erm baselines" in result.stdout and "dominated by" in result.stdout
+    study_dir = tmp_path / "baselines"
+    _assert_study_consistent(study_dir, "baselines", n_trials=3, positive_hypervolume=False)
+    runs = _mlflow_runs(study_dir, "baselines")
+    baselines = runs[runs["painvrl.role"] == "baseline"]
+    assert sorted(zip(baselines["painvrl.model"], baselines["painvrl.seed"], strict=True)) == [
+        ("ultragcn", "0"), ("ultragcn", "1"), ("vbpr", "0"), ("vbpr", "1")]
+    assert baselines["painvrl.config_hash"].is_unique and baselines["painvrl.data_fingerprint"].nunique() == 1
+
+    table = pd.read_csv(study_dir / "baselines.csv")
+    assert list(table["baseline"]) == ["erm ultragcn", "erm vbpr"] and set(table["seeds"]) == {2}
+    assert {"dominated by", "dominates front", "test.iid.recall@20", "test.ood.recall@20"} <= set(table.columns)
+    # the reference point is the best baseline (largest IID + OOD validation recall)
+    sums = table["val.iid.recall@20"] + table["val.ood.recall@20"]
+    best = table.loc[sums.idxmax(), ["val.iid.recall@20", "val.ood.recall@20"]].tolist()
+    assert f"reference point {best}" in result.stdout.replace("\n", " ")
+    front = pd.read_csv(study_dir / "front.csv")
+    assert front["test.iid.recall@20"].notna().all() and front["test.ood.recall@20"].notna().all()
+    report = (study_dir / "report" / "report.html").read_text()
+    assert "erm baselines against the front" in report and "erm vbpr" in report
+
+    again = _search([*args, "--resume"])
+    assert again.returncode == 0, again.stderr[-4000:]
+    rerun = _mlflow_runs(study_dir, "baselines")
+    assert set(rerun[rerun["painvrl.role"] == "baseline"]["run_id"]) == set(baselines["run_id"])
