@@ -59,40 +59,47 @@ def run_baselines(spec: StudySpec, data: Any, fingerprint: str, tracking_uri: st
                   parent_run_id: str) -> list[Baseline]:
     """Every (backbone, seed) baseline of the study: found in MLflow by config hash and data fingerprint, or
     trained now (erm, in the driver process) and logged."""
+    from tqdm.auto import tqdm
+
     from painvrl.distributed.collective import LocalCollective
     from painvrl.study import tracking
     from painvrl.training.pipeline import run_pipeline
     from painvrl.training.results import flatten_metrics
 
     client = tracking._client(tracking_uri)
-    out = []
-    for model in spec.baselines:
-        for seed in baseline_seeds(spec):
-            config = baseline_config(spec, model, seed)
-            tags = {tracking.ROLE_TAG: BASELINE_ROLE, CONFIG_HASH_TAG: config.config_hash(),
-                    FINGERPRINT_TAG: fingerprint}
-            existing = tracking.find_run(tracking_uri, experiment_id, tags)
-            if existing is not None:
-                logged = dict(client.get_run(existing).data.metrics)
-                if all(tracking.metric_name(k) in logged for k in spec.metric_keys()):
-                    out.append(Baseline(model, seed, logged, existing, cached=True))
-                    continue
-            logger.info("training the erm baseline %s (seed %d)", model, seed)
-            metrics = run_pipeline(config, data, LocalCollective(), None).metrics
-            flat = {tracking.metric_name(k): float(v) for k, v in flatten_metrics(metrics).items()
-                    if np.isfinite(v)}
-            run = client.create_run(experiment_id, run_name=f"baseline:{model}:s{seed}", tags={
-                **tags, tracking.PARENT_TAG: parent_run_id, tracking.STUDY_TAG: spec.name, MODEL_TAG: model,
-                SEED_TAG: str(seed)})
-            run_id = str(run.info.run_id)
-            for key, value in flat.items():
-                client.log_metric(run_id, key, value)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "metrics.json"
-                path.write_text(json.dumps(metrics, indent=2, default=str))
-                client.log_artifact(run_id, str(path))
-            client.set_terminated(run_id)
-            out.append(Baseline(model, seed, flat, run_id, cached=False))
+    out: list[Baseline] = []
+    todo = [(model, seed) for model in spec.baselines for seed in baseline_seeds(spec)]
+    bar = tqdm(todo, desc="erm baselines", unit="run", leave=False, disable=None)
+    for model, seed in bar:
+        bar.set_postfix_str(f"{model} seed {seed}")
+        config = baseline_config(spec, model, seed)
+        tags = {tracking.ROLE_TAG: BASELINE_ROLE, CONFIG_HASH_TAG: config.config_hash(),
+                FINGERPRINT_TAG: fingerprint}
+        existing = tracking.find_run(tracking_uri, experiment_id, tags)
+        if existing is not None:
+            logged = dict(client.get_run(existing).data.metrics)
+            if all(tracking.metric_name(k) in logged for k in spec.metric_keys()):
+                out.append(Baseline(model, seed, logged, existing, cached=True))
+                continue
+        logger.info("training the erm baseline %s (seed %d)", model, seed)
+        metrics = run_pipeline(config, data, LocalCollective(), None).metrics
+        flat = {tracking.metric_name(k): float(v) for k, v in flatten_metrics(metrics).items()
+                if np.isfinite(v)}
+        run = client.create_run(experiment_id, run_name=f"baseline:{model}:s{seed}", tags={
+            **tags, tracking.PARENT_TAG: parent_run_id, tracking.STUDY_TAG: spec.name, MODEL_TAG: model,
+            SEED_TAG: str(seed)})
+        run_id = str(run.info.run_id)
+        for key, value in flat.items():
+            client.log_metric(run_id, key, value)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "metrics.json"
+            path.write_text(json.dumps(metrics, indent=2, default=str))
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id)
+        out.append(Baseline(model, seed, flat, run_id, cached=False))
+    bar.close()
+    cached = sum(b.cached for b in out)
+    print(f"erm baselines: {len(out) - cached} trained, {cached} found in MLflow (same config and data)", flush=True)
     return out
 
 
