@@ -13,12 +13,27 @@ from painvrl.study.spec import load_study, validate_study
 CONFIGS = Path(__file__).resolve().parents[2] / "tune" / "configs"
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "movielens", "gpu-cluster"])
+@pytest.mark.parametrize("name", ["default", "smoke", "movielens", "tiktok", "gpu-cluster"])
 def test_shipped_study_configs_load(name: str) -> None:
     spec = load_study(CONFIGS / f"{name}.yaml")
     assert spec.name == name
     assert Path(spec.storage_dir).is_absolute()
     assert spec.metric_keys()[0] == "val.iid.recall@20"
+    validate_study(spec)
+
+
+@pytest.mark.parametrize("name", ["movielens", "tiktok"])
+def test_real_data_studies_search_the_backbone_against_erm_baselines(name: str) -> None:
+    from painvrl.model.registry import MODELS
+
+    spec = load_study(CONFIGS / f"{name}.yaml")
+    backbones = spec.search["model.name"]
+    assert backbones.kind == "categorical" and set(backbones.choices) <= set(MODELS)
+    assert {"environments.n_envs", "mask.sparsity_weight", "preference"} <= set(spec.search)
+    assert set(backbones.choices) <= set(spec.baselines) and "lightgcn" in spec.baselines
+    assert spec.metric_keys() == ["val.iid.recall@20", "val.ood.recall@20"]
+    two_workers = load_study(CONFIGS / f"{name}.yaml", ["trial_num_workers=2", "max_concurrent_trials=1"])
+    validate_study(two_workers, cluster_cpus=3)
 
 
 @pytest.mark.parametrize(("override", "field"), [
@@ -34,6 +49,8 @@ def test_shipped_study_configs_load(name: str) -> None:
     ("reference_point=[0.1]", "reference_point"),
     ("sampler={name: cmaes}", "sampler.name"),
     ("bogus=1", "bogus"),
+    ("baselines=[nope]", "baselines"),
+    ("baselines=[vbpr,vbpr]", "baselines"),
     ("base.train.epochs=0", "train.epochs"),
 ])
 def test_bad_study_configs_name_the_field(override: str, field: str) -> None:
