@@ -27,6 +27,8 @@ per-study cost.
 
     python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5-8 minutes on 2 cores
     python benchmarks/bench_study_overhead.py --trials 2 --modes inprocess train-fast
+    python benchmarks/bench_study_overhead.py --study tune/configs/tiktok.yaml --modes inprocess train-fast \
+        --set "search.model.name={kind: categorical, choices: [vbpr]}"          # at the TikTok size
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ RAY_TRAIN_DEFAULTS = {  # Ray 2.60 defaults (ray/train/v2/_internal/constants.py
 }
 
 
-def _child(mode: str, trials: int, storage: Path, out: Path) -> None:
+def _child(mode: str, trials: int, storage: Path, out: Path, study: Path, overrides: list[str]) -> None:
     """One mode in this (fresh) process: run the study, write per-trial timings to ``out``."""
     import logging
 
@@ -60,9 +62,9 @@ def _child(mode: str, trials: int, storage: Path, out: Path) -> None:
     from painvrl.study.spec import load_study
 
     workers = 0 if mode == "inprocess" else 2
-    spec = load_study(DEFAULT_STUDY, [f"storage_dir={storage}", f"name=overhead-{mode}", f"num_samples={trials}",
-                                      "max_concurrent_trials=1", f"trial_num_workers={workers}", "trial_cpus=1",
-                                      "erm_baseline=false", f"ray_num_cpus={1 + workers}"])
+    spec = load_study(study, [*overrides, f"storage_dir={storage}", f"name=overhead-{mode}",
+                              f"num_samples={trials}", "max_concurrent_trials=1", f"trial_num_workers={workers}",
+                              "trial_cpus=1", "erm_baseline=false", "baselines=[]", f"ray_num_cpus={1 + workers}"])
     started = time.perf_counter()
     if mode == "train-default":
         import ray
@@ -112,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3, help="trials per mode (default: %(default)s)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY,
+                        help="study YAML whose base config the trials run (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study field, as tune/search.py --set (repeatable)")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.trials, args.storage, args.out)
+        _child(args.child, args.trials, args.storage, args.out, args.study.resolve(), args.overrides)
         return 0
 
     env = dict(os.environ)
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             out = Path(tmp) / f"{mode}.json"
             command = [sys.executable, __file__, "--child", mode, "--trials", str(args.trials),
-                       "--storage", tmp, "--out", str(out)]
+                       "--storage", tmp, "--out", str(out), "--study", str(args.study.resolve()),
+                       *(f"--set={o}" for o in args.overrides)]
             print(f"running {mode} ({args.trials} trials) ...", file=sys.stderr, flush=True)
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0 or not out.exists():
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = json.loads(out.read_text())
 
     load = os.getloadavg()[0]
-    print(f"\nStudy trial overhead: default study base config (tune/configs/default.yaml, full epochs), "
+    print(f"\nStudy trial overhead: base config of {args.study.name} {args.overrides or ''}, "
           f"{args.trials} trials per mode, 1 at a time, {os.cpu_count()} CPUs, load {load:.1f}")
     print("\nper trial (seconds; wall = Tune time_total_s, compute = metrics.json timing.total)")
     print("(optuna = Optuna ask -> tell: also covers the trial actor's start and the final report's trip)")
