@@ -153,6 +153,26 @@ def config_rows(runs: list[dict[str, Any]], config: str, methods: list[str]) -> 
     return out
 
 
+COMPACT = [("painvrl 0.9", "closed"), ("painvrl 0.9, 60 mask epochs", "closed"), ("painvrl 0.9 true envs", "closed"),
+           ("painvrl 0.9 eiil", "closed"), ("invrl", "closed"), ("painvrl 0.1", "iid_ratio"), ("painvrl 0.9", "auc"),
+           ("painvrl 0.9", "ari")]
+"""Columns of the one-line-per-configuration table: (row, quantity)."""
+
+
+def compact_report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """One line per configuration: the shift, then the ``COMPACT`` quantities of the rows that ran."""
+    columns = [(m, q) for m, q in COMPACT if m in methods]
+    names = {"closed": "gap closed", "iid_ratio": "IID ratio", "auc": "mask AUC", "ari": "env ARI"}
+    lines = ["| configuration | oracle/erm OOD | " + " | ".join(f"{m}: {names[q]}" for m, q in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for config in GRID:
+        rows = config_rows(runs, config, [m for m, _ in columns])
+        if rows["seeds"]:
+            cells = [cell(rows["methods"][m][q]) for m, q in columns]
+            lines.append(f"| {config} | {cell(rows['shift'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
     lines = ["| configuration | oracle/erm OOD | oracle IID cost | method | gap closed | IID ratio | mask AUC | "
              "env ARI | time / erm |", "|---|---|---|---|---|---|---|---|---|"]
@@ -221,6 +241,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(".painvrl/suite.jsonl"))
     parser.add_argument("--report", action="store_true", help="only print the tables of --out")
+    parser.add_argument("--compact", action="store_true", help="with --report: one line per configuration")
     args = parser.parse_args()
     for name in args.configs:
         if name not in GRID:
@@ -232,7 +253,8 @@ def main() -> None:
             parser.error(f"--extra {spec!r}: expected NAME=override,override")
         rows[name] = overrides.split(",")
     if args.report:
-        print("\n".join(report(load_runs(args.out), list(rows))))
+        runs = load_runs(args.out)
+        print("\n".join(compact_report(runs, list(rows)) if args.compact else report(runs, list(rows))))
         return
     done = {(r["config"], r["method"], r["seed"]) for r in load_runs(args.out)}
     todo = [(c, m, s) for s in args.seeds for c in args.configs for m in rows if (c, m, s) not in done]
