@@ -39,7 +39,8 @@ POOLS = (16, 0)
 
 
 GRAPH_BACKBONES = ("lightgcn", "lattice")
-"""Backbones whose loss propagates over the whole graph (dense gradients, the generic HEI and mask models)."""
+"""Backbones whose loss propagates over the whole graph (dense gradients): lightgcn through erm's phases (it uses
+no features, so painvrl trains it as erm does), lattice through the generic HEI and mask models."""
 
 
 def _config(pool: int, model: str = "ultragcn") -> Config:
@@ -119,9 +120,11 @@ def _pipeline(config: Config, collective: Collective) -> dict[str, Any]:
     from painvrl.training.pipeline import run_pipeline
 
     result = run_pipeline(config, load_dataset(config.dataset), collective)
-    assert result.mask is not None
+    # an ID-only backbone (lightgcn) learns no mask: painvrl trains it as erm does
+    assert (result.mask is None) == (config.model.name == "lightgcn")
+    mask = torch.zeros(0) if result.mask is None else torch.from_numpy(result.mask)
     metrics = {k: result.metrics[k] for k in ("selection", "val", "test", "environments")}
-    return {"metrics": metrics, "state": result.model_state, "mask": torch.from_numpy(result.mask)}
+    return {"metrics": metrics, "state": result.model_state, "mask": mask}
 
 
 def _sparse_grad(rank: int) -> torch.Tensor:
