@@ -23,13 +23,12 @@ def publish_study(outcome: StudyOutcome) -> list[Path]:
     study_dir = spec.study_dir()
     try:
         from painvrl.analysis.plots import plot_front
+        from painvrl.study.baselines import baseline_markers
 
         y = keys[1] if len(keys) > 1 else keys[0]
-        markers = [] if outcome.baselines is None else [
-            (str(row["baseline"]), float(row[keys[0]]), float(row[y])) for _, row in outcome.baselines.iterrows()]
         png = plot_front(outcome.trials, keys[0], y, directions, study_dir / "front.png",
                          title=f"{spec.name}: Pareto front ({len(outcome.front)} of {len(outcome.trials)} trials)",
-                         markers=markers)
+                         markers=baseline_markers(outcome.baselines, keys[0], y))
         tracking._client(outcome.tracking_uri).log_artifact(outcome.parent_run_id, str(png))
         written.append(Path(png))
     except Exception as exc:

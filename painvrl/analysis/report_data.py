@@ -257,19 +257,15 @@ def load_study_runs(tracking_uri: str, experiment: str) -> StudyRuns:
 
 
 def _baselines_frame(runs: list[Any], objectives: list[str]) -> pd.DataFrame:
-    """Mean over seeds per backbone of the baseline runs' objective columns and their test twins."""
-    from painvrl.study.baselines import MODEL_TAG, test_key
+    """Mean over seeds per backbone of the baseline runs' objectives and their test twins, in trials-table
+    column names."""
+    from painvrl.study.baselines import MODEL_TAG, SEED_TAG, Baseline, baseline_table, test_key
 
-    columns = [metric_column(k) for key in objectives for k in dict.fromkeys((key, test_key(key)))]
-    rows = []
-    for model in dict.fromkeys(run.data.tags.get(MODEL_TAG, "?") for run in runs):
-        mine = [run for run in runs if run.data.tags.get(MODEL_TAG, "?") == model]
-        row: dict[str, Any] = {"baseline": f"erm {model}", "seeds": len(mine)}
-        for column in columns:
-            values = [run.data.metrics.get(column.removeprefix("metrics."), np.nan) for run in mine]
-            row[column] = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
+    baselines = [Baseline(run.data.tags.get(MODEL_TAG, "?"), int(run.data.tags.get(SEED_TAG, 0)),
+                          dict(run.data.metrics), run.info.run_id, cached=True) for run in runs]
+    table = baseline_table(baselines, objectives)
+    keys = {name for key in objectives for name in (key, test_key(key))}
+    return table.rename(columns={k: metric_column(k) for k in keys})
 
 
 def baselines_against_front(study: StudyRuns) -> pd.DataFrame:

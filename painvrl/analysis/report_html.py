@@ -23,6 +23,7 @@ from painvrl.analysis.report_data import (
     mask_density_table,
     summary_table,
 )
+from painvrl.study.baselines import baseline_markers
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,7 @@ def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
             study.trials, columns[0], columns[1], directions[:2], out / f"{prefix}_front.png", labels=labels,
             title=f"{study.name}: Pareto front ({int(study.trials['on_front'].sum())} of {len(study.trials)} trials)",
             annotate="trial_id" if study.trials["on_front"].sum() <= 12 else None,
-            markers=[(str(row["baseline"]), float(row[columns[0]]), float(row[columns[1]]))
-                     for _, row in study.baselines.iterrows()] if not study.baselines.empty else []))
+            markers=baseline_markers(study.baselines, columns[0], columns[1])))
     front.tables.append(("Front trials: objectives and chosen hyperparameters", front_parameters_table(study)))
     if not study.baselines.empty:
         front.note += " Stars are the erm baselines (mean over their seeds)."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from painvrl.study.front import _to_minimisation, dominates
 from painvrl.study.spec import StudySpec
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ def run_baselines(spec: StudySpec, data: Any, fingerprint: str, tracking_uri: st
                   parent_run_id: str) -> list[Baseline]:
     """Every (backbone, seed) baseline of the study: found in MLflow by config hash and data fingerprint, or
     trained now (erm, in the driver process) and logged."""
+    from mlflow.entities import Metric
     from tqdm.auto import tqdm
 
     from painvrl.distributed.collective import LocalCollective
@@ -89,8 +92,8 @@ def run_baselines(spec: StudySpec, data: Any, fingerprint: str, tracking_uri: st
             **tags, tracking.PARENT_TAG: parent_run_id, tracking.STUDY_TAG: spec.name, MODEL_TAG: model,
             SEED_TAG: str(seed)})
         run_id = str(run.info.run_id)
-        for key, value in flat.items():
-            client.log_metric(run_id, key, value)
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in flat.items()])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "metrics.json"
             path.write_text(json.dumps(metrics, indent=2, default=str))
@@ -120,20 +123,16 @@ def baseline_table(baselines: Sequence[Baseline], keys: Sequence[str]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def baseline_markers(table: pd.DataFrame | None, x: str, y: str) -> list[tuple[str, float, float]]:
+    """(label, x, y) of every baseline row, for :func:`painvrl.analysis.plots.plot_front`'s markers."""
+    if table is None or table.empty:
+        return []
+    return [(str(row["baseline"]), float(row[x]), float(row[y])) for _, row in table.iterrows()]
+
+
 def test_key(key: str) -> str:
     """The test-set twin of a validation metric key (``val.ood.recall@20`` -> ``test.ood.recall@20``)."""
     return "test." + key.split(".", 1)[1] if key.startswith("val.") else key
-
-
-def _signed(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
-    return points * signs
-
-
-def dominates(a: np.ndarray, b: np.ndarray, directions: Sequence[str]) -> bool:
-    """Point ``a`` is at least as good as ``b`` in every objective and better in one."""
-    sa, sb = _signed(np.asarray(a, float), directions), _signed(np.asarray(b, float), directions)
-    return bool(np.all(sa >= sb) and np.any(sa > sb))
 
 
 def best_baseline_point(table: pd.DataFrame, keys: Sequence[str], directions: Sequence[str]) -> list[float] | None:
@@ -145,7 +144,8 @@ def best_baseline_point(table: pd.DataFrame, keys: Sequence[str], directions: Se
     finite = np.all(np.isfinite(points), axis=1)
     if not finite.any():
         return None
-    scores = np.where(finite, _signed(np.nan_to_num(points), directions).sum(axis=1), -np.inf)
+    losses, _ = _to_minimisation(np.nan_to_num(points), directions)
+    scores = np.where(finite, -losses.sum(axis=1), -np.inf)
     return [float(v) for v in points[int(np.argmax(scores))]]
 
 

@@ -92,6 +92,12 @@ def _mask_minimisation(losses: np.ndarray) -> np.ndarray:
     return mask
 
 
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Point ``a`` is at least as good as ``b`` in every objective and strictly better in one."""
+    (la, lb), _ = _to_minimisation([list(a), list(b)], directions)
+    return bool(np.all(la <= lb) and np.any(la < lb))
+
+
 def non_dominated_mask(
     points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]
 ) -> np.ndarray:
