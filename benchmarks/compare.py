@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     parser.add_argument("--jobs", type=int, default=1, help="concurrent runs (processes)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (0: the machine's cores divided by --jobs)")
     parser.add_argument("--mlflow", default=f"sqlite:///{ROOT / '.painvrl' / 'compare.db'}")
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: compare-<data folder>)")
     parser.add_argument("--from-mlflow", action="store_true",
@@ -180,7 +182,7 @@ def main() -> None:
     (ROOT / ".painvrl").mkdir(exist_ok=True)
     tasks = [(data, m, meth, s, split, args.overrides) for m in args.models for meth in args.methods
              for s in args.seeds for split in args.splits]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runs: list[dict[str, Any]] = []
     if args.from_mlflow:
         runs = [r for r in logged_runs(args.mlflow, experiment) if r["seed"] in args.seeds
