@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[],
                         help="override applied to every run (a row's own overrides win)")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: 2 cores / --jobs)")
     parser.add_argument("--out", type=Path, default=Path(".painvrl/suite.jsonl"))
     parser.add_argument("--report", action="store_true", help="only print the tables of --out")
     parser.add_argument("--compact", action="store_true", help="with --report: one line per configuration")
@@ -259,7 +260,7 @@ def main() -> None:
     done = {(r["config"], r["method"], r["seed"]) for r in load_runs(args.out)}
     todo = [(c, m, s) for s in args.seeds for c in args.configs for m in rows if (c, m, s) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    threads = max(1, 2 // max(args.jobs, 1))
+    threads = args.threads or max(1, 2 // max(args.jobs, 1))
     print(f"{len(todo)} runs to do ({len(done)} already in {args.out})", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool, args.out.open("a") as sink:
         futures = {pool.submit(run_one, c, m, [*args.set, *rows[m]], s, threads): (c, m, s) for c, m, s in todo}
