@@ -127,9 +127,11 @@ def per_seed(runs: list[dict[str, Any]], config: str, method: str) -> dict[int, 
     return {r["seed"]: r for r in runs if r["config"] == config and r["method"] == method}
 
 
-def config_rows(runs: list[dict[str, Any]], config: str, methods: list[str]) -> dict[str, Any]:
-    """Per-method paired quantities of one configuration (per seed, then mean ± SE)."""
+def config_rows(runs: list[dict[str, Any]], config: str, methods: list[str], time_base: str = "erm") -> dict[str, Any]:
+    """Per-method paired quantities of one configuration (per seed, then mean ± SE); wall times are divided by
+    row ``time_base``'s (erm's own by default; a row timed in the same session as the others is fairer)."""
     erm, oracle = per_seed(runs, config, "erm"), per_seed(runs, config, "oracle")
+    timed = per_seed(runs, config, time_base) or erm
     seeds = sorted(erm.keys() & oracle.keys())
     out: dict[str, Any] = {
         "seeds": seeds,
@@ -148,7 +150,7 @@ def config_rows(runs: list[dict[str, Any]], config: str, methods: list[str]) -> 
             "iid_ratio": [rows[s]["iid"] / erm[s]["iid"] for s in common],
             "auc": [rows[s]["auc"] for s in common], "ari": [rows[s]["ari"] for s in common],
             "ood": [rows[s]["ood"] for s in common], "iid": [rows[s]["iid"] for s in common],
-            "time_ratio": [rows[s]["seconds"] / erm[s]["seconds"] for s in common],
+            "time_ratio": [rows[s]["seconds"] / timed[s]["seconds"] for s in common if s in timed],
         }
     return out
 
@@ -173,14 +175,16 @@ def compact_report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
     return lines
 
 
-def report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
+def report(runs: list[dict[str, Any]], methods: list[str], sweep: str = "painvrl {pref}",
+           time_base: str = "erm") -> list[str]:
+    """The per-configuration table and the bar counts; the bars read the rows ``sweep.format(pref=p)``."""
     lines = ["| configuration | oracle/erm OOD | oracle IID cost | method | gap closed | IID ratio | mask AUC | "
              "env ARI | time / erm |", "|---|---|---|---|---|---|---|---|---|"]
     meaningful, gap_ok, iid_ok, total, traced, fronts = 0, 0, 0, 0, 0, 0
     failing: list[str] = []
     no_front: list[str] = []
     for config in GRID:
-        rows = config_rows(runs, config, methods)
+        rows = config_rows(runs, config, methods, time_base)
         if not rows["seeds"]:
             continue
         total += 1
@@ -188,14 +192,14 @@ def report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
         first = True
         for method in methods:
             m = rows["methods"][method]
-            if m["n"] == 0 or method in ("erm", "oracle"):
+            if m["n"] == 0 or method in ("erm", "oracle", time_base):
                 continue
             head = (f"| {config} | {cell(rows['shift'])} | {cell(rows['oracle_iid_cost'])} |" if first
                     else "| | | |")
             first = False
             lines.append(f"{head} {method} | {cell(m['closed'])} | {cell(m['iid_ratio'])} | {cell(m['auc'])} | "
                          f"{cell(m['ari'])} | {cell(m['time_ratio'], 1)} |")
-        high, low = rows["methods"].get("painvrl 0.9"), rows["methods"].get("painvrl 0.1")
+        high, low = rows["methods"].get(sweep.format(pref="0.9")), rows["methods"].get(sweep.format(pref="0.1"))
         if high and high["n"] and shift >= SHIFT_RATIO:
             meaningful += 1
             passed = mean(high["closed"]) >= GAP_BAR and mean(high["auc"]) >= AUC_BAR
@@ -204,16 +208,17 @@ def report(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
                 failing.append(config)
         if low and low["n"]:
             iid_ok += mean(low["iid_ratio"]) >= IID_BAR
-        sweep = [rows["methods"].get(f"painvrl {p}") for p in ("0.1", "0.5", "0.9")]
-        if shift >= SHIFT_RATIO and all(m and m["n"] for m in sweep):
+        points = [rows["methods"].get(sweep.format(pref=p)) for p in ("0.1", "0.5", "0.9")]
+        if shift >= SHIFT_RATIO and all(m and m["n"] for m in points):
             traced += 1
-            oods = [m["ood"] for m in sweep if m]
+            oods = [m["ood"] for m in points if m]
             monotone = all(mean(hi) >= mean(lo) - max(sem(lo), sem(hi)) for lo, hi in itertools.pairwise(oods))
-            half = max(mean(m["closed"]) for m in sweep if m) >= 0.5
+            half = max(mean(m["closed"]) for m in points if m) >= 0.5
             fronts += monotone and half
             if not (monotone and half):
                 no_front.append(config)
-    lines += ["", f"painvrl at pref_ood 0.9 closes >= {GAP_BAR:.0%} of the gap with mask AUC >= {AUC_BAR} on "
+    lines += ["", f"bars read the rows {sweep.format(pref='P')!r}",
+              f"painvrl at pref_ood 0.9 closes >= {GAP_BAR:.0%} of the gap with mask AUC >= {AUC_BAR} on "
               f"{gap_ok} of {meaningful} configurations where the oracle's OOD recall is >= {SHIFT_RATIO}x erm's",
               f"painvrl at pref_ood 0.1 keeps >= {IID_BAR:.0%} of erm's IID recall on {iid_ok} of {total} "
               "configurations"]
@@ -243,10 +248,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".painvrl/suite.jsonl"))
     parser.add_argument("--report", action="store_true", help="only print the tables of --out")
     parser.add_argument("--compact", action="store_true", help="with --report: one line per configuration")
+    parser.add_argument("--time-base", default="erm", help="row whose wall time the time ratios divide by")
+    parser.add_argument("--sweep", default="painvrl {pref}",
+                        help="row names the bars read, with {pref} for 0.1 / 0.5 / 0.9 (e.g. 'painvrl {pref}, short')")
     args = parser.parse_args()
     for name in args.configs:
         if name not in GRID:
             parser.error(f"--configs: unknown configuration {name!r} (known: {', '.join(GRID)})")
+    unknown = [name for name in args.methods if name not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown rows {unknown} (known: {', '.join(METHODS)}; others go in --extra)")
     rows = {name: METHODS[name] for name in args.methods}
     for spec in args.extra:
         name, _, overrides = spec.partition("=")
@@ -255,7 +266,7 @@ def main() -> None:
         rows[name] = overrides.split(",")
     if args.report:
         runs = load_runs(args.out)
-        print("\n".join(compact_report(runs, list(rows)) if args.compact else report(runs, list(rows))))
+        print("\n".join(compact_report(runs, list(rows)) if args.compact else report(runs, list(rows), args.sweep, args.time_base)))
         return
     done = {(r["config"], r["method"], r["seed"]) for r in load_runs(args.out)}
     todo = [(c, m, s) for s in args.seeds for c in args.configs for m in rows if (c, m, s) not in done]
@@ -271,7 +282,7 @@ def main() -> None:
             c, m, s = futures[future]
             print(f"[{index}/{len(todo)}] {c} / {m} / seed {s}: IID {result['iid']:.4f} OOD {result['ood']:.4f} "
                   f"({result['seconds']:.0f} s)", flush=True)
-    print("\n".join(report(load_runs(args.out), list(rows))))
+    print("\n".join(report(load_runs(args.out), list(rows), args.sweep, args.time_base)))
 
 
 if __name__ == "__main__":
