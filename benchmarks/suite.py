@@ -266,7 +266,9 @@ def main() -> None:
         rows[name] = overrides.split(",")
     if args.report:
         runs = load_runs(args.out)
-        print("\n".join(compact_report(runs, list(rows)) if args.compact else report(runs, list(rows), args.sweep, args.time_base)))
+        tables = compact_report(runs, list(rows)) if args.compact else report(runs, list(rows), args.sweep,
+                                                                               args.time_base)
+        print("\n".join(tables))
         return
     done = {(r["config"], r["method"], r["seed"]) for r in load_runs(args.out)}
     todo = [(c, m, s) for s in args.seeds for c in args.configs for m in rows if (c, m, s) not in done]
