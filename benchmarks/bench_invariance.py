@@ -137,6 +137,8 @@ def bench_mask_step(args: argparse.Namespace, device: torch.device) -> None:
     per_env = args.batch // 2
     gen = make_generator(0, "bench-mask", 0)
     rows = torch.as_tensor(train[torch.randint(len(train), (2 * per_env,), generator=gen).numpy()]).to(device)
+    pool: torch.Tensor | None
+    positions: torch.Tensor | None
     if args.pool > 0:
         pool = torch.randint(model.n_items, (args.pool,), generator=gen).to(device)
         positions = torch.randint(args.pool, (2 * per_env, args.negatives), generator=gen).to(device)

@@ -86,9 +86,9 @@ def _child(mode: str, trials: int, storage: Path, out: Path, study: Path, overri
     study_wall = time.perf_counter() - started
     import optuna
 
-    study = optuna.load_study(study_name=spec.name, storage=spec.optuna_url())
+    optuna_study = optuna.load_study(study_name=spec.name, storage=spec.optuna_url())
     asked_to_told = {str(t.user_attrs.get("tune_trial_id")): (t.datetime_complete - t.datetime_start).total_seconds()
-                     for t in study.trials if t.datetime_complete is not None and t.datetime_start is not None}
+                     for t in optuna_study.trials if t.datetime_complete is not None and t.datetime_start is not None}
     rows = []
     for result_file in sorted((spec.study_dir() / "tune" / spec.name).glob("*/result.json")):
         lines = result_file.read_text().strip().splitlines()
