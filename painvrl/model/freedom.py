@@ -33,6 +33,7 @@ from painvrl.model.graphs import (
 )
 from painvrl.model.propagated import PropagatedRecommender
 from painvrl.model.recommender import BuildContext, NegativePool
+from painvrl.model.sparse import SparseMatrix
 
 PRUNE_STREAM = 0x66726565
 """Seed-stream tag of the per-epoch edge pruning draw."""
@@ -60,7 +61,6 @@ class FREEDOM(PropagatedRecommender):
     name: ClassVar[str] = "freedom"
     settings_type: ClassVar[type[FreedomSettings]] = FreedomSettings
     settings: FreedomSettings
-    pruned: torch.Tensor
     edge_users: torch.Tensor
     edge_items: torch.Tensor
 
@@ -74,7 +74,7 @@ class FREEDOM(PropagatedRecommender):
         users, items = bipartite_edges(context.train, self.n_users)
         self.register_buffer("edge_users", torch.as_tensor(users, device=device), persistent=False)
         self.register_buffer("edge_items", torch.as_tensor(items, device=device), persistent=False)
-        self.register_buffer("pruned", self.adjacency, persistent=False)
+        self.pruned = self.graph
         self.item_graph: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
         self.rebuild_feature_graph()
 
@@ -82,10 +82,10 @@ class FREEDOM(PropagatedRecommender):
     def build(cls, context: BuildContext) -> FREEDOM:
         return cls(context, settings_from(context.model_config, cls.name, FreedomSettings))
 
-    def _pruned_adjacency(self, keep: torch.Tensor) -> torch.Tensor:
+    def _pruned_adjacency(self, keep: torch.Tensor) -> SparseMatrix:
         users, items = self.edge_users[keep], self.edge_items[keep]
-        return normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
-                                    self.n_users + self.n_items)
+        return SparseMatrix(normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
+                                                 self.n_users + self.n_items), symmetric=True)
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Resample the pruned user-item graph from (seed, epoch)."""
@@ -110,7 +110,7 @@ class FREEDOM(PropagatedRecommender):
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pruned graph while training, the full graph otherwise (evaluation, ranking)."""
-        return self.propagate_over(self.pruned if self.training else self.adjacency)
+        return self.propagate_over(self.pruned.matrix() if self.training else self.adjacency)
 
     def propagate_over(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embedding[self.n_users:]

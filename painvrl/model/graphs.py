@@ -1,7 +1,8 @@
 """Sparse graph building blocks shared by the graph backbones.
 
 - :func:`bipartite_adjacency`: the user-item graph over the (n_users + n_items) square, symmetric
-  (D^-1/2 A D^-1/2, LightGCN) or row (D^-1 A, mean aggregation) normalised, as a coalesced torch.sparse COO tensor;
+  (D^-1/2 A D^-1/2, LightGCN) or row (D^-1 A, mean aggregation) normalised, as a coalesced torch.sparse COO tensor
+  (the models keep it as a :class:`painvrl.model.sparse.SparseMatrix`, CSR);
 - :func:`propagate`: LightGCN propagation, the mean of the layer outputs E_0, A E_0, ..., A^L E_0;
 - :func:`knn_neighbours` / :func:`knn_graph`: the top-k cosine item-item graph, built chunk by chunk so memory is
   O(items x k) (plus one [chunk, items] similarity block), never a dense items x items matrix;
@@ -15,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from painvrl.model.sparse import sparse_product
 
 
 def bipartite_edges(train: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +59,14 @@ def bipartite_adjacency(train: np.ndarray, n_users: int, n_items: int, device: t
 
 
 def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN readout: mean of E_0, A E_0, ..., A^L E_0 (one sparse-dense product per layer)."""
+    """LightGCN readout: mean of E_0, A E_0, ..., A^L E_0 (one sparse-dense product per layer).
+
+    ``adjacency`` is symmetric (the user-item graph normalised with ``norm="sym"``), COO or CSR.
+    """
     total = embeddings
     current = embeddings
     for _ in range(n_layers):
-        current = torch.sparse.mm(adjacency, current)
+        current = sparse_product(adjacency, current)
         total = total + current
     return total / (n_layers + 1)
 

@@ -64,7 +64,7 @@ class MMGCN(PropagatedRecommender):
             layers = zip(cast(nn.ModuleList, self.aggregate[name]), cast(nn.ModuleList, self.combine[name]),
                          strict=True)
             for aggregate, combine in layers:
-                neighbours = F.leaky_relu(aggregate(torch.sparse.mm(self.adjacency, x)))
+                neighbours = F.leaky_relu(aggregate(self.graph(x)))
                 x = neighbours + F.leaky_relu(combine(x)) + self.embedding
             total = total + x
         total = total / max(len(contents), 1)

@@ -17,10 +17,10 @@ from torch import nn
 from painvrl.model.common import bpr_per_interaction, chunked_scorer, pair_scores
 from painvrl.model.graphs import bipartite_adjacency
 from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
+from painvrl.model.sparse import SparseMatrix
 
 
 class PropagatedRecommender(Recommender):
-    adjacency: torch.Tensor
 
     def __init__(self, context: BuildContext, settings: Any, embedding_dim: int, norm: str = "sym") -> None:
         super().__init__()
@@ -29,9 +29,14 @@ class PropagatedRecommender(Recommender):
         self.encoder = context.encoder
         self.modality_slices = dict(context.modality_slices)
         self.register_buffer("features", context.features.to(torch.float32), persistent=False)
-        self.register_buffer("adjacency", bipartite_adjacency(context.train, self.n_users, self.n_items,
-                                                              context.features.device, norm), persistent=False)
+        self.graph = SparseMatrix(bipartite_adjacency(context.train, self.n_users, self.n_items,
+                                                      context.features.device, norm), symmetric=norm == "sym")
         self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, embedding_dim) * m.init_std)
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """The normalised user-item graph (CSR, on the model's device)."""
+        return self.graph.matrix()
 
     @abstractmethod
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from painvrl.model.graphs import bipartite_adjacency, degree_sensitive_prune, knn_graph, knn_neighbours, propagate
+from painvrl.model.graphs import (
+    bipartite_adjacency,
+    degree_sensitive_prune,
+    knn_graph,
+    knn_neighbours,
+    propagate,
+)
+from painvrl.model.sparse import to_csr
 
 
 def _dense_bipartite(train: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
@@ -67,3 +74,20 @@ def test_degree_sensitive_prune_keeps_low_degree_edges() -> None:
     kept_one = [int(degree_sensitive_prune(torch.tensor([0, 1]), torch.tensor([0, 0]), 2, 1, 0.5,
                                            generator=gen)) for _ in range(2000)]
     assert abs(np.mean(kept_one) - 0.5) < 0.05  # equal degrees -> equal odds
+
+
+def test_propagate_over_csr_equals_dense_with_gradients() -> None:
+    adjacency = bipartite_adjacency(TRAIN_5X4, 5, 4)
+    dense = adjacency.to_dense()
+    e0 = torch.randn(9, 4, dtype=torch.float32)
+    e_dense = e0.clone().requires_grad_(True)
+    layers = [e_dense]
+    for _ in range(3):
+        layers.append(dense @ layers[-1])
+    expected = torch.stack(layers).mean(0)
+    expected.pow(2).sum().backward()
+    e = e0.clone().requires_grad_(True)
+    got = propagate(to_csr(adjacency), e, 3)
+    got.pow(2).sum().backward()
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(e.grad, e_dense.grad)

@@ -43,9 +43,18 @@ GRAPH_BACKBONES = ("lightgcn", "lattice")
 no features, so painvrl trains it as erm does), lattice through the generic HEI and mask models."""
 
 
+GRAPH_SEED = 1
+"""train.seed of the graph-backbone pipelines. HEI's relabelling is an argmax over environments, so a positive
+whose top two fits are within float32 summation-order differences can take either label, and everything after
+follows it. On LATTICE with seed 0 one of the 240 positives is such a tie (top-2 margin 9e-7 at fits of 0.02,
+measured): two ranks and one process differ by that one label, then by 26% in the mask. With seed 1 no decision is
+that close and the masks agree to 1e-5: equality up to rounding is under test, not the luck of a tie."""
+
+
 def _config(pool: int, model: str = "ultragcn") -> Config:
+    seed = [] if model == "ultragcn" else [f"train.seed={GRAPH_SEED}"]
     return load_config(None, [*TINY, f"model.negative_pool={pool}", f"model.name={model}",
-                              "model.settings.lattice.knn_k=5"])
+                              "model.settings.lattice.knn_k=5", *seed])
 
 
 def _phases(config: Config, collective: Collective) -> dict[str, Any]:
