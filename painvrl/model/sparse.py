@@ -8,18 +8,27 @@ the CSR arrays as module buffers, because torch can move and cast but not deep-c
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 
-def to_csr(matrix: torch.Tensor) -> torch.Tensor:
-    """The sparse matrix in CSR layout (torch's beta-status notice for CSR is not the user's concern)."""
-    if matrix.layout == torch.sparse_csr:
-        return matrix
+@contextlib.contextmanager
+def _without_csr_notice() -> Iterator[None]:
+    """Silence torch's beta-status notice for CSR tensors: it is not the user's concern."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+def to_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """The sparse matrix in CSR layout."""
+    if matrix.layout == torch.sparse_csr:
+        return matrix
+    with _without_csr_notice():
         return matrix.coalesce().to_sparse_csr()
 
 
@@ -66,8 +75,7 @@ class SparseMatrix(nn.Module):
 
     def _csr(self, prefix: str, shape: tuple[int, ...]) -> torch.Tensor:
         crow, col, values = (getattr(self, prefix + part) for part in ("crow", "col", "values"))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        with _without_csr_notice():
             return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
     def matrix(self) -> torch.Tensor:
@@ -79,4 +87,4 @@ class SparseMatrix(nn.Module):
         return self.matrix() if self.symmetric else self._csr("t_", self.shape[::-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sparse_product(self.matrix(), x, self.transpose())
+        return sparse_product(self.matrix(), x, None if self.symmetric else self.transpose())
