@@ -190,12 +190,45 @@ def _optuna_storage(url: str) -> Any:
     import optuna
 
     if url.startswith("sqlite:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PainvrlInputError(f"config field 'optuna_storage': cannot create the folder {str(folder)!r} "
+                                    f"of {url!r}: {error.strerror}") from error
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        return _open_rdb_storage(url)
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+STORAGE_OPEN_ATTEMPTS = 8
+
+
+def _open_rdb_storage(url: str) -> Any:
+    """Optuna's RDB storage at ``url``, tolerating another process creating the same fresh database at once.
+
+    Two openers of a new sqlite file (a second driver, optuna-dashboard, a script polling the study) can both
+    find no schema and both create it; the loser fails on a duplicate version row or a locked database. The
+    schema is then there, so opening again succeeds.
+    """
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(STORAGE_OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, OperationalError) as error:
+            racing = isinstance(error, IntegrityError) or any(
+                sign in str(error.orig) for sign in ("already exists", "database is locked"))
+            if not racing or attempt == STORAGE_OPEN_ATTEMPTS - 1:
+                raise PainvrlInputError(f"config field 'optuna_storage': cannot open the Optuna storage {url!r}: "
+                                        f"{error.orig}") from error
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
