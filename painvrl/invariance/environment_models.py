@@ -31,6 +31,8 @@ class EnvironmentScorers(Protocol):
 
     def set_mask(self, mask: torch.Tensor) -> None: ...
 
+    def new_epoch(self) -> None: ...
+
     def example_losses(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
                        envs: torch.Tensor) -> torch.Tensor: ...
 
@@ -57,6 +59,11 @@ class EnvironmentProjection(nn.Module):
         self.input_mode = input_mode
         self.env = 0
         """Which environment's projection :meth:`forward` applies."""
+        self.generation = 0
+        """Advanced by :meth:`EnvironmentModels.new_epoch` (see ``painvrl.model.encoders.graph_key``)."""
+
+    def graph_key(self) -> tuple[int, int]:
+        return self.generation, self.env
 
     def inputs(self, features: torch.Tensor) -> torch.Tensor:
         return features * (1.0 - self.mask) if self.input_mode == "variant" else features
@@ -96,6 +103,11 @@ class EnvironmentModels(nn.Module):
 
     def set_mask(self, mask: torch.Tensor) -> None:
         self.encoder.mask.copy_(mask.detach().to(self.encoder.mask))
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        """The projections are about to move on: graphs the backbone builds from them are searched anew."""
+        self.encoder.generation += 1
 
     def _under(self, env: int) -> Recommender:
         self.encoder.env = env

@@ -74,6 +74,7 @@ def _labels_of(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, own-best score) of every pair; chunks round-robin over ranks, gathered on every rank."""
     device = models.weight.device
+    models.new_epoch()
     n = len(pairs)
     n_chunks = max(1, math.ceil(n / RELABEL_CHUNK))
     local: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -102,6 +103,7 @@ def _labels_of(
 def _own_fit(models: EnvironmentScorers, pairs: np.ndarray, env: int) -> np.ndarray:
     """Score of each pair under model ``env`` (used to split an environment in two)."""
     device = models.weight.device
+    models.new_epoch()
     out = []
     for start in range(0, len(pairs), RELABEL_CHUNK):
         rows = pairs[start:start + RELABEL_CHUNK]
@@ -177,6 +179,7 @@ def train_environment_models(
     pool_size = max(1, negative_pool // models.n_envs)
     pooled = pool_active(pool_size, n_items) and negative_pool > 0
     for epoch in range(epochs):
+        models.new_epoch()
         total = torch.zeros((), device=device)
         for batch in EpochBatches(n, batch_size, seed, epoch, rank, ws, phase=phase, n_items=n_items,
                                   n_negatives=0 if pooled else n_negatives):

@@ -49,6 +49,11 @@ class GatedProjection(nn.Module):
         super().__init__()
         self.weight = weight
         self.gates: torch.Tensor | None = None
+        self.generation = 0
+        """Advanced by :meth:`MaskModel.new_epoch` (see ``painvrl.model.encoders.graph_key``)."""
+
+    def graph_key(self) -> tuple[int, int]:
+        return self.generation, 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         gated = features if self.gates is None else features * self.gates
@@ -85,6 +90,10 @@ class MaskModel(nn.Module):
 
     def trainable(self) -> list[nn.Parameter]:
         return [self.gate.mu, self.weight]
+
+    def new_epoch(self) -> None:
+        """An epoch of mask learning starts: graphs the backbone builds from the slot are searched anew."""
+        self.encoder.generation += 1
 
     def gates(self, eps: torch.Tensor) -> torch.Tensor:
         """Training gates clamp(mu + 0.5 + sigma * eps, 0, 1) with externally drawn (rank-shared) noise."""

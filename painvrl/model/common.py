@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from painvrl.config.coercion import build_section
-from painvrl.model.recommender import UserScorer
+from painvrl.model.recommender import NegativePool, UserScorer
 
 S = TypeVar("S")
 
@@ -32,10 +32,18 @@ def bpr_per_interaction(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> t
 
 
 def pair_scores(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: torch.Tensor,
-                neg_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dot-product scores of the positives [B] and negatives [B, n_neg] of a batch of user vectors [B, k]."""
+                neg_items: torch.Tensor, pool: NegativePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dot-product scores of the positives [B] and negatives [B, n_neg] of a batch of user vectors [B, k].
+
+    With a shared pool (``neg_items == pool[positions]``) the negatives are read from one [B, P] product against
+    the pool's rows: the same scores, but the gradient reaches P rows of ``item_table`` instead of B x n_neg.
+    """
     pos = (user_vecs * item_table[pos_items]).sum(dim=1)
-    neg = torch.einsum("bk,bnk->bn", user_vecs, item_table[neg_items])
+    if pool is not None:
+        pool_items, positions = pool
+        neg = torch.gather(user_vecs @ item_table[pool_items].T, 1, positions)
+    else:
+        neg = torch.einsum("bk,bnk->bn", user_vecs, item_table[neg_items])
     return pos, neg
 
 

@@ -24,6 +24,23 @@ def consumed_features(encoder: nn.Module, features: torch.Tensor) -> torch.Tenso
     return features if gate is None else features * gate.to(features)
 
 
+GraphKey = tuple[int, int]
+"""(generation, part) of a slot's output: see :func:`graph_key`."""
+
+
+def graph_key(encoder: nn.Module) -> GraphKey | None:
+    """The slot's graph key, from its ``graph_key()`` (None for a slot without one).
+
+    A slot whose output changes only by training within one key lets a backbone that builds a kNN graph from
+    that output keep the graph's neighbour lists while the key stays, recomputing only the similarity values.
+    ``part`` tells apart outputs the slot switches between (one per environment model); a new ``generation``
+    retires every earlier key. None asks for a full rebuild at every forward.
+    """
+    key_of = getattr(encoder, "graph_key", None)
+    key: GraphKey | None = key_of() if callable(key_of) else None
+    return key
+
+
 class FeatureProjection(nn.Module):
     """h = W f (no bias: an item with a missing modality block contributes nothing from it)."""
 

@@ -84,8 +84,9 @@ class FREEDOM(PropagatedRecommender):
 
     def _pruned_adjacency(self, keep: torch.Tensor) -> SparseMatrix:
         users, items = self.edge_users[keep], self.edge_items[keep]
-        return SparseMatrix(normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
-                                                 self.n_users + self.n_items), symmetric=True)
+        adjacency = normalised_adjacency(torch.cat([users, items]), torch.cat([items, users]),
+                                         self.n_users + self.n_items)
+        return SparseMatrix(adjacency.to(self.embedding.dtype), symmetric=True)  # float64 after .double()
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Resample the pruned user-item graph from (seed, epoch)."""
@@ -124,13 +125,16 @@ class FREEDOM(PropagatedRecommender):
                              score_scale: torch.Tensor | None = None) -> torch.Tensor:
         user_table, item_table = self.representations()
         user_vecs = user_table[users]
-        loss = self.bpr(user_vecs, item_table, pos_items, neg_items, score_scale)
+        loss = self.bpr(user_vecs, item_table, pos_items, neg_items, score_scale, pool)
         if self.settings.feature_weight > 0:
-            items = torch.unique(torch.cat([pos_items, neg_items.reshape(-1)]))
+            negatives = neg_items.reshape(-1) if pool is None else pool[0]
+            items = torch.unique(torch.cat([pos_items, negatives]))
             contents = modality_contents(self.encoder, self.features[items], self.modality_slices)
             lookup = torch.full((self.n_items,), -1, dtype=torch.long, device=items.device)
             lookup[items] = torch.arange(items.numel(), device=items.device)
+            local_pool = None if pool is None else (lookup[pool[0]], pool[1])
             for content in contents.values():
-                feature_loss = self.bpr(user_vecs, content, lookup[pos_items], lookup[neg_items], score_scale)
+                feature_loss = self.bpr(user_vecs, content, lookup[pos_items], lookup[neg_items], score_scale,
+                                        local_pool)
                 loss = loss + self.settings.feature_weight * feature_loss
         return loss

@@ -8,8 +8,12 @@ Item-graph embeddings h = A^L' q propagate the item ID embeddings q over A; the 
 the ID embeddings. Final item vector i + normalise(h), user vector u, score <u, i>, BPR loss.
 
 L_m is rebuilt at the first step of each epoch with gradients into the encoder (through the kNN similarity
-values) and reused, detached, by the epoch's other steps, as in the authors' code. The graphs are neighbour
-lists [n_items, k], so memory is O(items x k); building them takes one [chunk, items] similarity block at a time.
+values) and reused, detached, by the epoch's other steps, as in the authors' code. A frozen copy whose slot is
+being trained (mask learning, environment models) needs the gradient at every step: it recomputes L_m's
+similarity values at every forward, and its neighbour lists whenever the slot's graph key changes (once per
+epoch of those phases, and before each relabelling), since the top-k search is the expensive part. The graphs
+are neighbour lists [n_items, k], so memory is O(items x k); building them takes one [chunk, items] similarity
+block at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from painvrl.model.common import modality_contents, settings_from
-from painvrl.model.encoders import consumed_features
+from painvrl.model.encoders import GraphKey, consumed_features, graph_key
 from painvrl.model.graphs import (
     knn_neighbours,
     neighbour_sum,
@@ -45,9 +49,10 @@ class LatticeSettings:
     """LightGCN layers over the user-item graph."""
 
 
-def cosine_knn(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k cosine neighbour lists of the rows of ``x`` with differentiable similarity values."""
-    indices, _ = knn_neighbours(x.detach(), k)
+def cosine_knn(x: torch.Tensor, k: int, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k cosine neighbour lists of the rows of ``x`` (or the given lists) with differentiable similarities."""
+    if indices is None:
+        indices, _ = knn_neighbours(x.detach(), k)
     unit = F.normalize(x, dim=1)
     return indices, (unit.unsqueeze(1) * unit[indices]).sum(-1)
 
@@ -64,7 +69,10 @@ class LATTICE(PropagatedRecommender):
         self._learned: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.reuse_learned_graph = True
         """Reuse L_m within an epoch (training the backbone); a frozen copy whose slot is being trained
-        rebuilds it at every forward, since the slot reaches the loss only through L_m."""
+        recomputes it at every forward, since the slot reaches the loss only through L_m."""
+        self._neighbours: dict[GraphKey, dict[str, torch.Tensor]] = {}
+        """L_m's neighbour lists by the slot's graph key they were searched under (frozen copies; the newest
+        generation only)."""
         self.rebuild_feature_graph()
 
     @classmethod
@@ -78,13 +86,14 @@ class LATTICE(PropagatedRecommender):
         for name, columns in self.modality_slices.items():
             indices, sims = knn_neighbours(features[:, columns], self.settings.knn_k)
             self.feature_graphs[name] = (indices, symmetric_knn_weights(indices, sims))
-        self._learned = None
+        self.clear_caches()
 
     def start_epoch(self, epoch: int, seed: int) -> None:
-        self._learned = None
+        self.clear_caches()
 
     def clear_caches(self) -> None:
         self._learned = None
+        self._neighbours = {}
 
     def frozen_with_encoder(self, encoder: nn.Module) -> Recommender:
         view = super().frozen_with_encoder(encoder)
@@ -93,14 +102,20 @@ class LATTICE(PropagatedRecommender):
         return view
 
     def learned_graphs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """L_m per modality: rebuilt (with gradients) when none is cached, else the cached graph, detached."""
+        """L_m per modality: rebuilt (with gradients) when none is cached, else the cached graph, detached; a
+        frozen copy keeps the neighbour lists of its slot's graph key and recomputes the similarities."""
         if self._learned is not None and self.reuse_learned_graph:
             return {name: (idx, w.detach()) for name, (idx, w) in self._learned.items()}
         contents = modality_contents(self.encoder, self.features, self.modality_slices)
+        key = None if self.reuse_learned_graph else graph_key(self.encoder)
+        known = self._neighbours.get(key, {}) if key is not None else {}
         graphs = {}
         for name, content in contents.items():
-            indices, sims = cosine_knn(content, self.settings.knn_k)
+            indices, sims = cosine_knn(content, self.settings.knn_k, known.get(name))
             graphs[name] = (indices, symmetric_knn_weights(indices, sims))
+        if key is not None and not known:
+            self._neighbours = {old: lists for old, lists in self._neighbours.items() if old[0] >= key[0]}
+            self._neighbours[key] = {name: indices for name, (indices, _) in graphs.items()}
         self._learned = graphs
         return graphs
 

@@ -46,13 +46,13 @@ class PropagatedRecommender(Recommender):
                              pool: NegativePool | None = None,
                              score_scale: torch.Tensor | None = None) -> torch.Tensor:
         user_table, item_table = self.representations()
-        return self.bpr(user_table[users], item_table, pos_items, neg_items, score_scale)
+        return self.bpr(user_table[users], item_table, pos_items, neg_items, score_scale, pool)
 
     @staticmethod
     def bpr(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
-            score_scale: torch.Tensor | None) -> torch.Tensor:
+            score_scale: torch.Tensor | None, pool: NegativePool | None = None) -> torch.Tensor:
         """[B] BPR of user vectors against the positives' and negatives' rows of ``item_table``."""
-        pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items)
+        pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items, pool)
         if score_scale is not None:
             pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
         return bpr_per_interaction(pos, neg)

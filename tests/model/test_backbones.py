@@ -54,6 +54,31 @@ def test_contract_loss_vector_scores_and_training(name: str) -> None:
     assert curve[-1] < curve[0]
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_shared_negative_pool_gives_the_same_loss_and_gradients(name: str) -> None:
+    model, context = _build(name)
+    model.double()  # the pooled product sums in another order: compare in float64
+    generator = torch.Generator().manual_seed(1)
+    pool_items = torch.randperm(context.n_items, generator=generator)[:7]
+    positions = torch.randint(0, 7, (6, 4), generator=generator)
+    users, pos = torch.arange(6), torch.arange(6) % context.n_items
+    model.train()
+    losses = []
+    for pool in (None, (pool_items, positions)):
+        model.start_epoch(0, 0)  # the same pruned graph (freedom), a fresh learned graph (lattice)
+        torch.manual_seed(2)  # the same dropout (bm3)
+        model.zero_grad()
+        loss = model.per_interaction_loss(users, pos, pool_items[positions], pool=pool)
+        loss.sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        losses.append((loss.detach(), grads))
+    (plain, plain_grads), (pooled, pooled_grads) = losses
+    torch.testing.assert_close(pooled, plain, rtol=1e-10, atol=1e-12)
+    assert plain_grads.keys() == pooled_grads.keys() and plain_grads
+    for name_ in plain_grads:
+        torch.testing.assert_close(pooled_grads[name_], plain_grads[name_], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", FEATURE_MODELS)
 def test_a_frozen_copy_trains_only_its_new_encoder_slot(name: str) -> None:
     model, context = _build(name)
@@ -148,6 +173,53 @@ def test_lattice_equals_a_dense_reference() -> None:
     users, item_table = model.representations()
     torch.testing.assert_close(users, ui[: context.n_users], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(item_table, ui[context.n_users:] + F.normalize(graph, dim=1), rtol=1e-4, atol=1e-5)
+
+
+class _KeyedSlot(nn.Linear):
+    """A projection slot with a graph key, as the mask and environment models' slots have."""
+
+    generation = 0
+
+    def graph_key(self) -> tuple[int, int]:
+        return self.generation, 0
+
+
+def test_lattice_frozen_copy_keeps_neighbour_lists_per_graph_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import painvrl.model.lattice as lattice_module
+
+    model, context = _build("lattice")
+    searches: list[int] = []
+    search = lattice_module.knn_neighbours
+
+    def counted(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        searches.append(x.shape[0])
+        return search(x, k)
+
+    monkeypatch.setattr(lattice_module, "knn_neighbours", counted)
+    slot = _KeyedSlot(context.features.shape[1], 8, bias=False)
+    view = model.frozen_with_encoder(slot)
+    assert isinstance(view, LATTICE)
+    users, pos = torch.arange(6), torch.arange(6) % context.n_items
+    negs = torch.randint(0, context.n_items, (6, 3), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD(slot.parameters(), lr=0.5)
+    n_modalities = len(context.modality_slices)
+    for step in range(3):
+        searches.clear()
+        loss = view.per_interaction_loss(users, pos, negs)
+        assert len(searches) == (n_modalities if step == 0 else 0), "lists are searched once per key"
+        if step == 0:  # the same lists a full rebuild finds
+            rebuilt = model.frozen_with_encoder(slot)
+            assert isinstance(rebuilt, LATTICE)
+            rebuilt.reuse_learned_graph = True  # the backbone's own path: no key, a fresh search
+            torch.testing.assert_close(loss, rebuilt.per_interaction_loss(users, pos, negs))
+        optimizer.zero_grad()
+        loss.sum().backward()
+        assert slot.weight.grad is not None and slot.weight.grad.abs().sum() > 0, "the slot learns at every step"
+        optimizer.step()
+    searches.clear()
+    slot.generation = 1  # a new generation: the lists are searched again, the old ones dropped
+    view.per_interaction_loss(users, pos, negs)
+    assert len(searches) == n_modalities and list(view._neighbours) == [(1, 0)]
 
 
 def test_lattice_feature_graph_follows_the_mask() -> None:
