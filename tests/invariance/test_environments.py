@@ -304,3 +304,52 @@ def test_feature_bias_lets_hei_find_a_global_spurious_shift_from_a_random_start(
         ari[feature_bias] = adjusted_rand_index(truth, result.labels)
     assert ari[True] > 0.4, ari
     assert ari[False] < 0.1, ari
+
+
+def test_hei_and_img_search_lattice_neighbour_lists_once_per_epoch_and_relabelling(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen LATTICE keeps the learned graph's neighbour lists while its slot's graph key stays: HEI advances
+    the key at every epoch and relabelling, IMG at every epoch, so the searches do not grow with the steps."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+    from backbone_helpers import tiny_context
+
+    import painvrl.model.lattice as lattice_module
+    from painvrl.config import MaskConfig
+    from painvrl.invariance.masks import learn_mask, resolve_settings
+
+    context = tiny_context(n_users=20, n_items=30, d_per_modality=4)
+    torch.manual_seed(0)
+    backbone = lattice_module.LATTICE.build(context)
+    train = np.asarray(context.train, dtype=np.int64)
+    n_modalities = len(context.modality_slices)
+    searches: list[int] = []
+    search = lattice_module.knn_neighbours
+
+    def counted(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        searches.append(x.shape[0])
+        return search(x, k)
+
+    monkeypatch.setattr(lattice_module, "knn_neighbours", counted)
+    monkeypatch.setattr(environments, "RELABEL_CHUNK", 16)  # several relabelling chunks
+    models = environments.environment_models(2, backbone, torch.zeros(8), k_f=8,
+                                             generator=torch.Generator().manual_seed(1))
+    assert len(searches) == n_modalities  # the frozen copy's raw-feature graphs S_m
+    searches.clear()
+    labels = np.arange(len(train)) % 2
+    steps_per_epoch = -(-len(train) // 8)
+    assert steps_per_epoch > 2
+    train_environment_models(models, train, labels, epochs=3, lr=0.01, batch_size=8, n_negatives=3, seed=0,
+                             keys=(0,), collective=LocalCollective())
+    assert len(searches) == 3 * 2 * n_modalities, "each epoch searches once per environment model"
+    searches.clear()
+    environments._labels_of(models, train, "score", 3, 0, (0,), LocalCollective())
+    assert len(searches) == 2 * n_modalities, "one relabelling searches once per environment model"
+
+    searches.clear()
+    cfg = MaskConfig(epochs=2, steps_per_epoch=4)
+    learn_mask(backbone, train, labels, 2, cfg, resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight),
+               batch_size=8, n_negatives=3, seed=0)
+    assert len(searches) == n_modalities + 2 * n_modalities, "S_m of the mask model's copy, then once per epoch"
