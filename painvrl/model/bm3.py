@@ -68,6 +68,9 @@ class BM3(PropagatedRecommender):
         return cls(context, settings_from(context.model_config, cls.name, BM3Settings))
 
     def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.id_part("propagated", self._propagate)
+
+    def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = propagate(self.adjacency, self.embedding, self.settings.n_layers)
         items = out[self.n_users:]
         if self.settings.item_residual:

@@ -95,6 +95,7 @@ class FREEDOM(PropagatedRecommender):
         keep = degree_sensitive_prune(self.edge_users.cpu(), self.edge_items.cpu() - self.n_users, self.n_users,
                                       self.n_items, 1.0 - self.settings.edge_dropout, generator)
         self.pruned = self._pruned_adjacency(keep.to(self.edge_users.device))
+        self.clear_caches()
 
     def rebuild_feature_graph(self) -> None:
         """The frozen item-item graph from the features the encoder consumes (masked when it carries a mask)."""
@@ -108,10 +109,12 @@ class FREEDOM(PropagatedRecommender):
             lists.append(indices)
             values.append(symmetric_knn_weights(indices, binary) * (weight / total))
         self.item_graph = (torch.cat(lists, dim=1), torch.cat(values, dim=1))
+        self.clear_caches()
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pruned graph while training, the full graph otherwise (evaluation, ranking)."""
-        return self.propagate_over(self.pruned.matrix() if self.training else self.adjacency)
+        return self.id_part("tables", lambda: self.propagate_over(self.pruned.matrix() if self.training
+                                                                 else self.adjacency))
 
     def propagate_over(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embedding[self.n_users:]

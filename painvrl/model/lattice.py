@@ -92,6 +92,7 @@ class LATTICE(PropagatedRecommender):
         self.clear_caches()
 
     def clear_caches(self) -> None:
+        super().clear_caches()
         self._learned = None
         self._neighbours = {}
 
@@ -130,7 +131,7 @@ class LATTICE(PropagatedRecommender):
             for _ in range(self.settings.n_item_layers):
                 h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, h) + lam * neighbour_sum(fixed_idx, fixed_w, h)
             graph_items = graph_items + weight * h
-        out = propagate(self.adjacency, self.embedding, self.settings.n_ui_layers)
+        out = self.id_part("user_item", lambda: propagate(self.adjacency, self.embedding, self.settings.n_ui_layers))
         return out[: self.n_users], out[self.n_users:] + F.normalize(graph_items, dim=1)
 
     def ranking_scorer(self) -> UserScorer:

@@ -38,7 +38,7 @@ class LightGCN(PropagatedRecommender):
                    context.model_config.k_id)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        out = propagate(self.adjacency, self.embedding, self.settings.n_layers)
+        out = self.id_part("propagated", lambda: propagate(self.adjacency, self.embedding, self.settings.n_layers))
         return out[: self.n_users], out[self.n_users:]
 
     def shared_regularisation(self) -> torch.Tensor:

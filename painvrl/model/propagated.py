@@ -9,7 +9,8 @@ the sampled negatives, and the L2 of the batch's ego embeddings.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ from painvrl.model.common import bpr_per_interaction, chunked_scorer, pair_score
 from painvrl.model.graphs import bipartite_adjacency
 from painvrl.model.recommender import BuildContext, NegativePool, Recommender, UserScorer
 from painvrl.model.sparse import SparseMatrix
+
+T = TypeVar("T")
 
 
 class PropagatedRecommender(Recommender):
@@ -32,6 +35,26 @@ class PropagatedRecommender(Recommender):
         self.graph = SparseMatrix(bipartite_adjacency(context.train, self.n_users, self.n_items,
                                                       context.features.device, norm), symmetric=norm == "sym")
         self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, embedding_dim) * m.init_std)
+        self._id_parts: dict[tuple[Any, ...], Any] = {}
+
+    def id_part(self, name: str, compute: Callable[[], T]) -> T:
+        """``compute()``: a part of the representations that reads only the ID embeddings and fixed graphs.
+
+        In a frozen copy (mask learning, HEI's environment models) the ID embeddings do not train, so that part
+        is the same at every step: it is computed once per training/eval mode and kept until
+        :meth:`clear_caches` (which graph rebuilds and :meth:`start_epoch` call). A model whose ID embeddings
+        train recomputes it at every forward.
+        """
+        if self.embedding.requires_grad:
+            return compute()
+        key = (name, self.training, self.embedding.dtype, self.embedding._version)
+        if key not in self._id_parts:
+            with torch.no_grad():
+                self._id_parts[key] = compute()
+        return self._id_parts[key]  # type: ignore[no-any-return]
+
+    def clear_caches(self) -> None:
+        self._id_parts = {}
 
     @property
     def adjacency(self) -> torch.Tensor:
