@@ -272,3 +272,57 @@ def test_bm3_loss_is_the_bootstrapped_cosine_objective() -> None:
         expected = expected + 2.0 * ((1 - F.cosine_similarity(p(c), i)) + (1 - F.cosine_similarity(p(c), c)))
     got = model.per_interaction_loss(users, pos, torch.zeros(2, 3, dtype=torch.long))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bm3", "freedom", "lattice", "lightgcn"])
+def test_a_frozen_copy_propagates_its_id_embeddings_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    module = importlib.import_module(f"painvrl.model.{name}")
+    calls: list[int] = []
+    original = module.propagate
+
+    def counted(adjacency: torch.Tensor, embeddings: torch.Tensor, n_layers: int) -> torch.Tensor:
+        calls.append(n_layers)
+        return original(adjacency, embeddings, n_layers)
+
+    monkeypatch.setattr(module, "propagate", counted)
+    model, context = _build(name)
+    model.start_epoch(0, 0)
+    users, pos = torch.arange(6), torch.arange(6) % context.n_items
+    negs = torch.randint(0, context.n_items, (6, 3), generator=torch.Generator().manual_seed(0))
+
+    def two_steps(recommender: nn.Module) -> list[torch.Tensor]:
+        calls.clear()
+        out = []
+        for _ in range(2):
+            torch.manual_seed(3)  # the same dropout (bm3)
+            out.append(recommender.per_interaction_loss(users, pos, negs).detach())
+        return out
+
+    model.train()
+    trained = two_steps(model)
+    assert len(calls) == 2, "a model whose ID embeddings train propagates at every forward"
+    view = model.frozen_with_encoder(model.encoder)
+    view.train()
+    frozen = two_steps(view)
+    assert len(calls) == 1, "a frozen copy propagates its ID embeddings once"
+    for ours, theirs in zip(frozen, trained, strict=True):
+        torch.testing.assert_close(ours, theirs)
+    view.eval()
+    two_steps(view)
+    assert len(calls) == 1, "eval mode has its own cached part (no dropout, the full graph)"
+    view.train()
+    view.start_epoch(1, 0)  # freedom prunes another graph: its cached part is dropped
+    calls.clear()
+    torch.manual_seed(3)
+    view.per_interaction_loss(users, pos, negs)
+    assert len(calls) == (1 if name in ("freedom", "lattice") else 0), "cached parts are kept across epochs"
+    model.start_epoch(1, 0)
+    model.train()
+    (ours,), (theirs,) = two_steps(view)[:1], two_steps(model)[:1]
+    torch.testing.assert_close(ours, theirs)
+    with torch.no_grad():
+        view.embedding.add_(0.1)  # an in-place change of the frozen table is seen at the next forward
+    changed = two_steps(view)
+    assert len(calls) == 1 and not torch.allclose(changed[0], theirs)
