@@ -51,7 +51,7 @@ class PropagatedRecommender(Recommender):
         if key not in self._id_parts:
             with torch.no_grad():
                 self._id_parts[key] = compute()
-        return self._id_parts[key]  # type: ignore[no-any-return]
+        return self._id_parts[key]
 
     def clear_caches(self) -> None:
         self._id_parts = {}

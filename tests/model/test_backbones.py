@@ -18,17 +18,18 @@ from painvrl.model.freedom import FREEDOM
 from painvrl.model.graphs import bipartite_adjacency
 from painvrl.model.lattice import LATTICE
 from painvrl.model.mmgcn import MMGCN
-from painvrl.model.recommender import BuildContext
+from painvrl.model.propagated import PropagatedRecommender
+from painvrl.model.recommender import BuildContext, Recommender
 from painvrl.model.registry import MODELS, check_model_config
 from painvrl.model.vbpr import VBPR
 
 FEATURE_MODELS = sorted(set(MODELS) - {"lightgcn"})
 
 
-def _build(name: str, seed: int = 0, **context_changes: object) -> tuple[nn.Module, BuildContext]:
+def _build(name: str, seed: int = 0, **context_changes: object) -> tuple[Recommender, BuildContext]:
     context = tiny_context(seed=seed)
     if context_changes:
-        context = BuildContext(**{**context.__dict__, **context_changes})  # type: ignore[arg-type]
+        context = BuildContext(**{**context.__dict__, **context_changes})
     torch.manual_seed(seed)
     return MODELS[name].build(context), context
 
@@ -238,8 +239,8 @@ def test_lattice_feature_graph_follows_the_mask() -> None:
 def test_freedom_equals_a_dense_reference_and_prunes_per_epoch() -> None:
     model, context = _build("freedom")
     assert isinstance(model, FREEDOM)
-    mm = sum(_dense_knn(context.features[:, c], model.settings.knn_k, binary=True)
-             for c in context.modality_slices.values()) / 2
+    mm = torch.stack([_dense_knn(context.features[:, c], model.settings.knn_k, binary=True)
+                      for c in context.modality_slices.values()]).sum(0) / 2
     ui = _lightgcn_dense(context, model.embedding, model.settings.n_ui_layers)
     model.eval()
     users, items = model.representations()
@@ -292,7 +293,7 @@ def test_a_frozen_copy_propagates_its_id_embeddings_once(name: str, monkeypatch:
     users, pos = torch.arange(6), torch.arange(6) % context.n_items
     negs = torch.randint(0, context.n_items, (6, 3), generator=torch.Generator().manual_seed(0))
 
-    def two_steps(recommender: nn.Module) -> list[torch.Tensor]:
+    def two_steps(recommender: Recommender) -> list[torch.Tensor]:
         calls.clear()
         out = []
         for _ in range(2):
@@ -322,6 +323,7 @@ def test_a_frozen_copy_propagates_its_id_embeddings_once(name: str, monkeypatch:
     model.train()
     (ours,), (theirs,) = two_steps(view)[:1], two_steps(model)[:1]
     torch.testing.assert_close(ours, theirs)
+    assert isinstance(view, PropagatedRecommender)
     with torch.no_grad():
         view.embedding.add_(0.1)  # an in-place change of the frozen table is seen at the next forward
     changed = two_steps(view)
