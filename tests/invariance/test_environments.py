@@ -314,7 +314,7 @@ def test_hei_and_img_search_lattice_neighbour_lists_once_per_epoch_and_relabelli
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
-    from backbone_helpers import tiny_context
+    from backbone_helpers import count_knn_searches, tiny_context
 
     import painvrl.model.lattice as lattice_module
     from painvrl.config import MaskConfig
@@ -325,14 +325,7 @@ def test_hei_and_img_search_lattice_neighbour_lists_once_per_epoch_and_relabelli
     backbone = lattice_module.LATTICE.build(context)
     train = np.asarray(context.train, dtype=np.int64)
     n_modalities = len(context.modality_slices)
-    searches: list[int] = []
-    search = lattice_module.knn_neighbours
-
-    def counted(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        searches.append(x.shape[0])
-        return search(x, k)
-
-    monkeypatch.setattr(lattice_module, "knn_neighbours", counted)
+    searches = count_knn_searches(monkeypatch)
     monkeypatch.setattr(environments, "RELABEL_CHUNK", 16)  # several relabelling chunks
     models = environments.environment_models(2, backbone, torch.zeros(8), k_f=8,
                                              generator=torch.Generator().manual_seed(1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -40,3 +41,18 @@ def train_steps(model: Recommender, context: BuildContext, steps: int = 30, lr: 
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def count_knn_searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch LATTICE's top-k neighbour search to record the row count of every search; the record."""
+    import painvrl.model.lattice as lattice_module
+
+    searches: list[int] = []
+    search = lattice_module.knn_neighbours
+
+    def counted(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        searches.append(x.shape[0])
+        return search(x, k)
+
+    monkeypatch.setattr(lattice_module, "knn_neighbours", counted)
+    return searches

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from backbone_helpers import tiny_context, train_steps
+from backbone_helpers import count_knn_searches, tiny_context, train_steps
 from torch import nn
 
 from painvrl.config import ModelConfig
@@ -186,17 +186,8 @@ class _KeyedSlot(nn.Linear):
 
 
 def test_lattice_frozen_copy_keeps_neighbour_lists_per_graph_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    import painvrl.model.lattice as lattice_module
-
     model, context = _build("lattice")
-    searches: list[int] = []
-    search = lattice_module.knn_neighbours
-
-    def counted(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        searches.append(x.shape[0])
-        return search(x, k)
-
-    monkeypatch.setattr(lattice_module, "knn_neighbours", counted)
+    searches = count_knn_searches(monkeypatch)
     slot = _KeyedSlot(context.features.shape[1], 8, bias=False)
     view = model.frozen_with_encoder(slot)
     assert isinstance(view, LATTICE)
