@@ -91,7 +91,9 @@ def train_summary(output: str, metrics: dict[str, Any]) -> str:
     test = metrics.get("test", {})
     parts = [f"{split} recall@20 {test[split]['recall@20']:.4f}" for split in ("iid", "ood", "worst_env")
              if isinstance(test.get(split), dict) and "recall@20" in test[split]]
-    seconds = sum(float(v) for v in metrics.get("timing", {}).values() if isinstance(v, int | float))
+    timing = metrics.get("timing", {})
+    seconds = float(timing["total"]) if "total" in timing else sum(
+        float(v) for v in timing.values() if isinstance(v, int | float))  # "total" already sums the phases
     return (f"{metrics.get('method')}: selected epoch {selection.get('epoch')} on {selection.get('source')} "
             f"{selection.get('metric')}; test {', '.join(parts) or 'n/a'}; {seconds:.0f} s; wrote {output}")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from painvrl.cli import main
+from painvrl.cli import main, train_summary
 
 TINY = """\
 method: {method}
@@ -47,6 +47,17 @@ def test_train_writes_the_run_folder_with_the_contract_keys(tmp_path: Path, caps
     assert "epochs: 3" in (out / "config.yaml").read_text()
     assert (out / "checkpoint" / "model.pt").is_file() and not (out / "mask.npy").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("erm: selected epoch") and f"; {metrics['timing']['total']:.0f} s;" in summary
+
+
+def test_the_summary_reports_the_run_time_once() -> None:
+    metrics = {"method": "painvrl", "selection": {"epoch": 3, "source": "iid", "metric": "recall@20"},
+               "test": {"iid": {"recall@20": 0.05}},
+               "timing": {"pretrain": 10.0, "mask": 20.0, "final": 9.4, "evaluate": 0.5, "total": 40.2}}
+    assert "; 40 s;" in train_summary("run", metrics)
+    del metrics["timing"]["total"]
+    assert "; 40 s;" in train_summary("run", metrics)
 
 
 def test_oracle_run_writes_the_true_mask(tmp_path: Path) -> None:
