@@ -72,7 +72,10 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, n_layers: int) 
 
 
 KNN_BLOCK_ELEMENTS = 1 << 26
-"""Similarity values per block of rows in :func:`knn_neighbours` (64M float32 = 256 MB)."""
+"""At most this many similarity values per block of rows in :func:`knn_neighbours` (64M float32 = 256 MB)."""
+KNN_BLOCK_ROWS = 256
+"""At most this many rows per block: a block that stays in cache makes the search 1.7-2x faster at the TikTok
+size (6.7k items) and costs the same at 76k items, with a 78 MB block there (benchmarks/bench_knn_blocks.py)."""
 
 
 @torch.no_grad()
@@ -80,12 +83,12 @@ def knn_neighbours(x: torch.Tensor, k: int, chunk_size: int | None = None) -> tu
     """Top-k cosine neighbours of every row of ``x`` [n, d]: (indices [n, k], similarities [n, k]).
 
     The row itself is a candidate (its similarity is the largest, 1), as in the LATTICE / FREEDOM kNN graphs.
-    Peak extra memory is one [chunk_size, n] similarity block (by default sized to KNN_BLOCK_ELEMENTS) plus the
-    O(n x k) result.
+    Peak extra memory is one [chunk_size, n] similarity block (by default KNN_BLOCK_ROWS rows, fewer where that
+    would exceed KNN_BLOCK_ELEMENTS) plus the O(n x k) result.
     """
     n = x.shape[0]
     k = min(k, n)
-    chunk = chunk_size or max(1, KNN_BLOCK_ELEMENTS // max(n, 1))
+    chunk = chunk_size or max(1, min(KNN_BLOCK_ROWS, KNN_BLOCK_ELEMENTS // max(n, 1)))
     unit = F.normalize(x.to(torch.float32), dim=1)
     indices = torch.empty(n, k, dtype=torch.long, device=x.device)
     sims = torch.empty(n, k, dtype=torch.float32, device=x.device)
