@@ -19,6 +19,7 @@ block at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -127,9 +128,14 @@ class LATTICE(PropagatedRecommender):
         graph_items = torch.zeros_like(ego_items)
         for weight, (name, (learned_idx, learned_w)) in zip(weights, self.learned_graphs().items(), strict=True):
             fixed_idx, fixed_w = self.feature_graphs[name]
-            h = ego_items
-            for _ in range(self.settings.n_item_layers):
-                h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, h) + lam * neighbour_sum(fixed_idx, fixed_w, h)
+            if self.settings.n_item_layers == 1:  # one layer: S_m q reads only ID embeddings and a fixed graph
+                fixed = self.id_part(f"feature_graph:{name}", partial(neighbour_sum, fixed_idx, fixed_w, ego_items))
+                h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, ego_items) + lam * fixed
+            else:
+                h = ego_items
+                for _ in range(self.settings.n_item_layers):
+                    h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, h) + lam * neighbour_sum(fixed_idx,
+                                                                                                     fixed_w, h)
             graph_items = graph_items + weight * h
         out = self.id_part("user_item", lambda: propagate(self.adjacency, self.embedding, self.settings.n_ui_layers))
         return out[: self.n_users], out[self.n_users:] + F.normalize(graph_items, dim=1)

@@ -319,3 +319,35 @@ def test_a_frozen_copy_propagates_its_id_embeddings_once(name: str, monkeypatch:
         view.embedding.add_(0.1)  # an in-place change of the frozen table is seen at the next forward
     changed = two_steps(view)
     assert len(calls) == 1 and not torch.allclose(changed[0], theirs)
+
+
+def test_lattice_frozen_copy_propagates_over_its_feature_graphs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import painvrl.model.lattice as lattice_module
+
+    model, context = _build("lattice")
+    sums: list[int] = []
+    original = lattice_module.neighbour_sum
+
+    def counted(indices: torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        sums.append(int(weights.requires_grad))
+        return original(indices, weights, x)
+
+    monkeypatch.setattr(lattice_module, "neighbour_sum", counted)
+    users, pos = torch.arange(6), torch.arange(6) % context.n_items
+    negs = torch.randint(0, context.n_items, (6, 3), generator=torch.Generator().manual_seed(0))
+    slot = nn.Linear(context.features.shape[1], 8, bias=False)
+    view = model.frozen_with_encoder(slot)
+    n_modalities = len(context.modality_slices)
+    losses = []
+    for _ in range(2):
+        sums.clear()
+        losses.append(view.per_interaction_loss(users, pos, negs))
+        assert sums.count(1) == n_modalities, "the learned graphs carry the slot's gradient at every forward"
+    assert len(sums) == n_modalities, "the fixed feature graphs propagate the frozen item IDs once"
+    losses[-1].sum().backward()
+    assert slot.weight.grad is not None and slot.weight.grad.abs().sum() > 0
+    assert isinstance(view, LATTICE)
+    view.embedding.requires_grad_(True)  # nothing cached: every part recomputed, the same loss
+    sums.clear()
+    torch.testing.assert_close(view.per_interaction_loss(users, pos, negs), losses[0])
+    assert len(sums) == 2 * n_modalities
