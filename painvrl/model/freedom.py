@@ -26,11 +26,11 @@ from painvrl.model.graphs import (
     bipartite_edges,
     degree_sensitive_prune,
     knn_neighbours,
-    neighbour_sum,
     normalised_adjacency,
     propagate,
     symmetric_knn_weights,
 )
+from painvrl.model.neighbour_lists import NeighbourLists, neighbour_sum
 from painvrl.model.propagated import PropagatedRecommender
 from painvrl.model.recommender import BuildContext, NegativePool
 from painvrl.model.sparse import SparseMatrix
@@ -75,7 +75,7 @@ class FREEDOM(PropagatedRecommender):
         self.register_buffer("edge_users", torch.as_tensor(users, device=device), persistent=False)
         self.register_buffer("edge_items", torch.as_tensor(items, device=device), persistent=False)
         self.pruned = self.graph
-        self.item_graph: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self.item_graph: tuple[NeighbourLists | torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
         self.rebuild_feature_graph()
 
     @classmethod
@@ -108,7 +108,7 @@ class FREEDOM(PropagatedRecommender):
             binary = torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
             lists.append(indices)
             values.append(symmetric_knn_weights(indices, binary) * (weight / total))
-        self.item_graph = (torch.cat(lists, dim=1), torch.cat(values, dim=1))
+        self.item_graph = (NeighbourLists(torch.cat(lists, dim=1)), torch.cat(values, dim=1))
         self.clear_caches()
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

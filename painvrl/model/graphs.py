@@ -139,9 +139,3 @@ def symmetric_knn_weights(indices: torch.Tensor, weights: torch.Tensor) -> torch
     degree = weights.sum(dim=1)
     inv = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
     return weights * inv.unsqueeze(1) * inv[indices]
-
-
-def neighbour_sum(indices: torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(W x)_i = sum_j weights[i, j] x[indices[i, j]]: one propagation step over a neighbour-list graph
-    ([n, k] lists, x [n, dim]); memory O(n k dim), differentiable in ``weights`` and ``x``."""
-    return torch.einsum("nk,nkd->nd", weights.to(x.dtype), x[indices])

@@ -28,12 +28,8 @@ from torch import nn
 
 from painvrl.model.common import modality_contents, settings_from
 from painvrl.model.encoders import GraphKey, consumed_features, graph_key
-from painvrl.model.graphs import (
-    knn_neighbours,
-    neighbour_sum,
-    propagate,
-    symmetric_knn_weights,
-)
+from painvrl.model.graphs import knn_neighbours, propagate, symmetric_knn_weights
+from painvrl.model.neighbour_lists import NeighbourLists, neighbour_sum, pair_dots
 from painvrl.model.propagated import PropagatedRecommender
 from painvrl.model.recommender import BuildContext, Recommender, UserScorer
 
@@ -50,12 +46,11 @@ class LatticeSettings:
     """LightGCN layers over the user-item graph."""
 
 
-def cosine_knn(x: torch.Tensor, k: int, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cosine_knn(x: torch.Tensor, k: int, lists: NeighbourLists | None = None) -> tuple[NeighbourLists, torch.Tensor]:
     """Top-k cosine neighbour lists of the rows of ``x`` (or the given lists) with differentiable similarities."""
-    if indices is None:
-        indices, _ = knn_neighbours(x.detach(), k)
-    unit = F.normalize(x, dim=1)
-    return indices, (unit.unsqueeze(1) * unit[indices]).sum(-1)
+    if lists is None:
+        lists = NeighbourLists(knn_neighbours(x.detach(), k)[0])
+    return lists, pair_dots(lists, F.normalize(x, dim=1))
 
 
 class LATTICE(PropagatedRecommender):
@@ -66,12 +61,12 @@ class LATTICE(PropagatedRecommender):
     def __init__(self, context: BuildContext, settings: LatticeSettings) -> None:
         super().__init__(context, settings, context.model_config.k_f)
         self.modality_weight = nn.Parameter(torch.zeros(len(self.modality_slices)))
-        self.feature_graphs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._learned: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.feature_graphs: dict[str, tuple[NeighbourLists, torch.Tensor]] = {}
+        self._learned: dict[str, tuple[NeighbourLists, torch.Tensor]] | None = None
         self.reuse_learned_graph = True
         """Reuse L_m within an epoch (training the backbone); a frozen copy whose slot is being trained
         recomputes it at every forward, since the slot reaches the loss only through L_m."""
-        self._neighbours: dict[GraphKey, dict[str, torch.Tensor]] = {}
+        self._neighbours: dict[GraphKey, dict[str, NeighbourLists]] = {}
         """L_m's neighbour lists by the slot's graph key they were searched under (frozen copies; the newest
         generation only)."""
         self.rebuild_feature_graph()
@@ -86,7 +81,7 @@ class LATTICE(PropagatedRecommender):
         self.feature_graphs = {}
         for name, columns in self.modality_slices.items():
             indices, sims = knn_neighbours(features[:, columns], self.settings.knn_k)
-            self.feature_graphs[name] = (indices, symmetric_knn_weights(indices, sims))
+            self.feature_graphs[name] = (NeighbourLists(indices), symmetric_knn_weights(indices, sims))
         self.clear_caches()
 
     def start_epoch(self, epoch: int, seed: int) -> None:
@@ -103,7 +98,7 @@ class LATTICE(PropagatedRecommender):
         view.reuse_learned_graph = False
         return view
 
-    def learned_graphs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def learned_graphs(self) -> dict[str, tuple[NeighbourLists, torch.Tensor]]:
         """L_m per modality: rebuilt (with gradients) when none is cached, else the cached graph, detached; a
         frozen copy keeps the neighbour lists of its slot's graph key and recomputes the similarities."""
         if self._learned is not None and self.reuse_learned_graph:
@@ -113,11 +108,11 @@ class LATTICE(PropagatedRecommender):
         known = self._neighbours.get(key, {}) if key is not None else {}
         graphs = {}
         for name, content in contents.items():
-            indices, sims = cosine_knn(content, self.settings.knn_k, known.get(name))
-            graphs[name] = (indices, symmetric_knn_weights(indices, sims))
+            lists, sims = cosine_knn(content, self.settings.knn_k, known.get(name))
+            graphs[name] = (lists, symmetric_knn_weights(lists.indices, sims))
         if key is not None and not known:
-            self._neighbours = {old: lists for old, lists in self._neighbours.items() if old[0] >= key[0]}
-            self._neighbours[key] = {name: indices for name, (indices, _) in graphs.items()}
+            self._neighbours = {old: kept for old, kept in self._neighbours.items() if old[0] >= key[0]}
+            self._neighbours[key] = {name: lists for name, (lists, _) in graphs.items()}
         self._learned = graphs
         return graphs
 

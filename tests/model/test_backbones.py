@@ -222,7 +222,8 @@ def test_lattice_feature_graph_follows_the_mask() -> None:
     masked = model.frozen_with_encoder(MaskedProjection(mask, context.features.shape[1], 8))
     assert isinstance(masked, LATTICE)
     expected = _dense_knn(context.features[:, :2], model.settings.knn_k, binary=False)
-    idx, w = masked.feature_graphs["image"]
+    lists, w = masked.feature_graphs["image"]
+    idx = lists.indices
     dense = torch.zeros(context.n_items, context.n_items).scatter_add(1, idx, w)
     torch.testing.assert_close(dense, expected, rtol=1e-4, atol=1e-5)
 
