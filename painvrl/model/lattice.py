@@ -12,8 +12,8 @@ values) and reused, detached, by the epoch's other steps, as in the authors' cod
 being trained (mask learning, environment models) needs the gradient at every step: it recomputes L_m's
 similarity values at every forward, and its neighbour lists whenever the slot's graph key changes (once per
 epoch of those phases, and before each relabelling), since the top-k search is the expensive part. The graphs
-are neighbour lists [n_items, k], so memory is O(items x k); building them takes one [chunk, items] similarity
-block at a time.
+are neighbour lists [n_items, k] (products over them are CSR products, painvrl.model.neighbour_lists), so memory
+is O(items x k); building them takes one [chunk, items] similarity block at a time.
 """
 
 from __future__ import annotations
