@@ -75,7 +75,7 @@ class FREEDOM(PropagatedRecommender):
         self.register_buffer("edge_users", torch.as_tensor(users, device=device), persistent=False)
         self.register_buffer("edge_items", torch.as_tensor(items, device=device), persistent=False)
         self.pruned = self.graph
-        self.item_graph: tuple[NeighbourLists | torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self.item_graph: tuple[NeighbourLists, torch.Tensor]
         self.rebuild_feature_graph()
 
     @classmethod

@@ -121,16 +121,15 @@ class LATTICE(PropagatedRecommender):
         weights = torch.softmax(self.modality_weight, dim=0)
         lam = self.settings.lambda_coeff
         graph_items = torch.zeros_like(ego_items)
-        for weight, (name, (learned_idx, learned_w)) in zip(weights, self.learned_graphs().items(), strict=True):
-            fixed_idx, fixed_w = self.feature_graphs[name]
-            if self.settings.n_item_layers == 1:  # one layer: S_m q reads only ID embeddings and a fixed graph
-                fixed = self.id_part(f"feature_graph:{name}", partial(neighbour_sum, fixed_idx, fixed_w, ego_items))
-                h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, ego_items) + lam * fixed
-            else:
-                h = ego_items
-                for _ in range(self.settings.n_item_layers):
-                    h = (1.0 - lam) * neighbour_sum(learned_idx, learned_w, h) + lam * neighbour_sum(fixed_idx,
-                                                                                                     fixed_w, h)
+        for weight, (name, (learned_lists, learned_w)) in zip(weights, self.learned_graphs().items(), strict=True):
+            fixed_lists, fixed_w = self.feature_graphs[name]
+            h = ego_items
+            for layer in range(self.settings.n_item_layers):
+                if layer == 0:  # S_m q reads only the ID embeddings and a fixed graph
+                    fixed = self.id_part(f"feature_graph:{name}", partial(neighbour_sum, fixed_lists, fixed_w, h))
+                else:
+                    fixed = neighbour_sum(fixed_lists, fixed_w, h)
+                h = (1.0 - lam) * neighbour_sum(learned_lists, learned_w, h) + lam * fixed
             graph_items = graph_items + weight * h
         out = self.id_part("user_item", lambda: propagate(self.adjacency, self.embedding, self.settings.n_ui_layers))
         return out[: self.n_users], out[self.n_users:] + F.normalize(graph_items, dim=1)

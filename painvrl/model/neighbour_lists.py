@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from painvrl.model.sparse import _without_csr_notice
+from painvrl.model.sparse import without_csr_notice
 
 
 class NeighbourLists:
@@ -39,20 +39,16 @@ class NeighbourLists:
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         """The graph with ``values`` [n, k] as CSR: row i holds values[i] at columns indices[i]."""
-        with _without_csr_notice():
+        with without_csr_notice():
             return torch.sparse_csr_tensor(self.row_starts, self.columns, values.reshape(-1).contiguous(),
                                            self.shape, check_invariants=False)
 
     def transpose(self, values: torch.Tensor) -> torch.Tensor:
         """The transpose of :meth:`matrix` as CSR."""
-        with _without_csr_notice():
+        with without_csr_notice():
             return torch.sparse_csr_tensor(self.transpose_starts, self.transpose_columns,
                                            values.reshape(-1)[self.order].contiguous(), self.shape,
                                            check_invariants=False)
-
-
-def _as_lists(lists: NeighbourLists | torch.Tensor) -> NeighbourLists:
-    return lists if isinstance(lists, NeighbourLists) else NeighbourLists(lists)
 
 
 def _scatter_rows(lists: NeighbourLists, rows: torch.Tensor) -> torch.Tensor:
@@ -80,9 +76,9 @@ class _PairDots(torch.autograd.Function):
         return None, torch.sparse.mm(lists.matrix(grad), u) + torch.sparse.mm(lists.transpose(grad), u)
 
 
-def pair_dots(lists: NeighbourLists | torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def pair_dots(lists: NeighbourLists, u: torch.Tensor) -> torch.Tensor:
     """[n, k] inner products <u_i, u_j> of every row i with its listed neighbours j, differentiable in ``u``."""
-    return _PairDots.apply(_as_lists(lists), u)
+    return _PairDots.apply(lists, u)
 
 
 class _ListProduct(torch.autograd.Function):
@@ -107,7 +103,7 @@ class _ListProduct(torch.autograd.Function):
         return None, grad_weights, grad_x
 
 
-def neighbour_sum(lists: NeighbourLists | torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def neighbour_sum(lists: NeighbourLists, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(W x)_i = sum_j weights[i, j] x[indices[i, j]]: one propagation step over a neighbour-list graph
     ([n, k] lists, x [n, dim]); differentiable in ``weights`` and ``x``, memory O(n k + n dim)."""
-    return _ListProduct.apply(_as_lists(lists), weights.to(x.dtype), x)
+    return _ListProduct.apply(lists, weights.to(x.dtype), x)

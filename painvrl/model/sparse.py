@@ -17,7 +17,7 @@ from torch import nn
 
 
 @contextlib.contextmanager
-def _without_csr_notice() -> Iterator[None]:
+def without_csr_notice() -> Iterator[None]:
     """Silence torch's beta-status notice for CSR tensors: it is not the user's concern."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -28,7 +28,7 @@ def to_csr(matrix: torch.Tensor) -> torch.Tensor:
     """The sparse matrix in CSR layout."""
     if matrix.layout == torch.sparse_csr:
         return matrix
-    with _without_csr_notice():
+    with without_csr_notice():
         return matrix.coalesce().to_sparse_csr()
 
 
@@ -75,7 +75,7 @@ class SparseMatrix(nn.Module):
 
     def _csr(self, prefix: str, shape: tuple[int, ...]) -> torch.Tensor:
         crow, col, values = (getattr(self, prefix + part) for part in ("crow", "col", "values"))
-        with _without_csr_notice():
+        with without_csr_notice():
             return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
     def matrix(self) -> torch.Tensor:

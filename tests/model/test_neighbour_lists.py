@@ -41,7 +41,8 @@ def test_neighbour_sum_equals_the_dense_product_with_gradients() -> None:
     theirs = torch.autograd.grad(reference, (weights, x), upstream)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda w, v: neighbour_sum(indices, w, v), (weights, x))
+    lists = NeighbourLists(indices)
+    assert torch.autograd.gradcheck(lambda w, v: neighbour_sum(lists, w, v), (weights, x))
 
 
 def test_pair_dots_equal_brute_force_with_gradients() -> None:
@@ -50,12 +51,13 @@ def test_pair_dots_equal_brute_force_with_gradients() -> None:
     out = pair_dots(NeighbourLists(indices), u)
     reference = (u @ u.T).gather(1, indices)
     torch.testing.assert_close(out, reference)
-    assert torch.autograd.gradcheck(lambda v: pair_dots(indices, v), (u,))
+    assert torch.autograd.gradcheck(lambda v: pair_dots(NeighbourLists(indices), v), (u,))
 
 
 def test_a_gradient_of_a_gradient_equals_the_dense_one() -> None:
     """Penalties such as gradvar differentiate a parameter gradient: the backward is differentiable."""
     indices = _lists()
+    lists = NeighbourLists(indices)
     w_proj = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     features = torch.randn(7, 5, dtype=torch.float64)
     x = torch.randn(7, 3, dtype=torch.float64)
@@ -66,8 +68,8 @@ def test_a_gradient_of_a_gradient_equals_the_dense_one() -> None:
             sims = (content @ content.T).gather(1, indices)
             h = _dense(indices, sims) @ x
         else:
-            sims = pair_dots(indices, content)
-            h = neighbour_sum(indices, sims, x)
+            sims = pair_dots(lists, content)
+            h = neighbour_sum(lists, sims, x)
         return h.pow(2).sum()
 
     second = []
@@ -78,4 +80,4 @@ def test_a_gradient_of_a_gradient_equals_the_dense_one() -> None:
     torch.testing.assert_close(second[0][0], second[1][0])
     torch.testing.assert_close(second[0][1], second[1][1])
     x.requires_grad_(True)
-    assert torch.autograd.gradgradcheck(lambda v: neighbour_sum(indices, pair_dots(indices, v), v), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: neighbour_sum(lists, pair_dots(lists, v), v), (x,))
