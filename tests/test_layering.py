@@ -12,7 +12,7 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "painvrl"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "console"),
+    ("errors", "console", "registry"),
     ("config",),
     ("data",),
     ("distributed",),

@@ -48,6 +48,7 @@ from painvrl.invariance.solver_common import (  # noqa: F401
     preference_from_pref_ood,
     validate_preference,
 )
+from painvrl.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -289,9 +290,9 @@ def _linear(p: SolverInputs) -> ParetoStep:
     return ParetoStep(linear_weights(p.preference), "linear", non_uniformity(p.losses, p.r), p.cosine)
 
 
-SOLVERS: dict[str, Solver] = {
+SOLVERS: Registry[Solver] = Registry("Pareto solver", "mask.solver", "painvrl.solvers", {
     "epo": Solver(_epo),
     "mgda": Solver(_mgda, needs_preference=False),
     "linear": Solver(_linear),
-}
+}, accepts=lambda value: isinstance(value, Solver))
 """Config field ``mask.solver`` -> Pareto weighting rule."""

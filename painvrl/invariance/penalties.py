@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from painvrl.registry import Registry
+
 # -------------------------------------------------------------------------------------------------- gradvar
 
 
@@ -125,8 +127,8 @@ def _vrex(inputs: PenaltyInputs) -> Tensor:
     return vrex_penalty(inputs.env_losses)
 
 
-PENALTIES: dict[str, Penalty] = {
+PENALTIES: Registry[Penalty] = Registry("penalty", "mask.penalty", "painvrl.penalties", {
     "gradvar": Penalty(_gradvar),
     "irmv1": Penalty(_irmv1, dummy_scale=True),
     "vrex": Penalty(_vrex),
-}
+}, accepts=lambda value: isinstance(value, Penalty))

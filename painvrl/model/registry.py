@@ -1,4 +1,5 @@
-"""The ``MODELS`` registry: ``model.name`` -> Recommender class. Adding a backbone adds one line here."""
+"""The ``MODELS`` registry: ``model.name`` -> Recommender class. Adding a backbone adds one line here, or one
+entry point of group ``painvrl.models`` in the backbone's own package (docs/extending.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from painvrl.errors import PainvrlInputError
 from painvrl.model.bm3 import BM3
 from painvrl.model.common import settings_from
 from painvrl.model.freedom import FREEDOM
@@ -19,8 +19,14 @@ from painvrl.model.mmgcn import MMGCN
 from painvrl.model.recommender import BuildContext, Recommender
 from painvrl.model.ultragcn import UltraGCN
 from painvrl.model.vbpr import VBPR
+from painvrl.registry import Registry
 
-MODELS: dict[str, type[Recommender]] = {
+
+def _is_backbone(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, Recommender)
+
+
+MODELS: Registry[type[Recommender]] = Registry("model", "model.name", "painvrl.models", {
     "ultragcn": UltraGCN,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
@@ -28,25 +34,19 @@ MODELS: dict[str, type[Recommender]] = {
     "lattice": LATTICE,
     "freedom": FREEDOM,
     "bm3": BM3,
-}
+}, accepts=_is_backbone)
 
 
 def model_class(name: str) -> type[Recommender]:
     """The registered class of ``model.name`` (an error naming the field and the known names otherwise)."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise PainvrlInputError(f"config field 'model.name': unknown model {name!r} "
-                                f"(known: {', '.join(sorted(MODELS))})") from None
+    return MODELS.lookup(name)
 
 
 def check_model_config(model_config: Any) -> type[Recommender]:
     """The class of ``model.name``, after checking every ``model.settings`` entry names a registered backbone
     and the entry of ``model.name`` builds (errors name the field)."""
     for name in getattr(model_config, "settings", {}) or {}:
-        if name not in MODELS:
-            raise PainvrlInputError(f"config field 'model.settings.{name}': no backbone {name!r} "
-                                    f"(known: {', '.join(sorted(MODELS))})")
+        MODELS.lookup(name, f"model.settings.{name}")
     cls = model_class(model_config.name)
     if cls.settings_type is not None:
         settings_from(model_config, cls.name, cls.settings_type)

@@ -10,7 +10,8 @@ A method declares its phases and its overrides; :func:`painvrl.training.pipeline
 - ``invrl``: the same phases with InvRL's settings, declared as config overrides: the linear solver with
   r = (1, irm_weight), the ||mu||^2 regulariser, the last round's mask and the invariant_only convert module.
 
-Adding a method is one :class:`Method` entry here (plus its own module if it needs new phases).
+Adding a method is one :class:`Method` entry here (plus its own module if it needs new phases), or one entry
+point of group ``painvrl.methods`` in the method's own package (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from painvrl.config import Config
-from painvrl.errors import PainvrlInputError
+from painvrl.registry import Registry
 
 MaskSource = Literal["none", "ground_truth", "learned"]
 
@@ -55,22 +56,18 @@ class Method:
 INVRL_SETTINGS = {"mask.solver": "linear", "mask.sparsity": "l2", "mask.normalisation": "start",
                   "painvrl.mask_average": "last", "convert.mode": "invariant_only"}
 
-METHODS: dict[str, Method] = {
+METHODS: Registry[Method] = Registry("method", "method", "painvrl.methods", {
     "erm": Method(),
     "oracle": Method(mask_source="ground_truth", final_encoder="convert",
                      overrides={"convert.mode": "invariant_only"}),
     "painvrl": Method(mask_source="learned", final_encoder="convert"),
     "invrl": Method(mask_source="learned", final_encoder="convert", overrides=INVRL_SETTINGS),
-}
+}, accepts=lambda value: isinstance(value, Method))
 
 
 def method_of(config: Config) -> Method:
     """``METHODS[config.method]``, or an error naming the field and the registered methods."""
-    try:
-        return METHODS[config.method]
-    except KeyError:
-        raise PainvrlInputError(f"config field 'method': unknown method {config.method!r} "
-                                f"(known: {', '.join(sorted(METHODS))})") from None
+    return METHODS.lookup(config.method)
 
 
 def with_values(config: Config, values: dict[str, Any]) -> Config:
