@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,6 @@ from painvrl.config import (
     SYNTHETIC_FIELDS,
     Config,
     DatasetConfig,
-    Method,
     MovieLensConfig,
     SyntheticConfig,
     apply_overrides,
@@ -48,7 +47,8 @@ def test_every_field_is_part_of_the_hash(override: str) -> None:
     ({"train": {"epochs": 2.5}}, "train.epochs", "expected an integer"),
     ({"train": {"deterministic": "yes"}}, "train.deterministic", "expected true/false"),
     ({"train": {"lr": True}}, "train.lr", "expected a number"),
-    ({"method": "sgd"}, "method", "is not one of"),
+    ({"environments": {"relabel": "sgd"}}, "environments.relabel", "is not one of"),
+    ({"method": 3}, "method", "expected a string"),
     ({"eval": {"ks": 20}}, "eval.ks", "expected a list"),
     ({"eval": {"ks": [10, "x"]}}, "eval.ks[1]", "expected an integer"),
     ({"mask": 3}, "mask", "expected a mapping"),
@@ -110,7 +110,6 @@ def test_relative_feature_cache_resolves_against_the_file(tmp_path: Path) -> Non
     (["method=oracle", "dataset.name=movielens"], "method"),
     (["dataset.name=mmrec"], "dataset.path"),
     (["train.device=tpu"], "train.device"),
-    (["model.loss_weights=[1,1]"], "model.loss_weights"),
 ])
 def test_cross_field_rules_name_the_field(overrides: list[str], field: str) -> None:
     with pytest.raises(PainvrlInputError, match=f"'{re.escape(field)}'"):
@@ -155,10 +154,26 @@ def test_dump_and_load_round_trip(tmp_path: Path) -> None:
     assert again == config and again.config_hash() == config.config_hash()
 
 
-def test_method_literal_matches_the_methods_registry() -> None:
+def test_method_is_checked_against_the_methods_registry() -> None:
     from painvrl.training.methods import METHODS
+    from painvrl.training.pipeline import check_registered_names
 
-    assert set(get_args(Method)) == set(METHODS)
+    assert load_config(None, ["method=nope"]).method == "nope"  # a string: the registry decides
+    with pytest.raises(PainvrlInputError, match=r"config field 'method': unknown method 'nope' \(known: "
+                                                + re.escape(", ".join(sorted(METHODS)))):
+        check_registered_names(load_config(None, ["method=nope"]))
+
+
+def test_ultragcn_loss_weights_live_under_its_settings() -> None:
+    from painvrl.model.registry import check_model_config
+
+    with pytest.raises(PainvrlInputError, match=r"'model\.loss_weights' is now 'model\.settings\.ultragcn\."
+                                                r"loss_weights'"):
+        load_config(None, ["model.loss_weights=[1,1,1,1]"])
+    config = load_config(None, ["model.settings.ultragcn.loss_weights=[1,0,1,0]"])
+    check_model_config(config.model)
+    with pytest.raises(PainvrlInputError, match=r"'model\.settings\.ultragcn\.loss_weights'"):
+        check_model_config(load_config(None, ["model.settings.ultragcn.loss_weights=[1,1]"]).model)
 
 
 @pytest.mark.parametrize(("override", "field"), [("model.name=nope", "model.name"),

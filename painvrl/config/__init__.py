@@ -26,7 +26,6 @@ from painvrl.config.schema import (
     EnvironmentsConfig,
     EvalConfig,
     MaskConfig,
-    Method,
     ModelConfig,
     PainvrlConfig,
     ScalingConfig,
@@ -36,7 +35,7 @@ from painvrl.config.validation import validate_config
 
 __all__ = [
     "MOVIELENS_FIELDS", "SYNTHETIC_FIELDS", "Config", "ConvertConfig", "DatasetConfig", "EnvironmentsConfig",
-    "EvalConfig", "MaskConfig", "Method", "ModelConfig", "MovieLensConfig", "PainvrlConfig", "ScalingConfig",
+    "EvalConfig", "MaskConfig", "ModelConfig", "MovieLensConfig", "PainvrlConfig", "ScalingConfig",
     "SyntheticConfig", "TrainConfig", "apply_overrides", "config_from_dict", "dump_config", "load_config",
     "load_config_values", "parse_override", "resolve_dataset_paths", "set_dotted", "validate_config",
 ]

@@ -12,7 +12,8 @@ from painvrl.config.datasets import MOVIELENS_FIELDS, SYNTHETIC_FIELDS
 from painvrl.errors import PainvrlInputError
 
 MOVED_FIELDS = {**{f"dataset.{name}": f"dataset.synthetic.{name}" for name in SYNTHETIC_FIELDS},
-                **{f"dataset.{name}": f"dataset.movielens.{name}" for name in MOVIELENS_FIELDS}}
+                **{f"dataset.{name}": f"dataset.movielens.{name}" for name in MOVIELENS_FIELDS},
+                "model.loss_weights": "model.settings.ultragcn.loss_weights"}
 """Keys that moved: old dotted key -> new one (named in the error for a config that still uses the old)."""
 
 

@@ -11,10 +11,6 @@ from typing import Any, Literal
 
 from painvrl.config.datasets import DatasetConfig
 
-Method = Literal["erm", "invrl", "painvrl", "oracle"]
-"""Names of painvrl.training.methods.METHODS (a test keeps the two equal)."""
-
-
 @dataclass
 class ModelConfig:
     name: str = "ultragcn"
@@ -28,8 +24,6 @@ class ModelConfig:
     """Std of the normal initialisation of P, Q and W."""
     n_negatives: int = 50
     """Uniform negatives per positive."""
-    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
-    """UltraGCN weights w1..w4 (positive, positive degree-weighted, negative, negative degree-weighted)."""
     l2: float = 1e-4
     """L2 weight on the batch's embeddings and the projection."""
     negative_pool: int = 512
@@ -212,8 +206,9 @@ class ScalingConfig:
 
 @dataclass
 class Config:
-    method: Method = "erm"
-    """Which method to train: erm, invrl, painvrl, oracle (synthetic ground-truth mask)."""
+    method: str = "erm"
+    """Which method to train, a key of painvrl.training.methods.METHODS: erm, invrl, painvrl, oracle (synthetic
+    ground-truth mask), or a method a plugin registers (docs/extending.md)."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     """Data source and splits."""
     model: ModelConfig = field(default_factory=ModelConfig)

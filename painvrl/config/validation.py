@@ -1,7 +1,8 @@
 """Cross-field checks of a :class:`Config` that types alone cannot express; every error names the field.
 
-Names that index a registry (model.name, mask.penalty, mask.solver) are checked where the registries live,
-by painvrl.training.pipeline.check_registered_names, since the config layer sits below them."""
+Names that index a registry (method, model.name, model.settings, mask.penalty, mask.solver) and the checks that
+need the selected backbone or method are made where the registries live, by
+painvrl.training.checks.check_run_config, since the config layer sits below them."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ def validate_config(config: Config) -> None:
         validate_synthetic(d.synthetic)
     _require(m.k_id >= 0 and m.k_f >= 1, "model.k_f", "k_f must be >= 1 and k_id >= 0")
     _require(m.n_negatives >= 1, "model.n_negatives", "must be >= 1")
-    _require(len(m.loss_weights) == 4, "model.loss_weights", "needs exactly 4 weights w1..w4")
     _require(m.l2 >= 0, "model.l2", "must be >= 0")
     _require(t.epochs >= 1, "train.epochs", "must be >= 1")
     _require(t.batch_size >= 1, "train.batch_size", "must be >= 1")

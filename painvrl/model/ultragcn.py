@@ -2,11 +2,13 @@
 
 score(u, i) = <P_u, [Q_i ; h_i]> where h_i = encoder(f_i), trained with UltraGCN's degree-weighted binary
 cross-entropy: a positive (u, i) has weight w1 + w2 b_u b_i and each negative w3 + w4 b_u b_j, with the
-constraint weights b_u = sqrt(d_u + 1) / d_u and b_i = 1 / sqrt(d_i + 1) of the training degrees.
+constraint weights b_u = sqrt(d_u + 1) / d_u and b_i = 1 / sqrt(d_i + 1) of the training degrees; the weights
+w1..w4 are ``model.settings.ultragcn.loss_weights``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -14,8 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from painvrl.errors import PainvrlInputError
+from painvrl.model.common import settings_from
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import BuildContext
+
+
+@dataclass(frozen=True)
+class UltraGCNSettings:
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    """UltraGCN weights w1..w4 (positive, positive degree-weighted, negative, negative degree-weighted)."""
+
+    def __post_init__(self) -> None:
+        if len(self.loss_weights) != 4:
+            raise PainvrlInputError("config field 'model.settings.ultragcn.loss_weights': needs exactly 4 weights "
+                                    f"w1..w4, got {list(self.loss_weights)}")
 
 
 def degree_weights(train: np.ndarray, n_users: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +46,7 @@ class UltraGCN(LinearContentRecommender):
     """User table P, item-ID table Q, a feature encoder, and the degree-weighted BCE loss."""
 
     name: ClassVar[str] = "ultragcn"
+    settings_type: ClassVar[type[UltraGCNSettings]] = UltraGCNSettings
     b_user: torch.Tensor
     b_item: torch.Tensor
 
@@ -58,7 +74,7 @@ class UltraGCN(LinearContentRecommender):
         """Encoder first (already built by the caller), then P and Q from torch's seeded global generator."""
         m = context.model_config
         b_user, b_item = degree_weights(context.train, context.n_users, context.n_items)
-        weights = tuple(float(w) for w in m.loss_weights)
+        weights = tuple(float(w) for w in settings_from(m, cls.name, UltraGCNSettings).loss_weights)
         return cls(context.n_users, context.n_items, context.features, context.encoder, b_user, b_item,
                    k_id=m.k_id, k_f=m.k_f, init_std=m.init_std,
                    loss_weights=(weights[0], weights[1], weights[2], weights[3]), l2=m.l2)
