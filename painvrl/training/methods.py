@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from painvrl.config import Config
+from painvrl.errors import PainvrlInputError
 from painvrl.registry import Registry
 
 MaskSource = Literal["none", "ground_truth", "learned"]
@@ -43,14 +44,16 @@ class Method:
         return "final" if self.mask_source == "learned" else "train"
 
     def effective_config(self, config: Config) -> Config:
-        """``config`` with the method's overrides applied (the user's config is what a run records)."""
+        """``config`` with the method's overrides applied: the resolved config of a run (applied once, by
+        :func:`painvrl.training.checks.resolve_run`; the user's config is what a run records)."""
         return with_values(config, self.overrides)
 
     def encoder_spec(self, config: Config) -> dict[str, Any]:
-        """The final model's encoder spec for :func:`painvrl.model.encoders.build_encoder`."""
+        """The final model's encoder spec for :func:`painvrl.model.encoders.build_encoder`, from the resolved
+        ``config``."""
         if self.final_encoder == "projection":
             return {"encoder": "projection", "mode": None}
-        return {"encoder": "convert", "mode": self.effective_config(config).convert.mode}
+        return {"encoder": "convert", "mode": config.convert.mode}
 
 
 INVRL_SETTINGS = {"mask.solver": "linear", "mask.sparsity": "l2", "mask.normalisation": "start",
@@ -74,6 +77,11 @@ def with_values(config: Config, values: dict[str, Any]) -> Config:
     """A copy of ``config`` with dotted fields replaced (``{"mask.solver": "linear"}``)."""
     for dotted, value in values.items():
         section_name, _, name = dotted.partition(".")
-        section = getattr(config, section_name)
-        config = dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{name: value})})
+        section: Any = getattr(config, section_name, None)
+        names = {f.name for f in dataclasses.fields(section)} if dataclasses.is_dataclass(section) else set()
+        if name not in names:
+            raise PainvrlInputError(f"config field 'method': method {config.method!r} overrides {dotted!r}, "
+                                    "which is not a config field of the form section.name")
+        updated: Any = dataclasses.replace(section, **{name: value})
+        config = dataclasses.replace(config, **{section_name: updated})
     return config

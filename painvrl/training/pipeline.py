@@ -1,9 +1,11 @@
 """One run of one method on one dataset: train, select on validation, evaluate, assemble metrics.json.
 
-:func:`run_pipeline` reads top to bottom: the method (painvrl/training/methods.py) says where the mask comes
-from; a method with a learned mask pretrains the backbone with ERM and learns the mask (HEI + IMG rounds); the
-final model is built from ``model.name`` with the method's encoder and trained with early stopping on
-validation; then validation and test are evaluated once and the metrics assembled.
+:func:`run_pipeline` reads top to bottom: the config is resolved once (the method's overrides applied, every
+check that can refuse it made: painvrl/training/checks.py) and the resolved config drives every phase; the
+method (painvrl/training/methods.py) says where the mask comes from; a method with a learned mask pretrains the
+backbone with ERM and learns the mask (HEI + IMG rounds); the final model is built from ``model.name`` with the
+method's encoder and trained with early stopping on validation; then validation and test are evaluated once and
+the metrics assembled.
 
 The same function runs in-process (LocalCollective) and in every Ray Train worker (TorchCollective): all random
 draws that must agree across ranks come from generators seeded from (seed, phase, ...), and models are
@@ -30,12 +32,12 @@ from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import stream_seed
 from painvrl.errors import PainvrlInputError
 from painvrl.evaluation.evaluator import Evaluator, selection_key
-from painvrl.invariance.masks import resolve_settings
 from painvrl.model.encoders import FeatureProjection, build_encoder
 from painvrl.model.recommender import Recommender
-from painvrl.model.registry import build_model, check_model_config
+from painvrl.model.registry import build_model
+from painvrl.training.checks import check_pretrained_encoder, resolve_run
 from painvrl.training.loop import LoopConfig, TrainOutcome, train_recommender
-from painvrl.training.methods import METHODS, Method, method_of
+from painvrl.training.methods import Method
 from painvrl.training.results import mask_summary, provenance
 
 logger = logging.getLogger(__name__)
@@ -67,24 +69,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_registered_names(config: Config) -> Method:
-    """Fail before any training when ``method``, ``model.name``, a penalty or the solver is not registered."""
-    method = method_of(config)
-    check_model_config(config.model)
-    if method.mask_source == "learned":
-        effective = method.effective_config(config)
-        resolve_settings(effective.mask, effective.mask.sparsity_weight, effective.mask.irm_weight)
-    return method
-
-
-def without_mask_for_id_only(method: Method, config: Config) -> Method:
-    """``method``, or ERM's phases when it learns a feature mask for a backbone that consumes no features: no
-    mask can change such a model (every environment model scores alike, every gate has zero gradient), so the
-    invariance phases would only burn time."""
-    if method.mask_source != "learned" or check_model_config(config.model).consumes_features:
-        return method
-    logger.warning("model %r uses no item features, so method %r has no mask to learn: it trains the backbone "
-                   "as erm does", config.model.name, config.method)
-    return METHODS["erm"]
+    """Fail before any training when ``method``, ``model.name``, a penalty or the solver is not registered, or
+    the config asks for something the backbone cannot do (:func:`painvrl.training.checks.resolve_run`); returns
+    the method that trains (ERM's phases for a backbone that consumes no features)."""
+    return resolve_run(config).method
 
 
 def new_model(config: Config, data: InteractionData, features: torch.Tensor,
@@ -100,7 +88,8 @@ def final_encoder(spec: dict[str, Any], config: Config, feature_dim: int, mask: 
 
 
 class _Run:
-    """State shared by the phases of one pipeline run (history, timing, reporting, resumable state)."""
+    """State shared by the phases of one pipeline run (history, timing, reporting, resumable state); ``config``
+    is the resolved config."""
 
     def __init__(self, config: Config, data: InteractionData, collective: Collective,
                  reporter: Reporter | None, checkpoints: bool, resume_state: dict[str, Any] | None) -> None:
@@ -169,6 +158,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
         return dict(run.state["completed"]["mask"])
     pretrained = run.new_model(
         lambda: FeatureProjection(data.feature_dim, config.model.k_f, config.model.init_std), "pretrain")
+    check_pretrained_encoder(pretrained, config, data.feature_dim)
     run.train(pretrained, "pretrain", config.painvrl.pretrain_epochs)
     from painvrl.invariance.outer_loop import learn_invariant_mask
 
@@ -199,13 +189,14 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     """Train ``config.method`` on ``data``; select on validation; evaluate val and test; return metrics.
 
     ``checkpoints=True`` hands ``reporter`` the resumable state at every evaluation; ``resume_state`` (one
-    such state) continues a run from it.
+    such state) continues a run from it. Every phase reads the resolved config (the method's overrides
+    applied); the user's ``config`` is what the run records as its identity (metrics.json's provenance).
     """
     collective = collective or LocalCollective()
     started = time.perf_counter()
-    method = check_registered_names(config)
-    method = without_mask_for_id_only(method, config)
-    effective = method.effective_config(config)
+    user_config = config
+    resolved = resolve_run(user_config)
+    method, config = resolved.method, resolved.config
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run = _Run(config, data, collective, reporter, checkpoints, resume_state)
@@ -215,7 +206,7 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     mask: np.ndarray | None = None
     learned: dict[str, Any] | None = None
     if method.mask_source == "learned":
-        learned = _learn_mask(run, effective, data)
+        learned = _learn_mask(run, config, data)
         mask = learned["mask"]
         run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
     else:
@@ -227,7 +218,7 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     # 2. The final model, early-stopped on validation.
     phase = method.final_phase
     spec = method.encoder_spec(config)
-    model = run.new_model(lambda: final_encoder(spec, effective, data.feature_dim, mask), phase)
+    model = run.new_model(lambda: final_encoder(spec, config, data.feature_dim, mask), phase)
     outcome = run.train(model, phase, config.train.epochs)
 
     # 3. Validation and test, once, on the selected state.
@@ -248,7 +239,7 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
                              logits=None if learned is None else learned.get("logits")),
         "environments": _environments(data, learned),
         "timing": run.timing,
-        "provenance": provenance(config, data),
+        "provenance": provenance(user_config, data),
         "history": run.history,
     }
     if learned is not None:

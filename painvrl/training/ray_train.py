@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -23,14 +22,7 @@ from painvrl.config import Config
 
 logger = logging.getLogger(__name__)
 
-CRASH_ENV = "PAINVRL_TEST_CRASH_ONCE"
-"""Test hook: "PHASE:EVALUATION_INDEX:MARKER_FILE". The worker of rank 1 (or 0 when alone) exits the process
-at that evaluation if MARKER_FILE does not exist yet (it creates it first), simulating a lost worker once."""
-
-
 TIMESTAMPS_FILE = "timestamps.json"
-FORWARDED_ENV = (CRASH_ENV,)
-"""Driver environment variables passed to the workers (worker_runtime_env), so they reach remote clusters."""
 
 
 @dataclass
@@ -80,18 +72,6 @@ def select_worker_device(use_gpu: bool, cpus_per_worker: float) -> str:
     return "cpu"
 
 
-def _maybe_crash(phase: str, evaluation: int, rank: int, world_size: int) -> None:
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    want_phase, want_eval, marker = spec.split(":", 2)
-    victim = 1 if world_size > 1 else 0
-    if rank == victim and phase == want_phase and evaluation == int(want_eval) and not Path(marker).exists():
-        Path(marker).write_text(f"crashed at {phase}:{evaluation}\n")
-        logger.warning("test hook: worker %d exits at %s evaluation %d", rank, phase, evaluation)
-        os._exit(17)
-
-
 def _worker_info(config: Config) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
@@ -116,7 +96,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     config.train.progress = False
     config.train.device = select_worker_device(config.scaling.use_gpu, config.scaling.cpus_per_worker)
     collective = TorchCollective()
-    rank, world = collective.rank, collective.world_size
+    rank = collective.rank
     data = load_dataset(config.dataset)
 
     resume_state = None
@@ -126,11 +106,8 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             resume_state = load_pipeline_state(Path(folder))
         logger.info("rank %d resumes from checkpoint (phase %s)", rank, resume_state.get("phase"))
 
-    evaluations: dict[str, int] = {}
-
     def reporter(update: dict[str, Any], state: dict[str, Any] | None = None) -> None:
         phase = str(update.get("phase", ""))
-        evaluations[phase] = evaluations.get(phase, 0) + 1
         metrics = {f"live.{k}": float(v) for k, v in update.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)}
         metrics["live.phase"] = phase  # type: ignore[assignment]
@@ -140,7 +117,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
-        _maybe_crash(phase, evaluations[phase], rank, world)
 
     pipeline_start = time.time()
     result = run_pipeline(config, data, collective, reporter, checkpoints=True, resume_state=resume_state)
@@ -195,8 +171,7 @@ def fit_with_ray_train(config: Config, run_name: str, storage_path: str, forward
 
 
 def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_tune: bool = False) -> Any:
-    """The TorchTrainer of :func:`fit_with_ray_train` (not started). Driver variables in FORWARDED_ENV are
-    passed to the workers through ``worker_runtime_env``."""
+    """The TorchTrainer of :func:`fit_with_ray_train` (not started)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -206,7 +181,6 @@ def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_t
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
-    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     return TorchTrainer(
         _worker_loop,
         train_loop_config={"config": config.to_dict()},
@@ -216,8 +190,7 @@ def build_trainer(config: Config, run_name: str, storage_path: str, forward_to_t
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, callbacks=callbacks or None,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": env_vars} if env_vars else None),  # type: ignore[call-arg]
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
 
 

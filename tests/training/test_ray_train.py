@@ -4,6 +4,10 @@ One small Ray cluster is shared by the module (3 CPUs: two 1-CPU workers plus th
 reference for every check is the in-process pipeline (LocalCollective) on the same tiny synthetic painvrl
 config: two Ray Train workers with half of every global batch each must reproduce it (test/val metrics to
 1e-6, identical selection epoch), also after a worker is lost and the run resumes from its checkpoint.
+
+The module installs a plugin package (plugin_package.py) whose backbones reach the workers through the
+``painvrl.models`` entry points: the lost worker is its ``crash_once`` backbone (UltraGCN that exits the
+process of rank 1 once, at a given epoch), and its ``plugin_mf`` backbone trains on two workers.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from plugin_package import installed_plugin
 
 from painvrl.config import Config, load_config
-from painvrl.training import ray_train
 from painvrl.training.ray_train import (
-    CRASH_ENV,
     build_trainer,
     fit_with_ray_train,
     select_worker_device,
@@ -44,7 +47,14 @@ def _config(*extra: str) -> Config:
 
 
 @pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test plugin package, installed for this module (before its Ray cluster starts)."""
+    with installed_plugin(tmp_path_factory.mktemp("plugin")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ray_address(plugin: None) -> Iterator[str]:
     """A local Ray cluster for this module; its GCS address lets a CLI subprocess join it (RAY_ADDRESS)."""
     import ray
 
@@ -92,18 +102,27 @@ def _assert_same_run(metrics: dict[str, Any], expected: dict[str, Any]) -> None:
         assert got_h["loss"] == pytest.approx(want_h["loss"], rel=1e-5), got_h["phase"]
 
 
+def _crash_once(marker: Path, crash_at: int) -> list[str]:
+    """The plugin's ``crash_once`` backbone (UltraGCN's computation): rank 1 exits its process once, when it
+    starts its ``crash_at``-th training epoch."""
+    return ["model.name=crash_once", f"model.settings.crash_once.marker={marker}",
+            f"model.settings.crash_once.crash_at={crash_at}"]
+
+
 def test_two_workers_resume_after_a_lost_worker_to_the_uninterrupted_result(
-        ray_address: str, reference: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rank 1 exits its process at the 2nd evaluation of the final phase (once); with max_failures=1 Ray Train
-    restarts the group, rank 0's last checkpoint is restored, and the run ends exactly like an uninterrupted
-    one (the in-process reference; test_cli_two_workers_end_to_end shows an uninterrupted 2-worker run equals
-    it too)."""
+        ray_address: str, reference: dict[str, Any], tmp_path: Path) -> None:
+    """Rank 1 exits its process once, after the 2nd evaluation of the final phase (its 5th epoch: 2 of
+    pretraining, then the final model's 3rd); with max_failures=1 Ray Train restarts the group, rank 0's last
+    checkpoint (the learned mask, the final model at that evaluation) is restored, and the run ends exactly
+    like an uninterrupted one (the in-process reference; test_cli_two_workers_end_to_end shows an
+    uninterrupted 2-worker run equals it too)."""
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_ENV, f"final:2:{marker}")  # reaches the workers through worker_runtime_env
-    config = _config("scaling.num_workers=2", "scaling.max_failures=1")
+    config = _config("scaling.num_workers=2", "scaling.max_failures=1", *_crash_once(marker, 5))
     outcome = fit_with_ray_train(config, run_name=f"fault-{uuid.uuid4().hex[:8]}",
                                  storage_path=str(tmp_path / "storage"))
-    assert marker.read_text().startswith("crashed at final:2"), "the worker never crashed"
+    assert marker.read_text().startswith("crashed at epoch start 5 of rank 1"), "the worker never crashed"
+    final = [h["epoch"] for h in outcome.metrics["history"] if h["phase"] == "final"]
+    assert final == [0, 1, 2], "the resumed run repeats or skips an evaluation"
     _assert_same_run(outcome.metrics, reference["metrics"])
     assert outcome.mask is not None
     np.testing.assert_allclose(outcome.mask, reference["mask"], rtol=1e-5, atol=1e-6)
@@ -114,16 +133,29 @@ def test_two_workers_resume_after_a_lost_worker_to_the_uninterrupted_result(
     assert outcome.worker_info == {"device": "cpu", "backend": "gloo", "world_size": 2, "gpu": None}
 
 
-def test_lost_worker_without_retries_fails_the_run(ray_address: str, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lost_worker_without_retries_fails_the_run(ray_address: str, tmp_path: Path) -> None:
     """The same crash with max_failures=0 is an error (so the test above really exercises the recovery)."""
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_ENV, f"train:1:{marker}")
-    config = _config("method=erm", "scaling.num_workers=2", "scaling.max_failures=0", "train.epochs=2")
+    config = _config("method=erm", "scaling.num_workers=2", "scaling.max_failures=0", "train.epochs=2",
+                     *_crash_once(marker, 2))
     with pytest.raises(Exception):  # noqa: B017 - Ray's worker-group error type differs between versions
         fit_with_ray_train(config, run_name=f"nofault-{uuid.uuid4().hex[:8]}",
                            storage_path=str(tmp_path / "storage"))
     assert marker.exists()
+
+
+def test_a_plugin_backbone_trains_on_two_workers(ray_address: str, tmp_path: Path) -> None:
+    """``plugin_mf`` exists only as an entry point of the installed plugin package: each Ray Train worker looks
+    ``model.name`` up in its own process and finds it there."""
+    config = _config("method=erm", "model.name=plugin_mf", "scaling.num_workers=2", "train.epochs=2")
+    outcome = fit_with_ray_train(config, run_name=f"plugin-{uuid.uuid4().hex[:8]}",
+                                 storage_path=str(tmp_path / "storage"))
+    assert outcome.worker_info["world_size"] == 2
+    assert [h["epoch"] for h in outcome.metrics["history"] if h["phase"] == "train"] == [0, 1]
+    assert 0.0 < outcome.metrics["test"]["iid"]["recall@20"] <= 1.0
+    assert outcome.checkpoint_dir is not None
+    meta = json.loads((outcome.checkpoint_dir / "checkpoint" / "meta.json").read_text())
+    assert meta["model"] == "plugin_mf"
 
 
 def test_cli_two_workers_end_to_end(ray_address: str, reference: dict[str, Any], tmp_path: Path) -> None:
@@ -134,7 +166,6 @@ def test_cli_two_workers_end_to_end(ray_address: str, reference: dict[str, Any],
     out = tmp_path / "run"
     args = [a for item in TINY for a in ("--set", item)]
     env = {**os.environ, "RAY_ADDRESS": ray_address, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop(CRASH_ENV, None)
     cli = Path(sys.executable).with_name("painvrl")
     done = subprocess.run([str(cli), "train", *args, "--set", "scaling.num_workers=2", "--output", str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -170,13 +201,11 @@ def test_gpu_path_builds_nccl_trainer_and_places_workers_on_their_gpu(monkeypatc
     cpu = trainer_settings(_config("scaling.num_workers=3", "scaling.cpus_per_worker=2"))
     assert (cpu.backend, cpu.use_gpu, cpu.resources_per_worker) == ("gloo", False, {"CPU": 2.0})
 
-    monkeypatch.setenv(CRASH_ENV, "final:1:/nonexistent/marker")
     trainer = build_trainer(gpu, "gpu-settings", str(tmp_path))
     assert trainer.backend_config.backend == "nccl"
     assert trainer.scaling_config.use_gpu and trainer.scaling_config.num_workers == 2
     assert trainer.scaling_config.num_gpus_per_worker == 1 and trainer.scaling_config.num_cpus_per_worker == 1
     assert trainer.run_config.failure_config.max_failures == 1
-    assert trainer.run_config.worker_runtime_env == {"env_vars": {CRASH_ENV: "final:1:/nonexistent/marker"}}
 
     current: list[Any] = []
     monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cuda", 1))
@@ -189,4 +218,3 @@ def test_gpu_path_builds_nccl_trainer_and_places_workers_on_their_gpu(monkeypatc
         assert select_worker_device(False, 1.0) == "cpu" and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert ray_train.FORWARDED_ENV == (CRASH_ENV,)

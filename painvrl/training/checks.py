@@ -1,0 +1,97 @@
+"""The resolved config of a run and every check that can refuse it, made before any training.
+
+:func:`resolve_run` applies the method's overrides to the user's config once; the result drives everything a
+run builds (the mask, the encoders, the training loops, the models). It also makes every check that needs the
+registries (the config layer sits below them): registered names, the backbone's settings, and the settings the
+selected backbone cannot honour. :func:`check_pretrained_encoder` is the one check that needs a built model; the
+pipeline makes it on the pretraining model before pretraining starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from painvrl.config import Config
+from painvrl.errors import PainvrlInputError
+from painvrl.invariance.masks import resolve_settings
+from painvrl.model.linear_content import LinearContentRecommender
+from painvrl.model.recommender import Recommender
+from painvrl.model.registry import check_model_config
+from painvrl.training.methods import METHODS, Method, method_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """What a run trains: the method (ERM's phases for an ID-only backbone), the user's config with the
+    method's overrides applied, and the backbone's class."""
+
+    method: Method
+    config: Config
+    """The resolved config: the user's config with ``method.overrides`` applied (the user's config is what the
+    run records as its identity)."""
+    model_class: type[Recommender]
+
+
+def resolve_run(config: Config) -> ResolvedRun:
+    """The resolved run of ``config``, after every check that needs no data; errors name the config field."""
+    method = method_of(config)
+    if any(dotted == "method" or dotted.startswith("method.") for dotted in method.overrides):
+        raise PainvrlInputError(f"config field 'method': method {config.method!r} overrides 'method' itself")
+    resolved = method.effective_config(config)
+    model_class = check_model_config(resolved.model)
+    if method.mask_source == "ground_truth" and resolved.dataset.name != "synthetic":
+        raise PainvrlInputError(f"config field 'method': {config.method!r} needs ground truth: only "
+                                "dataset.name=synthetic has it")
+    if method.mask_source == "learned":
+        resolve_settings(resolved.mask, resolved.mask.sparsity_weight, resolved.mask.irm_weight)
+        if not model_class.consumes_features:
+            logger.warning("model %r uses no item features, so method %r has no mask to learn: it trains the "
+                           "backbone as erm does", resolved.model.name, config.method)
+            method = METHODS["erm"]
+        else:
+            _check_invariance_settings(resolved, model_class)
+    return ResolvedRun(method=method, config=resolved, model_class=model_class)
+
+
+def invariance_path(config: Config) -> str:
+    """``painvrl.invariance_path`` where the schema has it, else ``backbone`` (HEI and IMG score through the
+    backbone itself)."""
+    return str(getattr(config.painvrl, "invariance_path", "backbone"))
+
+
+def _check_invariance_settings(config: Config, model_class: type[Recommender]) -> None:
+    """Settings of HEI and IMG that need something of the model they score through. On the backbone path that
+    model is the backbone; the feature path is linear in its content vector and has an item-ID part."""
+    if invariance_path(config) != "backbone":
+        return
+    envs = config.environments
+    if envs.source == "hei" and not issubclass(model_class, LinearContentRecommender):
+        for name in ("train_users", "feature_bias"):
+            if getattr(envs, name):
+                raise PainvrlInputError(
+                    f"config field 'environments.{name}': needs a backbone whose score is linear in the content "
+                    f"vector (such as ultragcn or vbpr); model {model_class.name!r} is not")
+    if not config.mask.use_item_ids and model_class.without_item_ids is Recommender.without_item_ids:
+        raise PainvrlInputError(f"config field 'mask.use_item_ids': false needs a model with an item-ID table; "
+                                f"model {model_class.name!r} has none")
+
+
+def check_pretrained_encoder(model: Recommender, config: Config, feature_dim: int) -> None:
+    """``mask.init_from_pretrained=true`` starts IMG's projection at the pretrained model's encoder weight
+    ``[k_f, d]``: a backbone whose encoder slot holds no such weight cannot honour it (set it to false for a fresh
+    random start). Checked on the pretraining model, before it trains."""
+    if not config.mask.init_from_pretrained or invariance_path(config) != "backbone":
+        return
+    weight = getattr(model.encoder, "weight", None)
+    expected = (config.model.k_f, feature_dim)
+    if not (isinstance(weight, torch.Tensor) and tuple(weight.shape) == expected):
+        found = f"shape {list(weight.shape)}" if isinstance(weight, torch.Tensor) else "none"
+        raise PainvrlInputError(
+            f"config field 'mask.init_from_pretrained': true starts the mask's projection at the pretrained "
+            f"encoder weight [k_f, d] = {list(expected)}, but model {model.name!r} holds no such weight in its "
+            f"encoder slot ({found}); set mask.init_from_pretrained=false for a random start")
