@@ -1,4 +1,4 @@
-"""Study report over MLflow (see painvrl/analysis/report.py):
+"""Study report over MLflow: ``painvrl report`` (painvrl/workflows/report.py), for commands that name this script.
 
     python analysis/report.py --experiment NAME [--compare NAME ...] [--tracking-uri URI] [--output DIR]
 """
@@ -13,6 +13,6 @@ if __name__ == "__main__":
         import painvrl  # noqa: F401
     except ImportError:  # run from a checkout without an install
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from painvrl.analysis.report import main
+    from painvrl.cli import main
 
-    sys.exit(main())
+    sys.exit(main(["report", *sys.argv[1:]]))

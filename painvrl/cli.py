@@ -1,4 +1,5 @@
-"""The ``painvrl`` command: train, validate-config, data-summary.
+"""The ``painvrl`` command: train, validate-config, data-summary, and the workflows of :mod:`painvrl.workflows`
+(study, compare, suite, report, download).
 
 User mistakes (bad config, bad --set, bad data files, a non-empty output folder) are reported as
 ``painvrl: error: <message>`` on stderr with exit code 2 and no traceback.
@@ -10,13 +11,25 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import yaml
 
 from painvrl.errors import PainvrlInputError
+from painvrl.workflows import compare, download, report, study, suite
 
 EXIT_USAGE = 2
+WORKFLOWS: dict[str, tuple[ModuleType, str]] = {
+    "study": (study, "run a study: multi-objective search on Ray Tune, results in MLflow"),
+    "compare": (compare, "backbones x methods x splits x seeds on an MMRec dataset, into MLflow and a table"),
+    "suite": (suite, "the methods over the family of synthetic benchmark shifts"),
+    "report": (report, "the report of studies logged in MLflow"),
+    "download": (download, "download a public dataset (checksum-verified) into a folder"),
+}
+"""Subcommand -> (module with ``add_arguments(parser)`` and ``run(args)``, one-line help)."""
+LEGACY_COMMANDS = {"download-movielens": ["download", "movielens"]}
+"""Older spellings still accepted (not listed in the help)."""
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -43,30 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("data-summary", help="load the config's dataset and print its summary")
     _add_config_args(summary)
 
-    download = commands.add_parser("download-movielens", help="download ml-latest-small (checksum-verified) into "
-                                   "DEST; needs internet")
-    download.add_argument("dest", help="folder to create, e.g. data/ml-latest-small")
-    download.add_argument("--url", default=None, help="another archive URL (then pass --sha256 or --no-checksum)")
-    download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
-    download.add_argument("--no-checksum", action="store_true", help="skip the archive checksum (other URLs)")
+    for name, (workflow, help_text) in WORKFLOWS.items():
+        sub = commands.add_parser(name, help=help_text, description=workflow.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        workflow.add_arguments(sub)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command in WORKFLOWS:
+        code: int = WORKFLOWS[args.command][0].run(args)
+        return code
     from painvrl.config import load_config
-
-    if args.command == "download-movielens":
-        from pathlib import Path
-
-        from painvrl.data import movielens
-
-        url = args.url or movielens.OFFICIAL_ZIP_URL
-        sha256 = None if args.no_checksum else (args.sha256 or (movielens.OFFICIAL_ZIP_SHA256 if args.url is None
-                                                                else None))
-        if args.url is not None and sha256 is None and not args.no_checksum:
-            raise PainvrlInputError("download-movielens: --url needs --sha256 (or --no-checksum)")
-        print(movielens.download_movielens(Path(args.dest), url=url, sha256=sha256))
-        return 0
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate-config":
@@ -98,9 +99,18 @@ def train_summary(output: str, metrics: dict[str, Any]) -> str:
             f"{selection.get('metric')}; test {', '.join(parts) or 'n/a'}; {seconds:.0f} s; wrote {output}")
 
 
+def modern_spelling(argv: Sequence[str]) -> list[str]:
+    """``argv`` with an older command spelling (``LEGACY_COMMANDS``) replaced by the current one."""
+    args = list(argv)
+    at = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if at is not None and args[at] in LEGACY_COMMANDS:
+        args[at:at + 1] = LEGACY_COMMANDS[args[at]]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(modern_spelling(sys.argv[1:] if argv is None else argv))
     from painvrl.console import configure_logging
 
     configure_logging(args.verbose)

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("study",),
     ("analysis",),
+    ("workflows",),
     ("runner", "serving", "cli", "__main__", "__init__"),  # entry points
 )
 """Lowest first. ``__init__`` is the package's own top-level module (its public API)."""

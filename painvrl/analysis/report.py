@@ -1,4 +1,4 @@
-"""Study report over MLflow: ``python analysis/report.py --experiment NAME [--compare NAME ...]``.
+"""Study report over MLflow (``painvrl report --experiment NAME [--compare NAME ...]``).
 
 Loads each study (:func:`painvrl.analysis.report_data.load_study_runs`), draws the figures, writes a
 self-contained ``report.html`` (PNGs embedded as base64) or ``report.md`` + PNGs into the output folder, and logs
@@ -7,10 +7,7 @@ the report folder to the first study's parent run under the artifact path ``repo
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from painvrl.errors import PainvrlInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REPORT_ARTIFACT_PATH", "Report", "build_report", "log_report", "main", "write_report"]
+__all__ = ["REPORT_ARTIFACT_PATH", "Report", "build_report", "log_report", "write_report"]
 
 REPORT_ARTIFACT_PATH = "report"
 """Artifact folder of the parent run that holds the logged report."""
@@ -74,39 +71,3 @@ def build_report(tracking_uri: str, experiments: list[str], output_dir: Path, fm
     if log:
         log_report(report)
     return report
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="analysis/report.py", description=(
-        "Report of PaInvRL studies logged in MLflow: Pareto front, hypervolume, per-environment metrics, mask "
-        "density, hyperparameters along the front and (reported only) test metrics."))
-    parser.add_argument("--experiment", required=True, help="MLflow experiment (study) name")
-    parser.add_argument("--compare", nargs="+", default=[], metavar="NAME",
-                        help="further experiments shown side by side with the first")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="output folder (default: ./report-<experiment>)")
-    parser.add_argument("--format", choices=("html", "md"), default="html",
-                        help="html: one self-contained file; md: Markdown + PNG files")
-    parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad input such as an unknown experiment)."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.tracking_uri:
-        parser.error("--tracking-uri is required when MLFLOW_TRACKING_URI is not set")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    output = args.output or Path(f"report-{args.experiment}")
-    try:
-        report = build_report(args.tracking_uri, [args.experiment, *args.compare], output, args.format,
-                              log=not args.no_log)
-    except PainvrlInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.path)
-    return 0

@@ -21,14 +21,11 @@ derived/item_ids.npy gives each row's movieId).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ import pandas as pd
 
 from painvrl.config import DatasetConfig
 from painvrl.data.dataset import InteractionData
+from painvrl.data.download import fetch, sha256_file
 from painvrl.data.shifts import build_splits
 from painvrl.errors import PainvrlInputError
 
@@ -319,14 +317,6 @@ def load_movielens(path: Path, cfg: DatasetConfig) -> InteractionData:
 # ------------------------------------------------------------------------------------------- download
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_movielens(dest: Path, url: str = OFFICIAL_ZIP_URL, sha256: str | None = OFFICIAL_ZIP_SHA256,
                        timeout: float = 60.0) -> Path:
     """Download and unpack ml-latest-small into ``dest`` (needs internet; never called by tests).
@@ -343,12 +333,7 @@ def download_movielens(dest: Path, url: str = OFFICIAL_ZIP_URL, sha256: str | No
                                 "empty or new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".ml-download-") as tmp:
-        archive = Path(tmp) / "archive.zip"
-        logger.info("downloading %s", url)
-        with urllib.request.urlopen(url, timeout=timeout) as response, archive.open("wb") as out:
-            shutil.copyfileobj(response, out)
-        if sha256 is not None and _sha256(archive) != sha256:
-            raise PainvrlInputError(f"{url}: sha256 {_sha256(archive)} does not match the expected {sha256}")
+        archive = fetch(url, Path(tmp) / "archive.zip", sha256, timeout)
         unpacked = Path(tmp) / "unpacked"
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
@@ -361,7 +346,7 @@ def download_movielens(dest: Path, url: str = OFFICIAL_ZIP_URL, sha256: str | No
             raise PainvrlInputError(f"{url}: expected exactly one ratings.csv in the archive, found {len(roots)}")
         if url == OFFICIAL_ZIP_URL:
             for name, expected in FILE_SHA256.items():
-                if _sha256(roots[0] / name) != expected:
+                if sha256_file(roots[0] / name) != expected:
                     raise PainvrlInputError(f"{url}: {name} does not match its known sha256")
         os.replace(roots[0], dest)
     return dest

@@ -233,3 +233,70 @@ def as_feature_matrix(array: Any, path: Path | str) -> np.ndarray:
         raise PainvrlInputError(f"{path}: item features contain NaN/inf in {len(bad_rows)} rows (first: row "
                                 f"{int(bad_rows[0])})")
     return matrix
+
+
+# ------------------------------------------------------------------------------ pickled scipy COO matrices
+
+COO_CLASSES = (("scipy.sparse.coo", "coo_matrix"), ("scipy.sparse._coo", "coo_matrix"),
+               ("scipy.sparse._coo", "coo_array"), ("scipy.sparse", "coo_matrix"), ("scipy.sparse", "coo_array"))
+"""Where scipy versions pickle their COO classes from."""
+
+
+class PickledCOO:
+    """Stand-in for scipy's COO classes while unpickling: keeps the pickled attribute dict and builds nothing
+    from it (no scipy code runs on the file's contents)."""
+
+    state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class SparseUnpickler(RestrictedUnpickler):
+    """:class:`RestrictedUnpickler` that also resolves scipy's COO classes, to :class:`PickledCOO`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in COO_CLASSES:
+            return PickledCOO
+        return super().find_class(module, name)
+
+
+def _coo_triplets(state: Any, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    if not isinstance(state, dict):
+        raise PainvrlInputError(f"{path}: the pickled COO matrix has no attribute dict")
+    shape = state.get("_shape", state.get("shape"))
+    coords = state.get("coords", (state.get("row"), state.get("col")))  # scipy >= 1.13 pickles coords
+    data = state.get("data")
+    if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise PainvrlInputError(f"{path}: the pickled COO matrix has no valid 2-D shape ({shape!r})")
+    if not (isinstance(coords, tuple) and len(coords) == 2):
+        raise PainvrlInputError(f"{path}: the pickled COO matrix has no row/col index arrays")
+    row, col = coords
+    if not (isinstance(row, np.ndarray) and isinstance(col, np.ndarray) and isinstance(data, np.ndarray)
+            and row.ndim == col.ndim == data.ndim == 1 and len(row) == len(col) == len(data)):
+        raise PainvrlInputError(f"{path}: the COO row, col and data arrays must be 1-D and of equal length")
+    if row.dtype.kind not in "iu" or col.dtype.kind not in "iu" or data.dtype.kind not in "biuf":
+        raise PainvrlInputError(f"{path}: COO indices must be integers and values numbers (got {row.dtype}, "
+                                f"{col.dtype}, {data.dtype})")
+    if len(row) and (row.min() < 0 or col.min() < 0 or row.max() >= shape[0] or col.max() >= shape[1]):
+        raise PainvrlInputError(f"{path}: COO indices outside the matrix shape {shape}")
+    return row.astype(np.int64), col.astype(np.int64), data, (int(shape[0]), int(shape[1]))
+
+
+def load_coo_pickle(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """``(row, col, data, shape)`` of a pickled ``scipy.sparse`` COO matrix (as MMSSL / DiffMM ship their
+    interaction matrices), read with :class:`SparseUnpickler`: any global other than the COO class, numpy's
+    array reconstruction and inert builtins is refused before it can run. Errors name the file."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with path.open("rb") as handle:
+            loaded = SparseUnpickler(handle, encoding="latin1").load()
+    except RefusedGlobal as err:
+        raise PainvrlInputError(f"{path}: refused to unpickle: {err}. Only a scipy COO matrix of numbers is "
+                                "accepted") from None
+    except Exception as err:  # malformed payloads raise anything from EOFError to TypeError
+        raise PainvrlInputError(f"{path}: not a readable pickled matrix ({type(err).__name__}: {err})") from None
+    if not isinstance(loaded, PickledCOO):
+        raise PainvrlInputError(f"{path}: expected a pickled scipy COO matrix, got a {type(loaded).__name__}")
+    return _coo_triplets(loaded.state, path)

@@ -26,6 +26,7 @@ from painvrl.config import (
     set_dotted,
 )
 from painvrl.errors import PainvrlInputError
+from painvrl.study.shipped import is_shipped, resolve_study_config
 
 METRIC_SECTIONS = ("val", "test")
 METRIC_SPLITS = ("iid", "ood", "worst_env")
@@ -289,12 +290,14 @@ def _build_spec(values: dict[str, Any]) -> StudySpec:
 
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> StudySpec:
-    """Read a study YAML (or the defaults), apply ``--set`` overrides (e.g. num_samples=4,
-    base.train.epochs=3), build, resolve the OOD fallback and validate."""
-    values = load_config_values(path) if path else {}
+    """Read a study YAML (a file or a shipped config's name, :mod:`painvrl.study.shipped`; None: the defaults),
+    apply ``--set`` overrides (e.g. num_samples=4, base.train.epochs=3), build, resolve the OOD fallback and
+    validate."""
+    file = resolve_study_config(path) if path else None
+    values = load_config_values(file) if file else {}
     base = values.get("base")
-    if isinstance(base, dict) and path:
-        resolve_dataset_paths(base.get("dataset"), Path(path).parent)
+    if isinstance(base, dict) and file:
+        resolve_dataset_paths(base.get("dataset"), Path.cwd() if is_shipped(file) else file.parent)
     for text in overrides or []:
         keys, value = parse_override(text)
         if keys[0] == "search" and len(keys) > 1:
