@@ -98,6 +98,7 @@ def plot_front(
     labels: Mapping[str, str] | None = None,
     annotate: str | None = None,
     markers: Sequence[tuple[str, float, float]] = (),
+    reference: tuple[str, float, float] | None = None,
 ) -> Path:
     """Scatter the trials of ``df`` on two objectives and draw their Pareto front as a staircase.
 
@@ -110,6 +111,8 @@ def plot_front(
         labels: display names for columns, e.g. ``{"val_iid_recall@20": "Recall@20 (IID)"}``.
         annotate: optional column whose values label the front points (e.g. a trial id).
         markers: labelled reference points ``(label, x, y)`` drawn over the trials (the study's baselines).
+        reference: the hypervolume reference point ``(label, x, y)`` (the erm run of a default study), drawn as
+            a cross with dotted lines through it: the trials that beat it in both objectives lie beyond both.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -151,6 +154,12 @@ def plot_front(
         axes.scatter([px], [py], s=70, marker="*", color=OKABE_ITO[(index + 5) % len(OKABE_ITO)], zorder=4,
                      edgecolors="black", linewidths=0.5, label=text)
         axes.annotate(text, (px, py), textcoords="offset points", xytext=(5, -9), fontsize=7)
+    if reference is not None and np.isfinite(reference[1]) and np.isfinite(reference[2]):
+        text, rx, ry = reference
+        axes.axvline(rx, color="black", linestyle=":", linewidth=0.9, zorder=1)
+        axes.axhline(ry, color="black", linestyle=":", linewidth=0.9, zorder=1)
+        axes.scatter([rx], [ry], s=70, marker="X", color="black", zorder=4, label=text)
+        axes.annotate(text, (rx, ry), textcoords="offset points", xytext=(5, 5), fontsize=7)
     axes.set_xlabel(_axis_label(x, directions[0], labels))
     axes.set_ylabel(_axis_label(y, directions[1], labels))
     axes.set_title(title if title is not None else f"Pareto front: {int(finite.sum())} trials")

@@ -11,6 +11,15 @@ from painvrl.study.driver import StudyOutcome
 logger = logging.getLogger(__name__)
 
 
+def reference_marker(outcome: StudyOutcome) -> tuple[str, float, float] | None:
+    """The study's reference point as the front plot draws it ``(label, x, y)``, on the plot's first two
+    objectives; None when it has no label (a baseline row, drawn with the baselines, or the origin)."""
+    if outcome.reference_label is None or not outcome.reference_point:
+        return None
+    point = outcome.reference_point
+    return outcome.reference_label, float(point[0]), float(point[1] if len(point) > 1 else point[0])
+
+
 def publish_study(outcome: StudyOutcome) -> list[Path]:
     """Draw and log the front plot and the study report; returns the paths written.
 
@@ -28,7 +37,8 @@ def publish_study(outcome: StudyOutcome) -> list[Path]:
         y = keys[1] if len(keys) > 1 else keys[0]
         png = plot_front(outcome.trials, keys[0], y, directions, study_dir / "front.png",
                          title=f"{spec.name}: Pareto front ({len(outcome.front)} of {len(outcome.trials)} trials)",
-                         markers=baseline_markers(outcome.baselines, keys[0], y))
+                         markers=baseline_markers(outcome.baselines, keys[0], y),
+                         reference=reference_marker(outcome))
         tracking._client(outcome.tracking_uri).log_artifact(outcome.parent_run_id, str(png))
         written.append(Path(png))
     except Exception as exc:

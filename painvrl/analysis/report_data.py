@@ -76,6 +76,10 @@ class StudyRuns:
     baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
     """One row per erm baseline backbone (mean over its seeds): ``baseline``, ``seeds`` and the objective
     columns with their test twins (empty for a study without ``baselines``)."""
+    reference: tuple[str, list[float]] | None = None
+    """(label, point) of the hypervolume reference point the front plot draws: the configured point, else the
+    erm run's objectives (``erm (reference point)``); None for a study with ``baselines`` (drawn with them) or
+    without either."""
 
     @property
     def objective_columns(self) -> list[str]:
@@ -234,9 +238,14 @@ def load_study_runs(tracking_uri: str, experiment: str) -> StudyRuns:
 
     history = np.asarray([m.value for m in sorted(client.get_metric_history(parent_id, "hypervolume_history"),
                                                   key=lambda m: m.step)], dtype=float)
+    erm_runs = _search_all(client, experiment_id, "tags.`painvrl.role` = 'erm-baseline'")
+    reference = _reference(spec, erm_runs[0].data.metrics if erm_runs else None, objectives, directions)
+    baseline_runs = _search_all(client, experiment_id, "tags.`painvrl.role` = 'baseline'")
+    drawn = None
+    if reference is not None and not baseline_runs and (isinstance(spec.get("reference_point"), list) or erm_runs):
+        drawn = ("reference point" if isinstance(spec.get("reference_point"), list) else "erm (reference point)",
+                 reference)
     if history.size == 0 and len(trials) and len(objectives) <= 3:
-        baselines = _search_all(client, experiment_id, "tags.`painvrl.role` = 'erm-baseline'")
-        reference = _reference(spec, baselines[0].data.metrics if baselines else None, objectives, directions)
         if reference is not None:
             ordered = trials.sort_values(["start_time", "trial_id"], kind="mergesort")
             finished = ordered[ordered[columns].notna().all(axis=1)]
@@ -247,8 +256,7 @@ def load_study_runs(tracking_uri: str, experiment: str) -> StudyRuns:
         payload = _download_json(client, str(row.run_id), "metrics.json")
         if isinstance(payload, dict):
             metrics_json[str(row.trial_id)] = payload
-    baseline_runs = _search_all(client, experiment_id, "tags.`painvrl.role` = 'baseline'")
-    return StudyRuns(baselines=_baselines_frame(baseline_runs, objectives),
+    return StudyRuns(baselines=_baselines_frame(baseline_runs, objectives), reference=drawn,
                      name=study_name, experiment_id=experiment_id, tracking_uri=tracking_uri,
                      parent_run_id=parent_id, parent_params=dict(parent.data.params),
                      parent_metrics=dict(parent.data.metrics), trials=trials, objectives=objectives,

@@ -85,7 +85,12 @@ def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
             study.trials, columns[0], columns[1], directions[:2], out / f"{prefix}_front.png", labels=labels,
             title=f"{study.name}: Pareto front ({int(study.trials['on_front'].sum())} of {len(study.trials)} trials)",
             annotate="trial_id" if study.trials["on_front"].sum() <= 12 else None,
-            markers=baseline_markers(study.baselines, columns[0], columns[1])))
+            markers=baseline_markers(study.baselines, columns[0], columns[1]),
+            reference=None if study.reference is None else
+            (study.reference[0], study.reference[1][0], study.reference[1][1])))
+    if study.reference is not None and len(columns) >= 2:
+        front.note += (f" The cross with dotted lines is the hypervolume reference point ({study.reference[0]}): "
+                       "trials beyond both lines beat it in both objectives.")
     front.tables.append(("Front trials: objectives and chosen hyperparameters", front_parameters_table(study)))
     if not study.baselines.empty:
         front.note += " Stars are the erm baselines (mean over their seeds)."

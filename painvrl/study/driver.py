@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,6 +19,8 @@ from painvrl.study.baselines import (
     with_dominance,
 )
 from painvrl.study.spec import StudySpec, dump_study, validate_study
+from painvrl.study.storage import TrialNumbers
+from painvrl.study.storage import optuna_storage as _optuna_storage
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,18 @@ class StudyOutcome:
     baselines: pd.DataFrame | None = None
     """One row per baseline backbone (mean over seeds): validation objectives, their test twins, and which front
     trials dominate it / it dominates (None without ``baselines``)."""
+    reference_label: str | None = None
+    """What the reference point is, as its front plot labels it (``erm (reference point)``); None when it is
+    one of the ``baselines`` rows (drawn with them) or only the origin."""
+
+
+def reference_label(spec: StudySpec, baselines: list[Baseline]) -> str | None:
+    """The label of the study's reference point on its front plot (see :attr:`StudyOutcome.reference_label`)."""
+    if spec.reference_point is not None:
+        return "reference point"
+    if baselines:
+        return None
+    return "erm (reference point)" if spec.erm_baseline else None
 
 
 def build_sampler(spec: StudySpec) -> Any:
@@ -141,7 +154,8 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
         if spec.baselines else []
     reference = _reference_point(spec, data, tracking_uri, experiment_id, parent_run_id, baselines)
 
-    runs = tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name)
+    runs = tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name,
+                              TrialNumbers(spec.optuna_url(), spec.name))
     n_mask_objectives = 2 + (base.mask.extra_objective != "none")
     searcher = BudgetedOptunaSearch(space=DefineByRunSpace(spec, n_mask_objectives), metric=spec.metric_keys(),
                                     mode=["max" if d == "maximize" else "min" for d in spec.directions()],
@@ -183,52 +197,8 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
         if r.metrics and "trial_id" in r.metrics:
             outcomes[str(r.metrics["trial_id"])] = (r.metrics, r.error is not None)
     runs.finish_left_running(outcomes)
-    return summarise_study(spec, reference, tracking_uri, parent_run_id, baselines)
-
-
-def _optuna_storage(url: str) -> Any:
-    import optuna
-
-    if url.startswith("sqlite:"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise PainvrlInputError(f"config field 'optuna_storage': cannot create the folder {str(folder)!r} "
-                                    f"of {url!r}: {error.strerror}") from error
-    if "://" in url:
-        return _open_rdb_storage(url)
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
-
-
-STORAGE_OPEN_ATTEMPTS = 8
-
-
-def _open_rdb_storage(url: str) -> Any:
-    """Optuna's RDB storage at ``url``, tolerating another process creating the same fresh database at once.
-
-    Two openers of a new sqlite file (a second driver, optuna-dashboard, a script polling the study) can both
-    find no schema and both create it; the loser fails on a duplicate version row or a locked database. The
-    schema is then there, so opening again succeeds.
-    """
-    import time
-
-    import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(STORAGE_OPEN_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (IntegrityError, OperationalError) as error:
-            racing = isinstance(error, IntegrityError) or any(
-                sign in str(error.orig) for sign in ("already exists", "database is locked"))
-            if not racing or attempt == STORAGE_OPEN_ATTEMPTS - 1:
-                raise PainvrlInputError(f"config field 'optuna_storage': cannot open the Optuna storage {url!r}: "
-                                        f"{error.orig}") from error
-            time.sleep(0.05 * 2 ** attempt)
-    raise AssertionError("unreachable")
+    return summarise_study(spec, reference, tracking_uri, parent_run_id, baselines,
+                           reference_label(spec, baselines))
 
 
 def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
@@ -304,8 +274,10 @@ def _with_test_metrics(table: pd.DataFrame, spec: StudySpec, tracking_uri: str, 
     return out
 
 
-def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
-                    parent_run_id: str, baselines: list[Baseline] | None = None) -> StudyOutcome:
+def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str, parent_run_id: str,
+                    baselines: list[Baseline] | None = None, reference_label: str | None = None) -> StudyOutcome:
+    """Front, hypervolume and tables of the finished trials, logged to the parent run; every trial run is
+    tagged ``pareto_front`` true or false."""
     from painvrl.study import tracking
     from painvrl.study.front import front_table, hypervolume, hypervolume_history
 
@@ -316,6 +288,10 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
         raise RuntimeError(f"study {spec.name}: no completed trials (see the Tune logs in {study_dir / 'tune'})")
     table = front_table(_with_test_metrics(table, spec, tracking_uri, parent_run_id), keys, directions)
     front = table[table["on_front"]].reset_index(drop=True)
+    experiment_id = tracking._client(tracking_uri).get_run(parent_run_id).info.experiment_id
+    tracking.TrialRuns(tracking_uri, experiment_id, parent_run_id, spec.name).mark_front(
+        {str(t): int(n) for t, n in zip(table["trial_id"], table["number"], strict=True) if isinstance(t, str)},
+        {str(t): bool(f) for t, f in zip(table["trial_id"], table["on_front"], strict=True) if isinstance(t, str)})
     points = table[keys].to_numpy(dtype=float)
     hv = float(hypervolume(points, reference, directions)) if len(keys) in (2, 3) else float("nan")
     history: Any = hypervolume_history(table.sort_values("number")[keys].to_numpy(dtype=float), reference,
@@ -334,7 +310,7 @@ def summarise_study(spec: StudySpec, reference: list[float], tracking_uri: str,
         extra.append(study_dir / "baselines.csv")
         metrics["baselines_dominated"] = float((compared["dominated by"] != "none").sum())
     tracking.log_front(tracking_uri, parent_run_id, csv_path, None, metrics, extra_files=extra)
-    return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri, compared)
+    return StudyOutcome(spec, table, front, hv, reference, parent_run_id, tracking_uri, compared, reference_label)
 
 
 UI_HOST, UI_PORT = "127.0.0.1", 5000

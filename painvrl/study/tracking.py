@@ -3,6 +3,11 @@
 All MLflow calls happen in the Tune driver process (the head node on a cluster): trials report to the driver
 through Ray, so worker nodes never need to reach the tracking server. Child runs are keyed by the Tune trial id
 (tag ``painvrl.trial_id``), so a retried or resumed trial reuses its run instead of creating a second one.
+
+As a person reads the runs table: a trial's run is named by its Optuna trial number (``trial 7``), its
+description (the ``mlflow.note.content`` tag) lists the values the search chose, and once the study is
+summarised every trial run carries ``pareto_front`` = ``true`` or ``false``, so the table filters to the front
+with ``tags.pareto_front = 'true'``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,12 @@ PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "painvrl.trial_id"
 STUDY_TAG = "painvrl.study"
 ROLE_TAG = "painvrl.role"
+NUMBER_TAG = "painvrl.trial_number"
+FRONT_TAG = "pareto_front"
+"""``true`` on the runs of the trials on the study's Pareto front, ``false`` on the other trials' runs."""
+NOTE_TAG = "mlflow.note.content"
+"""The run's description in the MLflow UI (markdown)."""
+RUN_NAME_TAG = "mlflow.runName"
 
 
 def _client(tracking_uri: str) -> Any:
@@ -67,7 +79,7 @@ def save_study_view(tracking_uri: str, experiment_id: str, study: str, metric_ke
         "orderByKey": objectives[0] if objectives else "attributes.start_time",
         "orderByAsc": False,
         "lifecycleFilter": "Active",
-        "selectedColumns": ["attributes.`Run Name`", *objectives, f"tags.`{ROLE_TAG}`"],
+        "selectedColumns": ["attributes.`Run Name`", *objectives, f"tags.`{FRONT_TAG}`", f"tags.`{ROLE_TAG}`"],
         "runsHiddenMode": "SHOW_ALL",
         "groupBy": None,
     }
@@ -112,14 +124,36 @@ def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class TrialRuns:
-    """Child runs of one study, created lazily and idempotently per trial id."""
+def trial_run_name(number: int | None, trial_id: str) -> str:
+    """``trial 7`` (the Optuna trial number), or ``trial <Tune trial id>`` while the number is unknown."""
+    return f"trial {number}" if number is not None else f"trial {trial_id}"
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str) -> None:
+
+def trial_description(study: str, number: int | None, trial_id: str, params: dict[str, Any]) -> str:
+    """The run's description (markdown): which trial of which study, and the values the search chose."""
+    title = f"Trial {number} of study `{study}`" if number is not None else f"Trial of study `{study}`"
+    lines = [f"{title} (Tune trial `{trial_id}`).", "", "Searched values:", ""]
+    lines += [f"- `{key}` = {value}" for key, value in sorted(params.items())] or ["- none"]
+    return "\n".join(lines)
+
+
+class TrialRuns:
+    """Child runs of one study, created lazily and idempotently per trial id.
+
+    ``trial_numbers`` maps a Tune trial id to its Optuna trial number (None while unknown); it names the runs.
+    It must pickle (Tune checkpoints the callback holding this object).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
+                 trial_numbers: Callable[[str], int | None] | None = None) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.study = parent_run_id, study
+        self.trial_numbers = trial_numbers
         self._runs: dict[str, str] = {}
         self._steps: dict[str, int] = {}
+
+    def _number(self, trial_id: str) -> int | None:
+        return self.trial_numbers(trial_id) if self.trial_numbers is not None else None
 
     def run_id(self, trial_id: str, params: dict[str, Any] | None = None) -> str:
         if trial_id in self._runs:
@@ -127,8 +161,12 @@ class TrialRuns:
         client = _client(self.tracking_uri)
         existing = find_run(self.tracking_uri, self.experiment_id, {TRIAL_TAG: trial_id, STUDY_TAG: self.study})
         if existing is None:
-            run = client.create_run(self.experiment_id, run_name=f"trial:{trial_id}", tags={
-                PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, STUDY_TAG: self.study, ROLE_TAG: "trial"})
+            number = self._number(trial_id)
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, STUDY_TAG: self.study, ROLE_TAG: "trial",
+                    NOTE_TAG: trial_description(self.study, number, trial_id, params or {})}
+            if number is not None:
+                tags[NUMBER_TAG] = str(number)
+            run = client.create_run(self.experiment_id, run_name=trial_run_name(number, trial_id), tags=tags)
             existing = str(run.info.run_id)
             for key, value in (params or {}).items():
                 client.log_param(existing, key[:250], str(value)[:6000])
@@ -136,6 +174,25 @@ class TrialRuns:
             client.set_terminated(existing, status="RUNNING")
         self._runs[trial_id] = existing
         return existing
+
+    def mark_front(self, numbers: dict[str, int], on_front: dict[str, bool]) -> int:
+        """Tag every trial run of the study with ``pareto_front`` (``on_front``: Tune trial id -> on the front)
+        and name it by its trial number (``numbers``: Tune trial id -> Optuna number) where it is not yet;
+        returns the number of runs tagged."""
+        client = _client(self.tracking_uri)
+        query = f"tags.`{STUDY_TAG}` = '{self.study}' and tags.`{ROLE_TAG}` = 'trial'"
+        tagged = 0
+        for run in client.search_runs([self.experiment_id], filter_string=query, max_results=50_000):
+            trial_id = run.data.tags.get(TRIAL_TAG, "")
+            client.set_tag(run.info.run_id, FRONT_TAG, "true" if on_front.get(trial_id, False) else "false")
+            number = numbers.get(trial_id)
+            if number is not None and run.data.tags.get(NUMBER_TAG) != str(number):
+                client.set_tag(run.info.run_id, NUMBER_TAG, str(number))
+                client.set_tag(run.info.run_id, RUN_NAME_TAG, trial_run_name(number, trial_id))
+                params = {k: v for k, v in run.data.params.items()}
+                client.set_tag(run.info.run_id, NOTE_TAG, trial_description(self.study, number, trial_id, params))
+            tagged += 1
+        return tagged
 
     def mark_killed(self, trial_ids: set[str]) -> None:
         """Child runs of trials lost with a killed driver (never re-run by Tune) end as KILLED."""

@@ -37,3 +37,19 @@ def test_plot_hypervolume_history_writes_png(tmp_path: Path) -> None:
     result = plot_hypervolume_history({"tpe": np.linspace(0, 1, 20), "random": [0.0, 0.1, 0.1, 0.4]}, target)
     assert result == target
     assert _is_png(target)
+
+
+def test_plot_front_draws_the_reference_point(tmp_path: Path) -> None:
+    """The reference (the erm run of a study) is drawn: the figure differs from the one without it, pixel by
+    pixel, and a non-finite reference is left out."""
+    from matplotlib.image import imread
+
+    df = pd.DataFrame({"iid": [0.30, 0.20, 0.15, 0.25], "ood": [0.10, 0.20, 0.12, 0.15]})
+    directions = ["maximize", "maximize"]
+    plain = plot_front(df, "iid", "ood", directions, tmp_path / "plain.png", title="t")
+    drawn = plot_front(df, "iid", "ood", directions, tmp_path / "erm.png", title="t",
+                       reference=("erm (reference point)", 0.12, 0.08))
+    skipped = plot_front(df, "iid", "ood", directions, tmp_path / "nan.png", title="t",
+                         reference=("erm (reference point)", float("nan"), 0.08))
+    assert not np.array_equal(imread(plain), imread(drawn))
+    assert np.array_equal(imread(plain), imread(skipped))
