@@ -87,7 +87,11 @@ def _train_with_ray(config: Config, folder: Path) -> dict[str, Any]:
 
 
 def train(config: Config, output_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """Train ``config.method`` and write the run folder atomically; returns the metrics dict."""
+    """Train ``config.method`` and write the run folder atomically; returns the metrics dict. A config the
+    registries or the backbone refuse fails here, before any data is read or Ray is started."""
+    from painvrl.training.checks import resolve_run
+
+    resolve_run(config)
     output_dir = Path(output_dir).expanduser().resolve()
     check_output_dir(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)

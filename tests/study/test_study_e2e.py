@@ -67,6 +67,10 @@ def _assert_study_consistent(study_dir: Path, name: str, n_trials: int, positive
     assert (trials["mlflow.parentRunId"] == parent_id).all()
     assert (trials["status"] == "FINISHED").all()
     assert "metric:val.iid.recall_at_20" in trials.columns
+    # as a person reads the runs table: trial runs named by number, described, the front selectable by a tag
+    assert trials["mlflow.runName"].str.fullmatch(r"trial \d+").all()
+    assert trials["mlflow.note.content"].str.contains("Searched values").all()
+    assert set(trials["pareto_front"]) <= {"true", "false"}
     if positive_hypervolume:  # the reference is erm's point; against the best baseline it may be 0
         assert parent["metric:hypervolume"].iloc[0] > 0
 
@@ -82,6 +86,7 @@ def _assert_study_consistent(study_dir: Path, name: str, n_trials: int, positive
     logged_front = sorted(tuple(round(v, 9) for v in row) for row in
                           front[["val.iid.recall@20", "val.ood.recall@20"]].itertuples(index=False))
     assert logged_front == optuna_front
+    assert (trials["pareto_front"] == "true").sum() == len(study.best_trials)
 
 
 def test_smoke_study_logs_trials_and_front(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ is replaced by one that fails the test if it is ever entered.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -117,3 +118,19 @@ def test_checks_need_no_data() -> None:
                                         "environments.train_users=true"])
     with pytest.raises(PainvrlInputError, match=r"'environments\.train_users'"):
         resolve_run(config)
+
+
+def test_the_runner_refuses_before_reading_data_or_starting_ray(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from painvrl.data import registry as data_registry
+    from painvrl.runner import train
+
+    def no_data(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("data was read")
+
+    monkeypatch.setattr(data_registry, "load_dataset", no_data)
+    config = load_config(None, [*FAST, *BACKBONE_PATH, "method=painvrl", "model.name=mmgcn",
+                                "mask.use_item_ids=false", "scaling.num_workers=2"])
+    with pytest.raises(PainvrlInputError, match=r"'mask\.use_item_ids'"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
