@@ -142,7 +142,7 @@ def sections() -> list[tuple[str, str, list[Row]]]:
     add(config_module.Config, "")
     from painvrl.model.registry import MODELS
 
-    for name, model in MODELS.items():
+    for name, model in MODELS.registered().items():
         settings = model.settings_type
         if settings is not None:
             doc = f"Hyperparameters of backbone `{name}` (`model.name={name}`), defaults from its paper."

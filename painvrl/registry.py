@@ -45,6 +45,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
         self.kind, self.field, self.group = kind, field, group
         self._entries: dict[str, T] = dict(entries or {})
         self._accepts = accepts
+        self._from_entry_points: set[str] = set()
 
     def lookup(self, name: str, field: str | None = None) -> T:
         """The entry of ``name``; an unknown name raises :class:`UnknownNameError` naming ``field`` (default: the
@@ -63,14 +64,21 @@ class Registry(MutableMapping[str, T], Generic[T]):
         self._load_all()
         return sorted(self._entries)
 
+    def registered(self) -> dict[str, T]:
+        """The entries registered in code (the package's own and any added at run time), without reading entry
+        points (docs/generate_configuration.py lists these)."""
+        return {k: v for k, v in self._entries.items() if k not in self._from_entry_points}
+
     def __getitem__(self, name: str) -> T:
         return self.lookup(name)
 
     def __setitem__(self, name: str, value: T) -> None:
         self._entries[name] = value
+        self._from_entry_points.discard(name)
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]
+        self._from_entry_points.discard(name)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -114,3 +122,4 @@ class Registry(MutableMapping[str, T], Generic[T]):
         if self._accepts is not None and not self._accepts(value):
             raise PainvrlInputError(f"{where}: {value!r} is not a {self.kind} (see docs/extending.md)")
         self._entries[entry_point.name] = value
+        self._from_entry_points.add(entry_point.name)

@@ -63,6 +63,7 @@ def test_entry_points_are_read_lazily_and_checked(tmp_path: Path, monkeypatch: p
                   "PLUGGED = 42\nWRONG = 'not an int'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "plugged" in things and things["plugged"] == 42  # found at lookup, after the registry was built
+    assert "plugged" not in things.registered() and "one" in things.registered()
     things["one"] = 11
     with pytest.raises(PainvrlInputError, match=r"entry point 'wrong' = 'things_plugin:WRONG' of group "
                                                 r"'painvrl_tests.things': 'not an int' is not a thing"):
