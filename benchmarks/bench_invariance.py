@@ -30,7 +30,7 @@ import torch
 from painvrl.config import EnvironmentsConfig, MaskConfig
 from painvrl.distributed.collective import LocalCollective
 from painvrl.distributed.sampling import EpochBatches, draw_negative_pool, make_generator
-from painvrl.invariance.environments import _labels_of, train_environment_models
+from painvrl.invariance.environments import _fits_of, train_environment_models
 from painvrl.invariance.linear_models import LinearMaskModel, StackedEnvironmentModels
 from painvrl.invariance.mask_models import EnvBatch
 from painvrl.invariance.masks import mask_step, resolve_settings
@@ -94,7 +94,7 @@ def bench_hei(args: argparse.Namespace, device: torch.device) -> None:
                                  LocalCollective(), negative_pool=args.pool)
         _sync(device)
         mid = time.perf_counter()
-        _labels_of(models, train, "score", args.negatives, 0, (0, 0), LocalCollective())
+        _fits_of(models, train, "score", args.negatives, 0, (0, 0), LocalCollective())
         _sync(device)
         return mid - started, time.perf_counter() - mid
 

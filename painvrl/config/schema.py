@@ -95,6 +95,14 @@ class EnvironmentsConfig:
     """Give each environment model a global item term b_k . x_i + c_k on its input features (an environment
     in which everybody clicks items with some feature pattern more), with an intercept that gives relabelling
     by score a threshold."""
+    min_size: float = 0.01
+    """Smallest environment, as a fraction of the training positives: a smaller one after relabelling is
+    re-seeded with the positives of the largest environment that its model fits best relative to their own
+    (the environment models' disagreement)."""
+    max_tied: float = 0.5
+    """HEI stops with an error when the environment models' fits of more than this fraction of the positives
+    are tied (top-two margin below 1e-6 of the fit): the models then see no difference between the
+    environments and any labelling would be arbitrary."""
     train_users: bool = False
     """Train one user table shared by the E models (from the pretrained P) instead of freezing P. Frozen P only
     holds what ERM learned from the mixture of environments, so heterogeneity that averages out over the
@@ -176,6 +184,17 @@ class PainvrlConfig:
     Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw and the
     mean over rounds ranks the dims better. ``last`` (the method's m <- IMG(labels)): the round's own mask.
     Method ``invrl`` always uses ``last``, like InvRL."""
+    invariance_path: Literal["feature", "backbone"] = "feature"
+    """What HEI's environment models and IMG's mask model score through. ``feature``: the backbone's frozen pair
+    score as a fixed offset plus a content term <t_u, W x_i> (painvrl/invariance/feature_path.py), the same
+    for every backbone; a backbone linear in its content vector (ultragcn, vbpr) is its own feature path.
+    ``backbone``: a frozen copy of the backbone with the projections in its encoder slot, only for backbones
+    whose ranking score reads the slot (not freedom or bm3)."""
+    feature_path_epochs: int = 10
+    """Epochs of fitting the feature path's user tastes t and projection W (backbones that are not their own
+    feature path)."""
+    feature_path_lr: float = 1e-2
+    """Adam learning rate of that fit."""
 
 
 @dataclass

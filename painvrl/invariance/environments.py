@@ -1,11 +1,12 @@
 """Heterogeneous environment identification (HEI, docs/algorithm.md).
 
-Hard-EM clustering of the training positives into E environments. The E environment models
-(painvrl/invariance/environment_models.py) share the frozen pretrained backbone and differ only in the feature
-projection W_k in its encoder slot; the projections are STACKED in one parameter ``weight [E, k_f, d]`` and
-trained jointly, one pass over the positives per epoch, each positive contributing only to the model of its
-current environment. Relabelling scores every positive under all E models and takes the argmax score (or
-argmin own loss).
+Hard-EM clustering of the training positives into E environments. The E environment models share the frozen
+feature path of the pretrained backbone (painvrl/invariance/feature_path.py) and differ only in the feature
+projection W_k; the projections are STACKED in one parameter ``weight [E, k_f, d]`` and trained jointly, one
+pass over the positives per epoch, each positive contributing only to the model of its current environment.
+Relabelling scores every positive under all E models and takes the argmax score (or argmin own loss). EM stops
+when at most ``change_tol`` of the labels change; fits that tie for most positives stop it with an error, and
+environments below the minimum size are re-seeded from the largest by the models' disagreement.
 
 Distributed design (painvrl/distributed/collective.py): every rank draws the same global batch and negatives from
 a generator seeded by (seed, round, iteration, epoch), keeps ``shard_slice`` of it, divides its loss by the
@@ -56,14 +57,15 @@ class HEIResult:
     churn: list[float] = field(default_factory=list)
     """Fraction of labels changed at each EM iteration."""
     reseeded: list[dict[str, int]] = field(default_factory=list)
-    """Empty environments re-seeded by splitting the largest: {iteration, empty, split_from, moved}."""
+    """Environments below the minimum size re-seeded from the largest: {iteration, empty, split_from, moved,
+    size}."""
     iterations: int = 0
     epoch_losses: list[float] = field(default_factory=list)
     models: EnvironmentScorers | None = None
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-def _labels_of(
+def _fits_of(
     models: EnvironmentScorers,
     pairs: np.ndarray,
     relabel: str,
@@ -71,13 +73,14 @@ def _labels_of(
     seed: int,
     keys: tuple[int, ...],
     collective: Collective,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, own-best score) of every pair; chunks round-robin over ranks, gathered on every rank."""
+) -> np.ndarray:
+    """float64 [n, E] fit of every pair under every model (score, or minus its own loss); chunks round-robin
+    over ranks, gathered on every rank."""
     device = models.weight.device
     models.new_epoch()
     n = len(pairs)
     n_chunks = max(1, math.ceil(n / RELABEL_CHUNK))
-    local: list[tuple[int, np.ndarray, np.ndarray]] = []
+    local: list[tuple[int, np.ndarray]] = []
     for chunk in range(collective.rank, n_chunks, collective.world_size):
         rows = pairs[chunk * RELABEL_CHUNK:(chunk + 1) * RELABEL_CHUNK]
         users = torch.as_tensor(rows[:, 0], device=device)
@@ -88,54 +91,67 @@ def _labels_of(
             fit = -models.loss_all(users, items, negs.to(device))
         else:
             fit = models.score_all(users, items)
-        best, label = fit.max(dim=1)
-        local.append((chunk, label.cpu().numpy().astype(np.int64), best.cpu().numpy()))
+        local.append((chunk, fit.cpu().numpy().astype(np.float64)))
     gathered = collective.all_gather_objects(local) if collective.world_size > 1 else [local]
-    labels = np.empty(n, dtype=np.int64)
-    scores = np.empty(n, dtype=np.float64)
+    fits = np.empty((n, models.n_envs), dtype=np.float64)
     for part in gathered:
-        for chunk, lab, sc in part:
-            labels[chunk * RELABEL_CHUNK: chunk * RELABEL_CHUNK + len(lab)] = lab
-            scores[chunk * RELABEL_CHUNK: chunk * RELABEL_CHUNK + len(sc)] = sc
-    return labels, scores
+        for chunk, values in part:
+            fits[chunk * RELABEL_CHUNK: chunk * RELABEL_CHUNK + len(values)] = values
+    return fits
 
 
-def _own_fit(models: EnvironmentScorers, pairs: np.ndarray, env: int) -> np.ndarray:
-    """Score of each pair under model ``env`` (used to split an environment in two)."""
-    device = models.weight.device
-    models.new_epoch()
-    out = []
-    for start in range(0, len(pairs), RELABEL_CHUNK):
-        rows = pairs[start:start + RELABEL_CHUNK]
-        s = models.score_all(torch.as_tensor(rows[:, 0], device=device), torch.as_tensor(rows[:, 1], device=device))
-        out.append(s[:, env].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+def labels_from_fits(fits: np.ndarray) -> np.ndarray:
+    """Each pair's best-fitting environment (the first on exact ties)."""
+    return np.argmax(fits, axis=1).astype(np.int64) if fits.size else np.zeros(len(fits), dtype=np.int64)
 
 
-def reseed_empty(
-    models: EnvironmentScorers, pairs: np.ndarray, labels: np.ndarray, iteration: int
-) -> list[dict[str, int]]:
-    """Re-seed every empty environment by splitting the largest: its worse-fitting half (by the largest model's
-    score) moves to the empty environment, whose model starts as a copy of the largest's. In place."""
+def tied_fraction(fits: np.ndarray, rel_tol: float = 1e-6) -> float:
+    """Fraction of pairs whose best two fits differ by at most ``rel_tol`` of the best fit's magnitude (plus
+    1e-12): the environment models cannot tell those pairs' environments apart."""
+    if fits.shape[0] == 0 or fits.shape[1] < 2:
+        return 0.0
+    top = np.sort(fits, axis=1)[:, -2:]
+    margin = top[:, 1] - top[:, 0]
+    return float(np.mean(margin <= rel_tol * np.abs(top[:, 1]) + 1e-12))
+
+
+def check_not_tied(fits: np.ndarray, max_tied: float, backbone: str, n_envs: int) -> None:
+    """The error that stops HEI when the environment models' fits tie for most positives."""
+    tied = tied_fraction(fits)
+    if tied > max_tied:
+        raise PainvrlInputError(
+            f"environment identification over model {backbone!r}: the {n_envs} environment models fit "
+            f"{tied:.0%} of the training positives identically (environments.max_tied = {max_tied}), so their "
+            "labels would be arbitrary. The models' scores do not depend on the features they are given: check "
+            "painvrl.invariance_path (the backbone's own slot is not read by its score) and the features "
+            "(environments.input sees only the variant part (1 - m) * f)")
+
+
+def reseed_small(fits: np.ndarray, labels: np.ndarray, min_count: int, iteration: int) -> list[dict[str, int]]:
+    """Re-seed every environment smaller than ``min_count`` (at least 1) from the largest one: the largest
+    environment's positives whose fit under the small environment's model is best relative to their fit under
+    their own model (where the environment models disagree least about them) move, until the small one has
+    ``min_count``. In place; returns one event per re-seeded environment."""
+    n_envs = fits.shape[1]
     events = []
-    for env in range(models.n_envs):
-        sizes = np.bincount(labels, minlength=models.n_envs)
-        if sizes[env] > 0:
+    target = max(1, min_count)
+    for env in range(n_envs):
+        sizes = np.bincount(labels, minlength=n_envs)
+        if sizes[env] >= target:
             continue
         largest = int(np.argmax(sizes))
         members = np.flatnonzero(labels == largest)
-        if len(members) < 2:
+        room = len(members) - target
+        wanted = min(target - int(sizes[env]), room)
+        if wanted <= 0:
             continue
-        fit = _own_fit(models, pairs[members], largest)
-        order = np.argsort(fit, kind="stable")
-        moved = members[order[: len(members) // 2]]
+        disagreement = fits[members, env] - fits[members, largest]
+        moved = members[np.argsort(-disagreement, kind="stable")[:wanted]]
         labels[moved] = env
-        with torch.no_grad():
-            models.weight[env].copy_(models.weight[largest])
-        event = {"iteration": iteration, "empty": env, "split_from": largest, "moved": len(moved)}
-        logger.info("HEI: environment %d was empty; re-seeded with %d positives split from environment %d",
-                    env, len(moved), largest)
-        events.append(event)
+        logger.info("HEI: environment %d had %d positives (minimum %d); re-seeded with %d from environment %d",
+                    env, int(sizes[env]), target, len(moved), largest)
+        events.append({"iteration": iteration, "empty": env, "split_from": largest, "moved": len(moved),
+                       "size": int(sizes[env])})
     return events
 
 
@@ -223,11 +239,15 @@ def identify_environments(
     collective: Collective | None = None,
     progress: bool = False,
     negative_pool: int = 0,
+    backbone: str = "ultragcn",
 ) -> HEIResult:
     """Hard-EM: train the E models jointly, relabel every positive, repeat until <= change_tol labels change.
 
     ``init_labels`` warm-starts EM (later rounds); otherwise labels are drawn uniformly from a seeded generator.
-    The returned ``label_pairs`` labels new (user, item) pairs (val/test positives) with the fitted models.
+    The returned ``label_pairs`` labels new (user, item) pairs (val/test positives) with the fitted models, by
+    the same rule. After every relabelling: an error when the models' fits tie for more than
+    ``cfg.max_tied`` of the positives (``backbone`` names the model in it), and environments below
+    ``cfg.min_size`` re-seeded by :func:`reseed_small`.
     """
     collective = collective or LocalCollective()
     n_envs = models.n_envs
@@ -239,16 +259,18 @@ def identify_environments(
         gen = seeded_generator(seed, "hei_init", round_index)
         labels = torch.randint(n_envs, (len(train),), generator=gen).numpy().astype(np.int64)
     result = HEIResult(labels=labels, sizes=[])
-    result.reseeded.extend(reseed_empty(models, train, labels, 0))
+    min_count = max(1, math.ceil(cfg.min_size * len(train)))
     for iteration in range(cfg.max_iters):
         keys = (round_index, iteration)
         result.epoch_losses.extend(train_environment_models(
             models, train, labels, cfg.env_epochs, cfg.lr, batch_size, n_negatives, seed, keys, collective,
             progress, negative_pool))
-        new_labels, _ = _labels_of(models, train, cfg.relabel, n_negatives, seed, keys, collective)
+        fits = _fits_of(models, train, cfg.relabel, n_negatives, seed, keys, collective)
+        check_not_tied(fits, cfg.max_tied, backbone, n_envs)
+        new_labels = labels_from_fits(fits)
+        result.reseeded.extend(reseed_small(fits, new_labels, min_count, iteration + 1))
         churn = float(np.mean(new_labels != labels))
         labels = new_labels
-        result.reseeded.extend(reseed_empty(models, train, labels, iteration + 1))
         result.churn.append(churn)
         result.iterations = iteration + 1
         logger.info("HEI round %d iteration %d: churn %.4f sizes %s", round_index, iteration, churn,
@@ -271,8 +293,7 @@ def make_label_pairs(
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(pairs) == 0:
             return np.zeros(0, dtype=np.int64)
-        labels, _ = _labels_of(models, pairs, relabel, n_negatives, seed, (0,), LocalCollective())
-        return labels
+        return labels_from_fits(_fits_of(models, pairs, relabel, n_negatives, seed, (0,), LocalCollective()))
 
     return label_pairs
 

@@ -30,6 +30,7 @@ from painvrl.invariance.environments import (
     identify_environments,
     seeded_generator,
 )
+from painvrl.invariance.feature_path import invariance_scorer
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.model.recommender import Recommender
 
@@ -75,19 +76,27 @@ def learn_invariant_mask(
     collective: Collective | None = None,
     log: LogFn | None = None,
 ) -> MaskResult:
-    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 (``pretrained`` itself stays frozen); with
+    """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 on the feature path of ``pretrained``
+    (painvrl.invariance_path; ``pretrained`` itself stays frozen); with
     ``environments.source`` eiil or ground_truth the labels are fixed once and every round relearns only m."""
     collective = collective or LocalCollective()
     env_cfg, mask_cfg, model_cfg, train_cfg = config.environments, config.mask, config.model, config.train
-    features = pretrained.features
+    progress = train_cfg.progress and collective.rank == 0
+    history: list[dict[str, Any]] = []
+    backbone_name = pretrained.name
+    scorer: Recommender = pretrained
+    if config.painvrl.invariance_path == "feature":
+        scorer, record = invariance_scorer(config, data.train, pretrained, collective, progress)
+        history.append(record)
+        if log is not None:
+            log(record)
+    features = scorer.features
     d = int(features.shape[1])
     device = features.device
-    progress = train_cfg.progress and collective.rank == 0
     mask = torch.full((d,), 0.5, device=device)
     sparsity_weight, irm_weight, l1_rho = mask_cfg.sparsity_weight, mask_cfg.irm_weight, env_cfg.l1_rho
     truth = data.ground_truth.train_env if data.ground_truth is not None else None
     invariant_dims = data.ground_truth.invariant_dims if data.ground_truth is not None else None
-    history: list[dict[str, Any]] = []
     labels: np.ndarray | None = None
     ari: float | None = None
 
@@ -100,7 +109,7 @@ def learn_invariant_mask(
     if env_cfg.source == "ground_truth":
         known = _known_environments(data, env_cfg.n_envs)
     elif env_cfg.source == "eiil":
-        known = eiil_environments(pretrained, data.train, env_cfg.n_envs, model_cfg.n_negatives, train_cfg.seed,
+        known = eiil_environments(scorer, data.train, env_cfg.n_envs, model_cfg.n_negatives, train_cfg.seed,
                                   EIILSettings(steps=env_cfg.eiil_steps, lr=env_cfg.eiil_lr))
     sizes: list[int] = []
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
@@ -117,21 +126,22 @@ def learn_invariant_mask(
             ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
             emit({"phase": "hei", "round": round_index, "source": env_cfg.source, "env_sizes": sizes, "ari": ari})
         else:
-            models = environment_models(env_cfg.n_envs, pretrained, mask, model_cfg.k_f, env_cfg.input, l1_rho,
+            models = environment_models(env_cfg.n_envs, scorer, mask, model_cfg.k_f, env_cfg.input, l1_rho,
                                         model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
                                         train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
             init = labels if (env_cfg.warm_start and labels is not None) else None
             hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                         n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                         round_index=round_index, init_labels=init, collective=collective,
-                                        progress=progress, negative_pool=model_cfg.negative_pool)
+                                        progress=progress, negative_pool=model_cfg.negative_pool,
+                                        backbone=backbone_name)
             labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
             ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
             emit({"phase": "hei", "round": round_index, "source": "hei", "env_sizes": sizes, "churn": hei.churn,
                   "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
                   "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
         settings = resolve_settings(mask_cfg, sparsity_weight, irm_weight)
-        img = learn_mask(pretrained, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
+        img = learn_mask(scorer, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                          round_index=round_index, k_f=model_cfg.k_f, init_std=model_cfg.init_std,
                          collective=collective, progress=progress, negative_pool=model_cfg.negative_pool)

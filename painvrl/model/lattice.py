@@ -139,3 +139,9 @@ class LATTICE(PropagatedRecommender):
         scorer = super().ranking_scorer()
         self._learned = None
         return scorer
+
+    def score_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._learned = None  # the graph of the current encoder, as ranking uses it
+        factors = super().score_factors()
+        self._learned = None
+        return factors

@@ -68,6 +68,9 @@ class LinearContentRecommender(Recommender):
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.user_embedding[users] * self.item_vectors(items)).sum(-1)
 
+    def score_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_embedding.detach().clone(), self.all_item_vectors()
+
     def batch_scores(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
                      pool: NegativePool | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -91,3 +91,13 @@ class PropagatedRecommender(Recommender):
 
     def ranking_scorer(self) -> UserScorer:
         return chunked_scorer(*self.representations())
+
+    @torch.no_grad()
+    def score_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        was_training = self.training
+        self.eval()
+        try:
+            users, items = self.representations()
+        finally:
+            self.train(was_training)
+        return users.detach().clone(), items.detach().clone()

@@ -76,6 +76,9 @@ class Recommender(nn.Module, ABC):
     consumes_features: ClassVar[bool] = True
     """False for an ID-only backbone (lightgcn): a feature mask cannot change it, so the invariance methods
     train it as ERM does."""
+    score_reads_slot: ClassVar[bool] = True
+    """False for a backbone whose ranking score never reads the encoder slot (the slot reaches only auxiliary
+    losses): the invariance methods then cannot learn through the backbone itself (painvrl.invariance_path)."""
     sparse_gradients: bool = False
     """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 
@@ -135,6 +138,12 @@ class Recommender(nn.Module, ABC):
         """This model with its item-ID embeddings zeroed (``mask.use_item_ids=false``), in place."""
         raise PainvrlInputError(f"config field 'mask.use_item_ids': false needs a model with an item-ID table; "
                                 f"model {self.name!r} has none")
+
+    def score_factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(users [n_users, k], items [n_items, k]) with score(u, i) = <users[u], items[i]> as the model ranks
+        (evaluation mode, detached), or None when the score is not such a product. The invariance methods use
+        it as the frozen backbone's pair score (painvrl/invariance/feature_path.py)."""
+        return None
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Called by the training loop before each epoch: a model that resamples or rebuilds a graph once per

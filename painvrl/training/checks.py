@@ -16,6 +16,7 @@ import torch
 
 from painvrl.config import Config
 from painvrl.errors import PainvrlInputError
+from painvrl.invariance.checks import check_invariance_config
 from painvrl.invariance.masks import resolve_settings
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
@@ -67,6 +68,7 @@ def invariance_path(config: Config) -> str:
 def _check_invariance_settings(config: Config, model_class: type[Recommender]) -> None:
     """Settings of HEI and IMG that need something of the model they score through. On the backbone path that
     model is the backbone; the feature path is linear in its content vector and has an item-ID part."""
+    check_invariance_config(config, model_class)
     if invariance_path(config) != "backbone":
         return
     envs = config.environments

@@ -1,4 +1,4 @@
-"""HEI: batched environment models, relabelling, re-seeding, recovery of planted environments, ARI."""
+"""HEI: batched environment models, relabelling, recovery of planted environments, ARI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from painvrl.invariance import environments
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     identify_environments,
-    reseed_empty,
     train_environment_models,
 )
 from painvrl.invariance.linear_models import StackedEnvironmentModels
@@ -106,18 +105,6 @@ def test_variant_input_masks_features() -> None:
     models = StackedEnvironmentModels(2, backbone, mask, k_f=6)
     x = models.inputs(torch.arange(5))
     assert torch.all(x[:, :6] == 0) and torch.allclose(x[:, 6:], backbone.features[:5, 6:])
-
-
-def test_reseed_splits_largest_environment() -> None:
-    backbone, train = _backbone()
-    models = StackedEnvironmentModels(3, backbone, torch.full((12,), 0.5), k_f=6, init_std=0.3,
-                               generator=torch.Generator().manual_seed(0))
-    labels = np.zeros(len(train), dtype=np.int64)
-    labels[:10] = 1  # environment 2 empty, 0 largest
-    events = reseed_empty(models, train, labels, iteration=3)
-    assert events == [{"iteration": 3, "empty": 2, "split_from": 0, "moved": (len(train) - 10) // 2}]
-    assert np.bincount(labels, minlength=3).min() > 0
-    torch.testing.assert_close(models.weight[2], models.weight[0])
 
 
 def _planted(seed: int = 0) -> tuple[UltraGCN, np.ndarray, np.ndarray]:
@@ -338,7 +325,7 @@ def test_hei_and_img_search_lattice_neighbour_lists_once_per_epoch_and_relabelli
                              keys=(0,), collective=LocalCollective())
     assert len(searches) == 3 * 2 * n_modalities, "each epoch searches once per environment model"
     searches.clear()
-    environments._labels_of(models, train, "score", 3, 0, (0,), LocalCollective())
+    environments._fits_of(models, train, "score", 3, 0, (0,), LocalCollective())
     assert len(searches) == 2 * n_modalities, "one relabelling searches once per environment model"
 
     searches.clear()

@@ -1,0 +1,34 @@
+"""Checks of the invariance settings against the backbone, run before any training (errors name the field)."""
+
+from __future__ import annotations
+
+from painvrl.config import Config
+from painvrl.errors import PainvrlInputError
+from painvrl.model.recommender import Recommender
+
+
+def check_invariance_config(config: Config, model_cls: type[Recommender]) -> None:
+    """Refuse settings under which environment identification or mask learning cannot do what they claim
+    (what the backbone path needs of a linear backbone is checked in painvrl/training/checks.py)."""
+    env, path = config.environments, config.painvrl.invariance_path
+
+    def refuse(field: str, message: str) -> None:
+        raise PainvrlInputError(f"config field '{field}': {message}")
+
+    if env.source == "hei" and env.n_envs < 2:
+        refuse("environments.n_envs", f"is {env.n_envs}; identifying environments needs at least 2 (with one "
+               "there is no heterogeneity for the invariance penalties to measure)")
+    if not 0.0 <= env.min_size * env.n_envs <= 1.0:
+        refuse("environments.min_size", f"{env.min_size} x {env.n_envs} environments must lie in [0, 1]")
+    if not 0.0 < env.max_tied <= 1.0:
+        refuse("environments.max_tied", "must be in (0, 1]")
+    if path == "feature":
+        if config.painvrl.feature_path_epochs < 1:
+            refuse("painvrl.feature_path_epochs", "must be >= 1 (an unfitted feature path has no user tastes)")
+        if config.painvrl.feature_path_lr <= 0:
+            refuse("painvrl.feature_path_lr", "must be > 0")
+        return
+    if not model_cls.score_reads_slot:
+        refuse("painvrl.invariance_path", f"'backbone' needs a backbone whose ranking score reads its encoder slot; "
+               f"model {model_cls.name!r} reads it only in auxiliary losses, so its environment models would tie "
+               "and the mask would see only those losses (use 'feature')")
