@@ -1,6 +1,6 @@
 """What a user sees: the smoke study run as a subprocess prints a short, readable console and nothing else.
 
-A real local Ray, Optuna sqlite storage and an MLflow sqlite store (tune/configs/smoke.yaml, a few seconds of
+A real local Ray, Optuna sqlite storage and an MLflow sqlite store (the shipped smoke config, a few seconds of
 training); the console must be a start line, the progress bar, the front table and where the results went.
 """
 
@@ -21,8 +21,7 @@ def _run_search(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[s
 
 
 def test_smoke_study_console_is_short_and_ends_with_the_front(tmp_path: Path) -> None:
-    result = _run_search("--config", str(ROOT / "tune" / "configs" / "smoke.yaml"),
-                         "--set", f"storage_dir={tmp_path}")
+    result = _run_search("--config", "smoke", "--set", f"storage_dir={tmp_path}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     lines = output.splitlines()

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from painvrl.errors import PainvrlInputError
+from painvrl.study.shipped import CONFIG_DIR
 from painvrl.study.space import DefineByRunSpace, simplex_from_uniforms, trial_config
 from painvrl.study.spec import load_study, validate_study
 
-CONFIGS = Path(__file__).resolve().parents[2] / "tune" / "configs"
+CONFIGS = CONFIG_DIR
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "movielens", "tiktok", "gpu-cluster"])

@@ -13,8 +13,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from painvrl.study.shipped import CONFIG_DIR
+
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "tune" / "configs" / "smoke.yaml"
+SMOKE = CONFIG_DIR / "smoke.yaml"
 
 
 def _env() -> dict[str, str]:

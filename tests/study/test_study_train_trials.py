@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from painvrl.study.shipped import CONFIG_DIR
+
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "tune" / "configs" / "smoke.yaml"
+SMOKE = CONFIG_DIR / "smoke.yaml"
 NAME = "train-trials"
 
 

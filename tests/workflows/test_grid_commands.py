@@ -1,0 +1,83 @@
+"""``painvrl compare`` and ``painvrl suite`` on tiny grids with very short schedules, and the shared grid
+statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from format_builders import write_mmrec
+
+from painvrl.cli import main
+from painvrl.workflows import compare, grid
+
+TINY_MODEL = ["--set", "model.k_id=8", "--set", "model.k_f=8", "--set", "model.n_negatives=5",
+              "--set", "train.batch_size=256"]
+
+
+def test_mean_and_standard_error_skip_missing_values() -> None:
+    assert grid.mean_se([0.1, 0.3, None, math.nan]) == "0.2000 ± 0.1000"
+    assert grid.mean_se([0.25], digits=2) == "0.25" and grid.mean_se([None]) == "-"
+    assert grid.standard_error([1.0]) == 0.0 and math.isnan(grid.finite_mean([]))
+
+
+def test_compare_defaults_to_the_registered_backbones_and_methods() -> None:
+    from painvrl.model.registry import MODELS
+    from painvrl.training.methods import METHODS
+
+    assert compare.default_models() == list(MODELS)
+    assert set(compare.default_methods()) == {name for name in METHODS if name != "oracle"}
+
+
+def test_compare_runs_a_grid_into_mlflow_and_rebuilds_the_table_from_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_mmrec(tmp_path / "toy", n_users=60, n_items=80, with_ood=False)
+    results = tmp_path / "results.md"
+    results.write_text("# results\n")
+    uri = f"sqlite:///{tmp_path / 'compare.db'}"
+    grid_args = ["--data", str(data), "--models", "lightgcn", "--methods", "erm", "--seeds", "0", "1",
+                 "--mlflow", uri, "--results-file", str(results)]
+    assert main(["compare", *grid_args, "--set", "train.epochs=2", "--set", "train.eval_every=1", *TINY_MODEL,
+                 "--threads", "1", "--results-section", "toy"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| lightgcn | erm |"))
+    assert row.count(" ± ") == 4 and row.endswith("| 2 |")  # IID and OOD recall/ndcg over 2 seeds
+    assert "<!-- compare:toy -->" in results.read_text() and row in results.read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("compare-toy")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted((r.data.params["split"], r.data.params["seed"]) for r in runs) == [
+        ("popularity", "0"), ("popularity", "1"), ("published", "0"), ("published", "1")]
+    assert main(["compare", *grid_args, "--from-mlflow"]) == 0
+    assert row in capsys.readouterr().out
+
+
+def test_suite_runs_a_tiny_grid_logs_it_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "suite.jsonl"
+    uri = f"sqlite:///{tmp_path / 'suite.db'}"
+    tiny = ["--set", "dataset.synthetic.n_users=80", "--set", "dataset.synthetic.n_items=100",
+            "--set", "dataset.synthetic.modality_dims=[6,6]", "--set", "train.epochs=2", *TINY_MODEL]
+    args = ["suite", "--configs", "default", "--methods", "erm", "oracle", "--seeds", "0", "--out", str(out),
+            "--threads", "1", "--mlflow", uri, *tiny]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 runs to do (0 already in" in printed and "2 runs, " in printed
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["method"] for r in runs) == ["erm", "oracle"] and all(r["config"] == "default" for r in runs)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("suite")
+    assert experiment is not None and len(client.search_runs([experiment.experiment_id])) == 2
+    assert main(args) == 0
+    assert "0 runs to do (2 already in" in capsys.readouterr().out
+
+
+def test_suite_names_an_unknown_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suite", "--methods", "nope", "--report"]) == 2
+    assert "unknown rows ['nope']" in capsys.readouterr().err
