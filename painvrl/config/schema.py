@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from painvrl.config.datasets import DatasetConfig
 
+
 @dataclass
 class ModelConfig:
     name: str = "ultragcn"
