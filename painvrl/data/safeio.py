@@ -144,6 +144,17 @@ def _read_header(handle: io.BufferedReader, path: Path) -> tuple[tuple[int, ...]
         raise PainvrlInputError(f"{path}: not a valid .npy file ({err})") from None
 
 
+def _unpickle(unpickler: RestrictedUnpickler, path: Path, accepted: str, corrupt: str) -> Any:
+    """``unpickler.load()``; a refused global or a malformed payload becomes a PainvrlInputError naming
+    ``path`` (``accepted``: what the file may hold, ``corrupt``: what a malformed payload is called)."""
+    try:
+        return unpickler.load()
+    except RefusedGlobal as err:
+        raise PainvrlInputError(f"{path}: refused to unpickle: {err}. Only {accepted} accepted") from None
+    except Exception as err:  # malformed payloads raise anything from EOFError to TypeError
+        raise PainvrlInputError(f"{path}: {corrupt} ({type(err).__name__}: {err})") from None
+
+
 def load_object_array_npy(path: Path | str) -> np.ndarray:
     """Load a ``.npy`` that may hold a pickled object array, without unrestricted pickle.
 
@@ -158,13 +169,8 @@ def load_object_array_npy(path: Path | str) -> np.ndarray:
         shape, _fortran, dtype = _read_header(handle, path)
         if not dtype.hasobject:
             return load_npy(path)
-        try:
-            loaded = RestrictedUnpickler(handle, encoding="latin1").load()
-        except RefusedGlobal as err:
-            raise PainvrlInputError(f"{path}: refused to unpickle: {err}. Only numpy arrays of numbers, "
-                                    "lists, tuples, dicts and sets are accepted") from None
-        except Exception as err:  # malformed payloads raise anything from EOFError to TypeError
-            raise PainvrlInputError(f"{path}: corrupt object array ({type(err).__name__}: {err})") from None
+        loaded = _unpickle(RestrictedUnpickler(handle, encoding="latin1"), path,
+                           "numpy arrays of numbers, lists, tuples, dicts and sets are", "corrupt object array")
     if not isinstance(loaded, np.ndarray):
         raise PainvrlInputError(f"{path}: payload is a {type(loaded).__name__}, not a numpy array")
     if loaded.shape != tuple(shape):
@@ -289,14 +295,9 @@ def load_coo_pickle(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     array reconstruction and inert builtins is refused before it can run. Errors name the file."""
     path = Path(path)
     _require_file(path)
-    try:
-        with path.open("rb") as handle:
-            loaded = SparseUnpickler(handle, encoding="latin1").load()
-    except RefusedGlobal as err:
-        raise PainvrlInputError(f"{path}: refused to unpickle: {err}. Only a scipy COO matrix of numbers is "
-                                "accepted") from None
-    except Exception as err:  # malformed payloads raise anything from EOFError to TypeError
-        raise PainvrlInputError(f"{path}: not a readable pickled matrix ({type(err).__name__}: {err})") from None
+    with path.open("rb") as handle:
+        loaded = _unpickle(SparseUnpickler(handle, encoding="latin1"), path, "a scipy COO matrix of numbers is",
+                           "not a readable pickled matrix")
     if not isinstance(loaded, PickledCOO):
         raise PainvrlInputError(f"{path}: expected a pickled scipy COO matrix, got a {type(loaded).__name__}")
     return _coo_triplets(loaded.state, path)
