@@ -25,7 +25,7 @@ VM_CONFIGS = ["aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"]
 KUBERAY_CLUSTER = CLUSTERS / "kuberay" / "raycluster.yaml"
 KUBERAY_JOB = CLUSTERS / "kuberay" / "rayjob.yaml"
 KUBERAY_RUNTIME_ENV = CLUSTERS / "kuberay" / "runtime-env.yaml"
-ENTRYPOINT = "python tune/search.py --config tune/configs/gpu-cluster.yaml"
+ENTRYPOINT = "python tune/search.py --config gpu-cluster"
 PINS = {"torch": "2.13.0", "optuna": "5.0.0", "mlflow": "3.17.2"}
 RAY_VERSION = "2.60.0"
 
@@ -254,9 +254,16 @@ def _named_repo_paths() -> set[str]:
 
 def test_named_repo_paths_exist() -> None:
     names = _named_repo_paths()
-    assert {"tune/search.py", "tune/configs/gpu-cluster.yaml", "clusters/kuberay/runtime-env.yaml"} <= names
+    assert {"tune/search.py", "painvrl/study/configs/gpu-cluster.yaml", "clusters/kuberay/runtime-env.yaml"} <= names
     missing = sorted(name for name in names if not (REPO / name).is_file())
     assert not missing, f"cluster configs name files that do not exist: {missing}"
+
+
+def test_the_entrypoint_names_a_shipped_study() -> None:
+    from painvrl.study.shipped import is_shipped, resolve_study_config
+
+    words = shlex.split(ENTRYPOINT)
+    assert is_shipped(resolve_study_config(words[words.index("--config") + 1]))
 
 
 def test_file_mount_sources_exist() -> None:
