@@ -3,7 +3,7 @@
 What runs: the study's search, driven through Optuna DIRECTLY (no Ray Tune, no MLflow) to stay affordable on 2
 cores: ``optuna.create_study`` with the sampler built by painvrl.study.driver.build_sampler (TPE: multivariate,
 n_startup_trials = max(3, N // 3); GP: GPSampler, same start-up; random: RandomSampler), the search space of
-painvrl.study.space.DefineByRunSpace over tune/configs/default.yaml's ``search`` section (environments.n_envs int
+painvrl.study.space.DefineByRunSpace over the shipped default study's ``search`` section (environments.n_envs int
 2-4, mask.sparsity_weight log 1e-5..1e-2, the mask preference: mask.pref_ood in [0.05, 0.95] with two mask
 objectives), each trial's run config built by painvrl.study.space.trial_config and trained in-process by
 painvrl.training.pipeline.run_pipeline. The objectives are the study's: (val.iid.recall@20, val.ood.recall@20),
@@ -33,13 +33,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STUDY = REPO / "tune" / "configs" / "default.yaml"
+DEFAULT_STUDY = "default"
+"""The shipped default study (painvrl/study/configs/default.yaml)."""
 SAMPLERS = ("tpe", "random")
 """Default comparison: tpe against random; ``--samplers gp random`` compares the study's default sampler (gp)."""
 
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nSearch efficiency: {len(args.seeds)} sampler seeds x N={args.trials} trials per sampler, synthetic "
           f"benchmark, method painvrl, objectives {keys} (maximise)")
-    print(f"base: tune/configs/default.yaml with train/pretrain/mask epochs {train_epochs}/{pretrain_epochs}/"
+    print(f"base: the shipped default study with train/pretrain/mask epochs {train_epochs}/{pretrain_epochs}/"
           f"{mask_epochs}" + (f", rounds {args.rounds}" if args.rounds is not None else "")
           + f"; Optuna driven directly (no Ray); {len(objective.cache)} distinct trainings, "
             f"{statistics.mean(objective.seconds):.1f} s each, {time.perf_counter() - started:.0f} s total")

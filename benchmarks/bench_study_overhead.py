@@ -1,6 +1,6 @@
 """Fixed cost per study trial (Ray Train start + teardown) against the trial's compute.
 
-Runs the default study's base config (tune/configs/default.yaml, unchanged: no epochs shrunk) as a short study
+Runs the default study's base config (the shipped ``default`` study, unchanged: no epochs shrunk) as a short study
 (``--trials`` trials, one at a time, same sampler seed so every mode samples the same configurations) in three
 modes, each in a fresh process with a fresh local Ray:
 
@@ -27,7 +27,7 @@ per-study cost.
 
     python benchmarks/bench_study_overhead.py                 # 3 trials per mode, about 5-8 minutes on 2 cores
     python benchmarks/bench_study_overhead.py --trials 2 --modes inprocess train-fast
-    python benchmarks/bench_study_overhead.py --study tune/configs/tiktok.yaml --modes inprocess train-fast \
+    python benchmarks/bench_study_overhead.py --study tiktok --modes inprocess train-fast \
         --set "search.model.name={kind: categorical, choices: [vbpr]}"          # at the TikTok size
 """
 
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STUDY = REPO / "tune" / "configs" / "default.yaml"
+DEFAULT_STUDY = "default"
 MODES = ("inprocess", "train-fast", "train-default")
 RAY_TRAIN_DEFAULTS = {  # Ray 2.60 defaults (ray/train/v2/_internal/constants.py)
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1",
@@ -114,14 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3, help="trials per mode (default: %(default)s)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY,
-                        help="study YAML whose base config the trials run (default: %(default)s)")
+    parser.add_argument("--study", default=DEFAULT_STUDY,
+                        help="study YAML or shipped study name whose base config the trials run "
+                             "(default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study field, as tune/search.py --set (repeatable)")
+                        help="override a study field, as painvrl study --set (repeatable)")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from painvrl.study.shipped import resolve_study_config
+
+    args.study = resolve_study_config(args.study)
     if args.child:
         _child(args.child, args.trials, args.storage, args.out, args.study.resolve(), args.overrides)
         return 0
