@@ -1,7 +1,7 @@
 """What a study optimises, pinned in its Optuna storage so a rerun cannot mix trials of different problems.
 
 Optuna studies are looked up by name, and a finished study has spent its trial budget: rerunning
-``tune/search.py`` after the package defaults, the data or the search space changed would otherwise print
+``painvrl study`` after the package defaults, the data or the search space changed would otherwise print
 the OLD trials' front as if it were the new one (and resume would mix the two problems in one sampler).
 """
 
