@@ -71,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate-config":
+        from painvrl.training.checks import resolve_run
+
+        resolve_run(config)  # the registered names and what the backbone can honour
         print(f"# config OK (hash {config.config_hash()})")
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
