@@ -123,6 +123,9 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     study_dir = spec.study_dir()
     study_dir.mkdir(parents=True, exist_ok=True)
     base = spec.base_config()
+    from painvrl.training.checks import resolve_run
+
+    resolve_run(base)  # names and backbone settings, before data, Ray or MLflow
     # Bad data fails here, before any trial starts; the fingerprint identifies the data in MLflow.
     data = load_dataset(base.dataset)
     check_objectives_have_data(spec, data)
