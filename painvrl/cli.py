@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(summary)
 
     for name, (workflow, help_text) in WORKFLOWS.items():
-        sub = commands.add_parser(name, help=help_text, description=workflow.__doc__,
+        sub = commands.add_parser(name, help=help_text, description=(workflow.__doc__ or "").replace("``", ""),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         workflow.add_arguments(sub)
     return parser

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     data = str(Path(args.data).resolve())
     if not args.from_mlflow and not Path(data).is_dir():
         raise PainvrlInputError(f"compare: --data {args.data}: no such folder")
+    if args.results_section and not args.results_file.is_file():
+        raise PainvrlInputError(f"compare: --results-file {args.results_file}: no such file")
     models = args.models or default_models()
     methods = args.methods or default_methods()
     experiment = args.experiment or f"compare-{Path(data).name}"

@@ -81,3 +81,11 @@ def test_suite_runs_a_tiny_grid_logs_it_and_resumes(tmp_path: Path, capsys: pyte
 def test_suite_names_an_unknown_row(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suite", "--methods", "nope", "--report"]) == 2
     assert "unknown rows ['nope']" in capsys.readouterr().err
+
+
+def test_compare_checks_its_inputs_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--data", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["compare", "--data", str(tmp_path), "--results-section", "x", "--results-file",
+                 str(tmp_path / "missing.md")]) == 2
+    assert "missing.md: no such file" in capsys.readouterr().err
