@@ -80,3 +80,13 @@ def replicated(value: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size == 1:
         return value
     return value / world_size + (value - value / world_size).detach()
+
+
+def synced_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.nn.Parameter],
+                collective: Collective) -> None:
+    """One optimiser step on ``loss`` with the gradients summed over ranks (gradients kept allocated, so every
+    rank syncs the same tensors)."""
+    optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    collective.sync_gradients(params)
+    optimizer.step()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from painvrl.config import EnvironmentsConfig
-from painvrl.distributed.collective import Collective, LocalCollective, replicated, shard_slice
+from painvrl.distributed.collective import Collective, LocalCollective, replicated, shard_slice, synced_step
 from painvrl.distributed.sampling import EpochBatches, make_generator, pool_active
 from painvrl.errors import PainvrlInputError
 from painvrl.invariance.environment_models import EnvironmentModels, EnvironmentScorers
@@ -213,10 +213,7 @@ def train_environment_models(
                 per = models.example_losses(rows[:, 0], rows[:, 1], batch.negatives.to(device), envs)
             data_loss = per.sum() / batch.global_size
             loss = data_loss + replicated(models.penalty(), ws)
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            collective.sync_gradients(params)
-            optimizer.step()
+            synced_step(optimizer, loss, params, collective)
             total = total + data_loss.detach() * batch.global_size
             if bar is not None:
                 bar.update(1)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from painvrl.config import Config
-from painvrl.distributed.collective import Collective, LocalCollective, replicated
+from painvrl.distributed.collective import Collective, LocalCollective, replicated, synced_step
 from painvrl.distributed.sampling import EpochBatches, make_generator
 from painvrl.errors import PainvrlInputError
 from painvrl.model.encoders import FeatureProjection
@@ -153,10 +153,7 @@ def fit_feature_path(scorer: FeaturePathScorer, train: np.ndarray, *, epochs: in
                 per, example_reg = scorer.loss_terms(rows[:, 0], rows[:, 1], batch.negatives.to(device), pool=pool)
                 data_loss = per.sum() / batch.global_size
                 loss = data_loss + example_reg / batch.global_size + replicated(scorer.shared_regularisation(), ws)
-                optimizer.zero_grad(set_to_none=False)
-                loss.backward()
-                collective.sync_gradients(params)
-                optimizer.step()
+                synced_step(optimizer, loss, params, collective)
                 total = total + data_loss.detach() * batch.global_size
                 if bar is not None:
                     bar.update(1)

@@ -14,7 +14,6 @@ import pytest
 from report_store import MODALITIES, fresh_tracking_uri, make_study
 
 from painvrl.analysis.report import REPORT_ARTIFACT_PATH
-from painvrl.cli import main
 from painvrl.analysis.report_data import (
     env_metrics_table,
     front_test_metrics_table,
@@ -22,6 +21,7 @@ from painvrl.analysis.report_data import (
     mask_density_table,
     summary_table,
 )
+from painvrl.cli import main
 from painvrl.errors import PainvrlInputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
