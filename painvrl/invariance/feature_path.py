@@ -6,7 +6,11 @@ invariance methods score
     s(u, i) = a b_X(u, i) + c + <t_u, W x_i>
 
 where x_i are the item features (gated by the mask in IMG, the variant part in HEI), W a feature projection
-(one per environment in HEI, the gated one in IMG) and t_u a user taste vector for content. (a, c) calibrate
+(one per environment in HEI, the gated one in IMG) and t_u a user taste vector for content whose last
+component is 1 for every user, so that one row of W is a global content term b . x_i ("in this environment,
+items with this feature pattern are clicked more by everyone"). Without it a shift that every user shares
+would be invisible: X's item representations absorb it on average, and user tastes fitted to X's residual carry
+no common direction for the environment models to bend. (a, c) calibrate
 X's score as a logit (X may be trained with BPR, whose scores have no scale or offset of their own); t and a
 starting W are fitted once, by ERM with X's score as a fixed offset. This is InvRL's design (frozen user and ID
 tables, a per-environment feature projection, an UltraGCN-style score) with X's score as the ID part, and it is
@@ -47,7 +51,8 @@ CALIBRATION_PAIRS = 50_000
 
 class FeaturePathScorer(UltraGCN):
     """UltraGCN's form over a frozen backbone's factors: user vector [a U_u ; c ; t_u], item vector
-    [I_i ; 1 ; W x_i]. The first ``k_id`` user columns and the item table stay fixed."""
+    [I_i ; 1 ; W x_i], t_u ending in a constant 1. The first ``k_id`` user columns, the constant column and the
+    item table stay fixed."""
 
     source: str
     """``model.name`` of the backbone whose score is the fixed offset."""
@@ -105,6 +110,7 @@ def build_feature_path(pretrained: Recommender, train: np.ndarray, k_f: int, ini
     scorer = FeaturePathScorer(pretrained.n_users, pretrained.n_items, pretrained.features.detach().cpu(), encoder,
                                b_user, b_item, k_id=k_id, k_f=k_f, init_std=init_std, l2=pretrained.l2)
     taste = torch.randn(pretrained.n_users, k_f, generator=generator) * init_std
+    taste[:, -1] = 1.0  # the shared column: W's last row is a global content term b . x_i for every user
     with torch.no_grad():
         ones = torch.ones(pretrained.n_users, 1)
         scorer.user_embedding.copy_(torch.cat([a * users.cpu(), c * ones, taste], dim=1))
@@ -125,7 +131,7 @@ def fit_feature_path(scorer: FeaturePathScorer, train: np.ndarray, *, epochs: in
     assert isinstance(projection, torch.nn.Parameter)
     params = [scorer.user_embedding, projection]
     fixed_columns = torch.zeros_like(scorer.user_embedding)
-    fixed_columns[:, scorer.k_id:] = 1.0
+    fixed_columns[:, scorer.k_id:-1] = 1.0  # only the tastes train; the ID part and the shared column stay
     hook = scorer.user_embedding.register_hook(lambda grad: grad * fixed_columns)
     for param in params:
         param.grad = torch.zeros_like(param)

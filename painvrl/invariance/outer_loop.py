@@ -11,6 +11,7 @@ the ||mu||^2 regulariser, the last round's mask; see painvrl/training/methods.py
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from painvrl.invariance.environments import (
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.feature_path import invariance_scorer
+from painvrl.invariance.feature_path import FeaturePathScorer, invariance_scorer
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.model.recommender import Recommender
 
@@ -91,6 +92,12 @@ def learn_invariant_mask(
         if log is not None:
             log(record)
     features = scorer.features
+    # IMG over a fitted feature path scores the content term alone: the backbone's frozen score carries the
+    # features unmasked wherever the backbone reads them outside its slot (kNN and modality graphs), and with it
+    # as a fixed offset the invariance penalty is met by opening spurious gates to cancel what the offset holds
+    # (docs/algorithm.md, "The feature path").
+    img_cfg = dataclasses.replace(mask_cfg, use_item_ids=False) if isinstance(scorer, FeaturePathScorer) \
+        else mask_cfg
     d = int(features.shape[1])
     device = features.device
     mask = torch.full((d,), 0.5, device=device)
@@ -141,7 +148,7 @@ def learn_invariant_mask(
                   "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
                   "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
         settings = resolve_settings(mask_cfg, sparsity_weight, irm_weight)
-        img = learn_mask(scorer, data.train, labels, env_cfg.n_envs, mask_cfg, settings,
+        img = learn_mask(scorer, data.train, labels, env_cfg.n_envs, img_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                          round_index=round_index, k_f=model_cfg.k_f, init_std=model_cfg.init_std,
                          collective=collective, progress=progress, negative_pool=model_cfg.negative_pool)
