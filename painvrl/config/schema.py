@@ -162,11 +162,13 @@ class MaskConfig:
 
 @dataclass
 class ConvertConfig:
-    mode: Literal["attention", "global", "invariant_only", "concat"] = "invariant_only"
+    mode: Literal["attention", "global", "invariant_only", "concat", "preference"] = "invariant_only"
     """How invariant and variant representations combine in the final recommender: a weighted sum
-    with per-item attention weights, the same with two global learned weights, the invariant part alone, or a
-    projection of both concatenated. invariant_only by default: any variant branch hands the spurious dims back
-    to an ERM-trained final model, which then loses the OOD gain even with the true mask."""
+    with per-item attention weights, the same with two global learned weights, the invariant part alone, a
+    projection of both concatenated, or ``preference``: the variant part added to an item's representation with
+    probability equal to the preference's ERM share in training and scaled by that share at evaluation.
+    invariant_only by default: an ERM-trained variant branch hands the spurious dims back to the final model,
+    which then loses the OOD gain even with the true mask."""
     attention_dim: int = 32
     """Hidden size of the attention scorer."""
 

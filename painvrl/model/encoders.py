@@ -71,7 +71,8 @@ class MaskedProjection(nn.Module):
 
 def build_encoder(spec: dict[str, Any], model_config: Any, attention_dim: int, feature_dim: int,
                   mask: np.ndarray | None) -> nn.Module:
-    """Encoder from a spec {"encoder": "projection" | "masked_projection" | "convert", "mode": convert mode}."""
+    """Encoder from a spec {"encoder": "projection" | "masked_projection" | "convert", "mode": convert mode,
+    "variant_keep": the ERM share of the preference (convert mode ``preference``)}."""
     k_f, init_std = model_config.k_f, model_config.init_std
     if spec["encoder"] == "projection":
         return FeatureProjection(feature_dim, k_f, init_std)
@@ -85,4 +86,5 @@ def build_encoder(spec: dict[str, Any], model_config: Any, attention_dim: int, f
                                 "convert)")
     from painvrl.model.convert import build_final_encoder
 
-    return build_final_encoder(spec["mode"], mask_t, feature_dim, k_f, init_std, attention_dim)
+    return build_final_encoder(spec["mode"], mask_t, feature_dim, k_f, init_std, attention_dim,
+                               float(spec.get("variant_keep", 1.0)))

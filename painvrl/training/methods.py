@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from painvrl.config import Config
 from painvrl.errors import PainvrlInputError
+from painvrl.invariance.masks import resolve_settings
 from painvrl.registry import Registry
 
 MaskSource = Literal["none", "ground_truth", "learned"]
@@ -53,7 +54,11 @@ class Method:
         ``config``."""
         if self.final_encoder == "projection":
             return {"encoder": "projection", "mode": None}
-        return {"encoder": "convert", "mode": config.convert.mode}
+        spec: dict[str, Any] = {"encoder": "convert", "mode": config.convert.mode}
+        if config.convert.mode == "preference":
+            preference = resolve_settings(config.mask, config.mask.sparsity_weight, config.mask.irm_weight).preference
+            spec["variant_keep"] = preference[0] / sum(preference)
+        return spec
 
 
 INVRL_SETTINGS = {"mask.solver": "linear", "mask.sparsity": "l2", "mask.normalisation": "start",

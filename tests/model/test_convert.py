@@ -50,3 +50,27 @@ def test_bad_mode_and_mask_shape() -> None:
         build_final_encoder("sum", torch.zeros(4), 4, 2)
     with pytest.raises(PainvrlInputError, match="mask"):
         build_final_encoder("attention", torch.zeros(3), 4, 2)
+
+
+def test_preference_mode_keeps_the_variant_part_at_the_erm_share() -> None:
+    torch.manual_seed(3)
+    enc = build_final_encoder("preference", torch.full((6,), 0.5), 6, 4, init_std=0.5, variant_keep=0.25)
+    f = torch.randn(4000, 6)
+    h_inv, h_var = enc.parts(f)
+    assert h_var is not None
+    enc.eval()
+    torch.testing.assert_close(enc(f), h_inv + 0.25 * h_var)
+    enc.train()
+    out = enc(f)
+    kept = ~torch.isclose(out, h_inv).all(dim=1)  # rows whose variant part was added
+    assert 0.22 < float(kept.float().mean()) < 0.28
+    torch.testing.assert_close(out[kept], (h_inv + h_var)[kept])
+
+
+def test_the_preference_mode_takes_its_share_from_the_preference() -> None:
+    from painvrl.config import load_config
+    from painvrl.training.methods import METHODS
+
+    config = load_config(None, ["method=painvrl", "convert.mode=preference", "mask.pref_ood=0.8"])
+    spec = METHODS["painvrl"].encoder_spec(config)
+    assert spec["variant_keep"] == pytest.approx(0.2)
