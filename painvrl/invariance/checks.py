@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from painvrl.config import Config
 from painvrl.errors import PainvrlInputError
+from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
 
 
@@ -23,6 +24,11 @@ def check_invariance_config(config: Config, model_cls: type[Recommender]) -> Non
     if not 0.0 < env.max_tied <= 1.0:
         refuse("environments.max_tied", "must be in (0, 1]")
     if path == "feature":
+        if model_cls.score_factors is Recommender.score_factors and not issubclass(model_cls,
+                                                                                  LinearContentRecommender):
+            refuse("model.name", f"backbone {model_cls.name!r} does not give its score as a product of user and "
+                   "item factors (Recommender.score_factors), which the invariance methods read as the frozen "
+                   "pair score of their feature path")
         if config.painvrl.feature_path_epochs < 1:
             refuse("painvrl.feature_path_epochs", "must be >= 1 (an unfitted feature path has no user tastes)")
         if config.painvrl.feature_path_lr <= 0:

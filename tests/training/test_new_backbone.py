@@ -58,6 +58,17 @@ class FeatureMF(Recommender):
         all_items = self.item_vectors(torch.arange(self.n_items, device=self.features.device))
         return lambda users: self.users[users] @ all_items.T
 
+    @torch.no_grad()
+    def score_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.users.clone(), self.item_vectors(torch.arange(self.n_items, device=self.features.device))
+
+
+class OpaqueMF(FeatureMF):
+    """The same model without score_factors: the invariance methods cannot use its score as a fixed offset."""
+
+    name: ClassVar[str] = "opaque_mf"
+    score_factors = Recommender.score_factors
+
 
 FAST = ["dataset.ood=synthetic", "dataset.synthetic.n_users=120", "dataset.synthetic.n_items=160",
         "dataset.synthetic.modality_dims=[8,8]", "dataset.synthetic.interactions_per_user=12", "model.k_f=8",
@@ -93,6 +104,19 @@ def test_a_registered_backbone_runs_every_phase(registered: None, method: str) -
         assert 0.0 <= result.mask.min() and result.mask.max() <= 1.0
         assert "auc" in metrics["mask"] and "ari" in metrics["environments"]
         assert {"pretrain", "hei", "round", "final"} <= set(phases)
+
+
+def test_painvrl_over_a_backbone_without_score_factors_is_refused_before_training(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from painvrl.errors import PainvrlInputError
+
+    monkeypatch.setitem(MODELS, OpaqueMF.name, OpaqueMF)
+    config = load_config(None, [*FAST, "method=painvrl", "model.name=opaque_mf"])
+    phases: list[str] = []
+    with pytest.raises(PainvrlInputError, match=r"'model\.name'.*score_factors"):
+        run_pipeline(config, load_dataset(config.dataset), LocalCollective(),
+                     lambda update, state=None: phases.append(str(update.get("phase"))))
+    assert phases == []
 
 
 def test_the_backbone_is_refused_once_unregistered() -> None:
