@@ -32,6 +32,7 @@ from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import stream_seed
 from painvrl.errors import PainvrlInputError
 from painvrl.evaluation.evaluator import Evaluator, selection_key
+from painvrl.invariance.profile import environment_profile
 from painvrl.model.encoders import FeatureProjection, build_encoder
 from painvrl.model.recommender import Recommender
 from painvrl.model.registry import build_model
@@ -178,6 +179,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
         "test_env": np.asarray(result.label_pairs(data.test), dtype=np.int64),
         "history": list(result.history),
         "env_source": config.environments.source,
+        "profile": environment_profile(data, result.env_labels, config.environments.n_envs),
     }
     run.state["completed"]["mask"] = learned
     return learned
@@ -253,7 +255,8 @@ def _environments(data: InteractionData, learned: dict[str, Any] | None) -> dict
     truth = data.ground_truth
     if learned is not None:
         source = {"hei": "learned", "eiil": "eiil"}.get(learned.get("env_source", "hei"), "ground_truth (ablation)")
-        return {"source": source, "sizes": learned["env_sizes"], "ari": learned["ari"]}
+        return {"source": source, "sizes": learned["env_sizes"], "ari": learned["ari"],
+                "profile": learned.get("profile", [])}
     if truth is not None and truth.train_env is not None:
         return {"source": "ground_truth", "sizes": np.bincount(truth.train_env).astype(int).tolist()}
     return {"source": "none", "sizes": [len(data.train)]}
