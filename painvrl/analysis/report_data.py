@@ -354,6 +354,20 @@ def env_metrics_table(study: StudyRuns, section: str = "val") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial_id", "environment", "metric", "value"])
 
 
+def environment_profile_table(study: StudyRuns) -> pd.DataFrame:
+    """What the front trials' learned environments are (metrics.json ``environments -> profile``): one row per
+    trial and environment with its size, share, mean item popularity, mean time rank and per-modality shift."""
+    rows = []
+    for trial_id in study.front["trial_id"]:
+        profile = (study.metrics_json.get(str(trial_id), {}).get("environments") or {}).get("profile") or []
+        for entry in profile:
+            row = {"trial_id": str(trial_id), **{k: entry.get(k) for k in ("env", "size", "share", "item_popularity",
+                                                                            "time_rank")}}
+            row.update({f"shift {name}": value for name, value in (entry.get("feature_shift") or {}).items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def mask_density_table(study: StudyRuns) -> pd.DataFrame:
     """Mask density per modality of the front trials: trial_id, modality, density (fraction of open gates)."""
     rows = []

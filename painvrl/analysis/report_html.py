@@ -18,6 +18,7 @@ from painvrl.analysis.report_data import (
     StudyRuns,
     baselines_against_front,
     env_metrics_table,
+    environment_profile_table,
     front_parameters_table,
     front_test_metrics_table,
     mask_density_table,
@@ -134,6 +135,11 @@ def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
                                             values="value").reset_index()))
     else:
         env.note += " No per-environment metrics were logged."
+    profile = environment_profile_table(study)
+    if not profile.empty:
+        env.tables.append(("What the environments are (training positives per learned environment: size, mean "
+                           "item popularity, mean time rank, distance of each modality's mean from the overall "
+                           "mean)", profile))
     sections.append(env)
 
     masks = mask_density_table(study)

@@ -16,6 +16,7 @@ from report_store import MODALITIES, fresh_tracking_uri, make_study
 from painvrl.analysis.report import REPORT_ARTIFACT_PATH
 from painvrl.analysis.report_data import (
     env_metrics_table,
+    environment_profile_table,
     front_test_metrics_table,
     load_study_runs,
     mask_density_table,
@@ -79,6 +80,12 @@ def test_tables_of_front_trials(store: tuple[str, Path, dict]) -> None:
     n_envs = study.front.set_index("trial_id")["params.environments.n_envs"]
     assert (counts.sort_index() == n_envs.loc[counts.index].sort_index()).all()
 
+    profile = environment_profile_table(study)
+    assert set(profile["trial_id"]) == front_ids
+    assert (profile.groupby("trial_id")["env"].count().sort_index()
+            == n_envs.loc[sorted(front_ids)].to_numpy()).all()
+    assert {f"shift {m}" for m in MODALITIES} <= set(profile.columns)
+
     masks = mask_density_table(study)
     assert set(masks["modality"]) == {*MODALITIES, "all"}
     assert masks["density"].between(0, 1).all()
@@ -120,8 +127,10 @@ def test_html_report_compares_studies_and_is_logged(store: tuple[str, Path, dict
     assert len(images) == 12
     assert all(image.startswith(PNG_MAGIC) and len(image) > 5000 for image in images)
     assert "src='figures/" not in html and "<img src=\"http" not in html  # self-contained
-    for column in ("mask.pref_ood", "environments.n_envs", "mask.sparsity_weight", "test.ood.recall@20"):
+    for column in ("mask.pref_ood", "environments.n_envs", "mask.sparsity_weight", "test.ood.recall@20",
+                   "item_popularity", f"shift {MODALITIES[0]}"):
         assert f"<th>{column}</th>" in html
+    assert "What the environments are" in html
     # Logged to the primary study's parent run.
     logged = _artifacts(uri, outcomes["alpha"].parent_run_id, REPORT_ARTIFACT_PATH)
     assert f"{REPORT_ARTIFACT_PATH}/report.html" in logged
