@@ -187,15 +187,10 @@ class PainvrlConfig:
     Each round relearns the mask from mu = 0 on new environments, so one round's mask is a noisy draw and the
     mean over rounds ranks the dims better. ``last`` (the method's m <- IMG(labels)): the round's own mask.
     Method ``invrl`` always uses ``last``, like InvRL."""
-    invariance_path: Literal["feature", "backbone"] = "feature"
-    """What HEI's environment models and IMG's mask model score through. ``feature``: the backbone's frozen pair
-    score as a fixed offset plus a content term <t_u, W x_i> (painvrl/invariance/feature_path.py), the same
-    for every backbone; a backbone linear in its content vector (ultragcn, vbpr) is its own feature path.
-    ``backbone``: a frozen copy of the backbone with the projections in its encoder slot, only for backbones
-    whose ranking score reads the slot (not freedom or bm3)."""
     feature_path_epochs: int = 10
-    """Epochs of fitting the feature path's user tastes t and projection W (backbones that are not their own
-    feature path)."""
+    """Epochs of fitting the feature path's user tastes t and projection W: HEI and IMG score through the
+    backbone's frozen pair score plus <t_u, W x_i> (painvrl/invariance/feature_path.py); a backbone linear in its
+    content vector (ultragcn, vbpr) is its own feature path and fits nothing."""
     feature_path_lr: float = 1e-2
     """Adam learning rate of that fit."""
 

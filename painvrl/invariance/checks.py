@@ -9,9 +9,8 @@ from painvrl.model.recommender import Recommender
 
 
 def check_invariance_config(config: Config, model_cls: type[Recommender]) -> None:
-    """Refuse settings under which environment identification or mask learning cannot do what they claim
-    (what the backbone path needs of a linear backbone is checked in painvrl/training/checks.py)."""
-    env, path = config.environments, config.painvrl.invariance_path
+    """Refuse settings under which environment identification or mask learning cannot do what they claim."""
+    env = config.environments
 
     def refuse(field: str, message: str) -> None:
         raise PainvrlInputError(f"config field '{field}': {message}")
@@ -23,18 +22,11 @@ def check_invariance_config(config: Config, model_cls: type[Recommender]) -> Non
         refuse("environments.min_size", f"{env.min_size} x {env.n_envs} environments must lie in [0, 1]")
     if not 0.0 < env.max_tied <= 1.0:
         refuse("environments.max_tied", "must be in (0, 1]")
-    if path == "feature":
-        if model_cls.score_factors is Recommender.score_factors and not issubclass(model_cls,
-                                                                                  LinearContentRecommender):
-            refuse("model.name", f"backbone {model_cls.name!r} does not give its score as a product of user and "
-                   "item factors (Recommender.score_factors), which the invariance methods read as the frozen "
-                   "pair score of their feature path")
-        if config.painvrl.feature_path_epochs < 1:
-            refuse("painvrl.feature_path_epochs", "must be >= 1 (an unfitted feature path has no user tastes)")
-        if config.painvrl.feature_path_lr <= 0:
-            refuse("painvrl.feature_path_lr", "must be > 0")
-        return
-    if not model_cls.score_reads_slot:
-        refuse("painvrl.invariance_path", f"'backbone' needs a backbone whose ranking score reads its encoder slot; "
-               f"model {model_cls.name!r} reads it only in auxiliary losses, so its environment models would tie "
-               "and the mask would see only those losses (use 'feature')")
+    if model_cls.score_factors is Recommender.score_factors and not issubclass(model_cls, LinearContentRecommender):
+        refuse("model.name", f"backbone {model_cls.name!r} does not give its score as a product of user and item "
+               "factors (Recommender.score_factors), which the invariance methods read as the frozen pair score of "
+               "their feature path")
+    if config.painvrl.feature_path_epochs < 1:
+        refuse("painvrl.feature_path_epochs", "must be >= 1 (an unfitted feature path has no user tastes)")
+    if config.painvrl.feature_path_lr <= 0:
+        refuse("painvrl.feature_path_lr", "must be > 0")

@@ -32,10 +32,9 @@ from painvrl.config import EnvironmentsConfig
 from painvrl.distributed.collective import Collective, LocalCollective, replicated, shard_slice, synced_step
 from painvrl.distributed.sampling import EpochBatches, make_generator, pool_active
 from painvrl.errors import PainvrlInputError
-from painvrl.invariance.environment_models import EnvironmentModels, EnvironmentScorers
+from painvrl.invariance.environment_models import EnvironmentScorers
 from painvrl.invariance.linear_models import StackedEnvironmentModels
 from painvrl.model.linear_content import LinearContentRecommender
-from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +122,8 @@ def check_not_tied(fits: np.ndarray, max_tied: float, backbone: str, n_envs: int
             f"environment identification over model {backbone!r}: the {n_envs} environment models fit "
             f"{tied:.0%} of the training positives identically (environments.max_tied = {max_tied}), so their "
             "labels would be arbitrary. The models' scores do not depend on the features they are given: check "
-            "painvrl.invariance_path (the backbone's own slot is not read by its score) and the features "
-            "(environments.input sees only the variant part (1 - m) * f)")
+            "the features (environments.input=variant sees only the variant part (1 - m) * f, nothing once every "
+            "gate is open)")
 
 
 def reseed_small(fits: np.ndarray, labels: np.ndarray, min_count: int, iteration: int) -> list[dict[str, int]]:
@@ -322,16 +321,10 @@ def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> flo
     return float((index - expected) / (maximum - expected))
 
 
-def environment_models(n_envs: int, pretrained: Recommender, mask: torch.Tensor, k_f: int,
+def environment_models(n_envs: int, scorer: LinearContentRecommender, mask: torch.Tensor, k_f: int,
                        input_mode: str = "variant", l1_rho: float = 0.0, init_std: float = 0.01,
                        generator: torch.Generator | None = None, train_users: bool = False,
                        feature_bias: bool = False) -> EnvironmentScorers:
-    """The environment models for ``pretrained``: the batched linear form where the backbone allows it."""
-    if isinstance(pretrained, LinearContentRecommender):
-        return StackedEnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator,
-                                        train_users=train_users, feature_bias=feature_bias)
-    for name, value in (("train_users", train_users), ("feature_bias", feature_bias)):
-        if value:
-            raise PainvrlInputError(f"config field 'environments.{name}': needs a backbone whose score is linear "
-                                    f"in the content vector (such as ultragcn); model {pretrained.name!r} is not")
-    return EnvironmentModels(n_envs, pretrained, mask, k_f, input_mode, l1_rho, init_std, generator)
+    """The E environment models over a feature path ``scorer`` (painvrl/invariance/feature_path.py)."""
+    return StackedEnvironmentModels(n_envs, scorer, mask, k_f, input_mode, l1_rho, init_std, generator,
+                                    train_users=train_users, feature_bias=feature_bias)

@@ -9,8 +9,8 @@ matrix product away from their scores:
   gradients dL_k/dW in closed form (first-order graph only), which makes the gradvar penalty a first-order
   backward too.
 
-Both equal the generic implementations (painvrl/invariance/environment_models.py, mask_models.py) that run the
-backbone's own loss; tests check it.
+Every backbone reaches them through its feature path (painvrl/invariance/feature_path.py). Tests check both
+against autograd through the backbone's own per-interaction loss.
 """
 
 from __future__ import annotations

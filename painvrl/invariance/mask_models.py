@@ -1,10 +1,10 @@
-"""IMG's mask model: stochastic-gate logits mu [d] and a projection W [k_f, d] in the backbone's encoder slot.
+"""IMG's mask model: stochastic-gate logits mu [d] and the projection W [k_f, d] of a backbone's feature path.
 
-The backbone is a frozen copy of the pretrained model whose slot encodes h = W (g * f) with the step's gates
-g = clamp(mu + 0.5 + sigma * eps, 0, 1); only mu and W train. :class:`MaskModel` works for any backbone: the
-per-environment losses are the backbone's own per-interaction loss on one concatenated batch, and the
-per-environment gradients dL_k/dW (for the gradvar penalty) come from autograd. Backbones whose score is linear
-in the content vector get :class:`painvrl.invariance.linear_models.LinearMaskModel` (closed-form gradients).
+The scorer is a frozen copy of the feature path (painvrl/invariance/feature_path.py), linear in its content
+vector h = W (g * f) with the step's gates g = clamp(mu + 0.5 + sigma * eps, 0, 1); only mu and W train. The
+gates of a step are an argument of every forward (:meth:`MaskModel.env_forward`), never state of the module.
+:class:`painvrl.invariance.linear_models.LinearMaskModel` computes the per-environment losses and their
+gradients dL_k/dW in closed form.
 
 Initialisation of W (``mask.init_from_pretrained``): True starts at ``2 W_pre`` (the pretrained ERM projection;
 gates start at 0.5), so the first mask step sees the pretrained scores. Invariance penalties are only
@@ -15,6 +15,7 @@ across environments and the spurious ones do not. False: a fresh random W.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from painvrl.invariance.penalties import per_env_param_grads
 from painvrl.model.gates import StochasticGate
-from painvrl.model.recommender import Recommender
+from painvrl.model.linear_content import LinearContentRecommender
 
 
 @dataclass
@@ -42,32 +43,22 @@ class EnvBatch:
     """[b, n_neg] positions into ``pool``."""
 
 
-class GatedProjection(nn.Module):
-    """Encoder slot h = W (g * f); the gates g of the current step are set by the mask model before a forward."""
+class ProjectionSlot(nn.Module):
+    """The scorer copy's encoder slot: h = W x with the mask model's W (read, not copied)."""
 
     def __init__(self, weight: nn.Parameter) -> None:
         super().__init__()
         self.weight = weight
-        self.gates: torch.Tensor | None = None
-        self.generation = 0
-        """Advanced by :meth:`MaskModel.new_epoch` (see ``painvrl.model.encoders.graph_key``)."""
-
-    def graph_key(self) -> tuple[int, int]:
-        return self.generation, 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        gated = features if self.gates is None else features * self.gates
-        return gated @ self.weight.T
-
-    def feature_gate(self) -> torch.Tensor | None:
-        return None if self.gates is None else self.gates.detach()
+        return features @ self.weight.T
 
 
-class MaskModel(nn.Module):
-    """Gate logits mu and a projection W in the slot of a frozen copy of the pretrained backbone; with
-    ``use_item_ids=False`` (config ``mask.use_item_ids``) the copy's item-ID embeddings are zeroed."""
+class MaskModel(nn.Module, ABC):
+    """Gate logits mu and a projection W over a frozen copy of the feature path; with ``use_item_ids=False``
+    (config ``mask.use_item_ids``) the copy's item-ID part is zeroed."""
 
-    def __init__(self, pretrained: Recommender, k_f: int, sigma: float, init_std: float,
+    def __init__(self, pretrained: LinearContentRecommender, k_f: int, sigma: float, init_std: float,
                  generator: torch.Generator | None = None, init_from_pretrained: bool = True,
                  use_item_ids: bool = True) -> None:
         super().__init__()
@@ -82,8 +73,7 @@ class MaskModel(nn.Module):
             # Gates start at 0.5, so W = 2 W_pre reproduces the pretrained scores exactly.
             weight = 2.0 * encoder_weight.detach().cpu()
         self.weight = nn.Parameter(weight.to(device))
-        self.encoder = GatedProjection(self.weight)
-        self.backbone = pretrained.frozen_with_encoder(self.encoder)
+        self.backbone = pretrained.frozen_with_encoder(ProjectionSlot(self.weight))
         if not use_item_ids:
             self.backbone.without_item_ids()
         self.features = features
@@ -92,8 +82,7 @@ class MaskModel(nn.Module):
         return [self.gate.mu, self.weight]
 
     def new_epoch(self) -> None:
-        """An epoch of mask learning starts: graphs the backbone builds from the slot are searched anew."""
-        self.encoder.generation += 1
+        """An epoch of mask learning starts (nothing is cached across epochs)."""
 
     def gates(self, eps: torch.Tensor) -> torch.Tensor:
         """Training gates clamp(mu + 0.5 + sigma * eps, 0, 1) with externally drawn (rank-shared) noise."""
@@ -109,41 +98,12 @@ class MaskModel(nn.Module):
         """[E] this rank's loss sums per environment divided by the global per-environment counts."""
         return self.env_forward(gates, batches, scales)[0]
 
+    @abstractmethod
     def env_forward(
         self, gates: torch.Tensor, batches: Sequence[EnvBatch], scales: Sequence[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Per-environment loss partial sums [E] and the cache :meth:`env_weight_grads` needs.
-
-        The environments' rows form one batch for the backbone's per-interaction loss; ``scales`` multiply each
-        environment's scores (IRMv1's dummy classifier scale).
-        """
-        sizes = [int(b.users.shape[0]) for b in batches]
-        anchor = (self.weight.sum() + gates.sum()) * 0.0  # keeps an empty environment attached to the graph
-        if sum(sizes) == 0:
-            partials = torch.stack([anchor for _ in batches])
-            return partials, {"partials": list(partials)}
-        self.encoder.gates = gates
-        users = torch.cat([b.users for b in batches])
-        pos_items = torch.cat([b.pos_items for b in batches])
-        neg_items = torch.cat([b.neg_items for b in batches])
-        pool = None
-        if batches[0].pool is not None and all(b.positions is not None for b in batches):
-            pool = (batches[0].pool, torch.cat([b.positions for b in batches if b.positions is not None]))
-        score_scale = None
-        if scales is not None:
-            score_scale = torch.cat([scales[k].expand(n) for k, n in enumerate(sizes)])
-        per = self.backbone.per_interaction_loss(users, pos_items, neg_items, pool=pool, score_scale=score_scale)
-        self.encoder.gates = None
-        out, offset = [], 0
-        for batch, n in zip(batches, sizes, strict=True):
-            if n == 0 or batch.global_count == 0:
-                out.append(anchor)
-            else:
-                # + anchor: a backbone that ignores the features (lightgcn) still gives (mu, W) a zero gradient
-                out.append(per[offset:offset + n].sum() / batch.global_count + anchor)
-            offset += n
-        partials = torch.stack(out)
-        return partials, {"partials": out}
+        """Per-environment loss partial sums [E] under ``gates`` and the cache :meth:`env_weight_grads` needs;
+        ``scales`` multiply each environment's scores (IRMv1's dummy classifier scale)."""
 
     def env_weight_grads(self, cache: dict[str, Any]) -> torch.Tensor:
         """[E, k_f, d] dL_k/dW of this rank's partial losses, differentiable in (mu, W) (autograd)."""

@@ -58,7 +58,6 @@ from painvrl.invariance.pareto import (
 )
 from painvrl.invariance.penalties import PENALTIES, PenaltyInputs, per_env_param_grads
 from painvrl.model.linear_content import LinearContentRecommender
-from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +97,13 @@ class StepStats:
     cosine: float
 
 
-def mask_model(pretrained: Recommender, k_f: int, sigma: float, init_std: float,
+def mask_model(scorer: LinearContentRecommender, k_f: int, sigma: float, init_std: float,
                generator: torch.Generator | None = None, init_from_pretrained: bool = True,
                use_item_ids: bool = True) -> MaskModel:
-    """The mask model for ``pretrained``: the closed-form linear one where the backbone allows it."""
-    if isinstance(pretrained, LinearContentRecommender):
-        from painvrl.invariance.linear_models import LinearMaskModel
+    """The mask model over a feature path ``scorer`` (painvrl/invariance/feature_path.py)."""
+    from painvrl.invariance.linear_models import LinearMaskModel
 
-        return LinearMaskModel(pretrained, k_f, sigma, init_std, generator, init_from_pretrained, use_item_ids)
-    return MaskModel(pretrained, k_f, sigma, init_std, generator, init_from_pretrained, use_item_ids)
+    return LinearMaskModel(scorer, k_f, sigma, init_std, generator, init_from_pretrained, use_item_ids)
 
 
 def _flat_grads(objective: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -284,7 +281,7 @@ class MaskRound:
 
 
 def learn_mask(
-    pretrained: Recommender,
+    pretrained: LinearContentRecommender,
     train: np.ndarray,
     labels: np.ndarray,
     n_envs: int,
@@ -301,7 +298,8 @@ def learn_mask(
     progress: bool = False,
     negative_pool: int = 0,
 ) -> MaskRound:
-    """Train gates and a fresh projection for ``cfg.epochs`` epochs of environment-balanced steps."""
+    """Train gates and a projection over the feature path ``pretrained`` for ``cfg.epochs`` epochs of
+    environment-balanced steps."""
     collective = collective or LocalCollective()
     rank, ws = collective.rank, collective.world_size
     if k_f is None:  # the width of the pretrained encoder's content vectors

@@ -78,19 +78,17 @@ def learn_invariant_mask(
     log: LogFn | None = None,
 ) -> MaskResult:
     """Rounds of HEI(m) -> labels and IMG(labels) -> m from m = 0.5 on the feature path of ``pretrained``
-    (painvrl.invariance_path; ``pretrained`` itself stays frozen); with
+    (``pretrained`` itself stays frozen); with
     ``environments.source`` eiil or ground_truth the labels are fixed once and every round relearns only m."""
     collective = collective or LocalCollective()
     env_cfg, mask_cfg, model_cfg, train_cfg = config.environments, config.mask, config.model, config.train
     progress = train_cfg.progress and collective.rank == 0
     history: list[dict[str, Any]] = []
     backbone_name = pretrained.name
-    scorer: Recommender = pretrained
-    if config.painvrl.invariance_path == "feature":
-        scorer, record = invariance_scorer(config, data.train, pretrained, collective, progress)
-        history.append(record)
-        if log is not None:
-            log(record)
+    scorer, record = invariance_scorer(config, data.train, pretrained, collective, progress)
+    history.append(record)
+    if log is not None:
+        log(record)
     features = scorer.features
     # IMG over a fitted feature path scores the content term alone: the backbone's frozen score carries the
     # features unmasked wherever the backbone reads them outside its slot (kNN and modality graphs), and with it

@@ -55,7 +55,6 @@ class BM3(PropagatedRecommender):
 
     name: ClassVar[str] = "bm3"
     settings_type: ClassVar[type[BM3Settings]] = BM3Settings
-    score_reads_slot: ClassVar[bool] = False
     settings: BM3Settings
 
     def __init__(self, context: BuildContext, settings: BM3Settings) -> None:

@@ -60,7 +60,6 @@ class FREEDOM(PropagatedRecommender):
 
     name: ClassVar[str] = "freedom"
     settings_type: ClassVar[type[FreedomSettings]] = FreedomSettings
-    score_reads_slot: ClassVar[bool] = False
     settings: FreedomSettings
     edge_users: torch.Tensor
     edge_items: torch.Tensor

@@ -1,10 +1,9 @@
 """The Recommender interface every backbone implements.
 
 A backbone is built from the training graph and the item features, with an *encoder slot*: a module that maps
-feature rows [b, d] to content vectors [b, k_f]. ERM fills the slot with a plain projection, mask learning with
-a gated projection W (g * f), HEI's environment models with one projection per environment, the final PaInvRL
-model with the convert module. Everything the invariance methods need is expressed through a few calls, so ERM,
-per-environment risks, IRM penalties and HEI work for any model:
+feature rows [b, d] to content vectors [b, k_f]. ERM fills the slot with a plain projection and the final
+PaInvRL model with the convert module over the learned mask. What the methods need is expressed through a few
+calls:
 
 - ``per_interaction_loss(users, pos_items, neg_items) -> [B]``: the model's own loss (BCE, BPR, ...) of each
   (user, positive, negatives) example, not reduced; ``score_scale`` multiplies each example's scores first
@@ -14,8 +13,10 @@ per-environment risks, IRM penalties and HEI work for any model:
 - ``score_pairs(users, items) -> [B]`` and ``ranking_scorer() -> callable(users) -> [len(users), n_items]``:
   pair scores and full-catalogue scores, with whatever a graph model needs (propagation) done once per call of
   ``ranking_scorer``;
-- ``frozen_with_encoder(encoder)``: a frozen copy of the model whose encoder slot is replaced (mask learning and
-  the environment models train only the new slot).
+- ``score_factors() -> (users, items)``: factors whose dot product is the ranking score, which environment
+  identification and mask learning read as the backbone's frozen pair score (painvrl/invariance/feature_path.py);
+- ``frozen_with_encoder(encoder)``: a frozen copy of the model whose encoder slot is replaced (the mask model's
+  copy of a feature path trains only the new slot).
 
 Adding a backbone is one module that subclasses :class:`Recommender` (or :class:`LinearContentRecommender` when
 its score is linear in the content vector) plus one line in the ``MODELS`` dict of
@@ -76,9 +77,6 @@ class Recommender(nn.Module, ABC):
     consumes_features: ClassVar[bool] = True
     """False for an ID-only backbone (lightgcn): a feature mask cannot change it, so the invariance methods
     train it as ERM does."""
-    score_reads_slot: ClassVar[bool] = True
-    """False for a backbone whose ranking score never reads the encoder slot (the slot reaches only auxiliary
-    losses): the invariance methods then cannot learn through the backbone itself (painvrl.invariance_path)."""
     sparse_gradients: bool = False
     """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 

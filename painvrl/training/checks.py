@@ -59,35 +59,17 @@ def resolve_run(config: Config) -> ResolvedRun:
     return ResolvedRun(method=method, config=resolved, model_class=model_class)
 
 
-def invariance_path(config: Config) -> str:
-    """``painvrl.invariance_path`` where the schema has it, else ``backbone`` (HEI and IMG score through the
-    backbone itself)."""
-    return str(getattr(config.painvrl, "invariance_path", "backbone"))
-
-
 def _check_invariance_settings(config: Config, model_class: type[Recommender]) -> None:
-    """Settings of HEI and IMG that need something of the model they score through. On the backbone path that
-    model is the backbone; the feature path is linear in its content vector and has an item-ID part."""
+    """Settings of HEI and IMG that need something of the backbone (painvrl/invariance/checks.py)."""
     check_invariance_config(config, model_class)
-    if invariance_path(config) != "backbone":
-        return
-    envs = config.environments
-    if envs.source == "hei" and not issubclass(model_class, LinearContentRecommender):
-        for name in ("train_users", "feature_bias"):
-            if getattr(envs, name):
-                raise PainvrlInputError(
-                    f"config field 'environments.{name}': needs a backbone whose score is linear in the content "
-                    f"vector (such as ultragcn or vbpr); model {model_class.name!r} is not")
-    if not config.mask.use_item_ids and model_class.without_item_ids is Recommender.without_item_ids:
-        raise PainvrlInputError(f"config field 'mask.use_item_ids': false needs a model with an item-ID table; "
-                                f"model {model_class.name!r} has none")
 
 
 def check_pretrained_encoder(model: Recommender, config: Config, feature_dim: int) -> None:
-    """``mask.init_from_pretrained=true`` starts IMG's projection at the pretrained model's encoder weight
-    ``[k_f, d]``: a backbone whose encoder slot holds no such weight cannot honour it (set it to false for a fresh
-    random start). Checked on the pretraining model, before it trains."""
-    if not config.mask.init_from_pretrained or invariance_path(config) != "backbone":
+    """``mask.init_from_pretrained=true`` starts IMG's projection at the feature path's projection. A backbone
+    linear in its content vector is its own feature path, so its encoder slot must hold that weight ``[k_f, d]``
+    (set the field to false for a fresh random start); any other backbone's feature path fits its own. Checked
+    on the pretraining model, before it trains."""
+    if not config.mask.init_from_pretrained or not isinstance(model, LinearContentRecommender):
         return
     weight = getattr(model.encoder, "weight", None)
     expected = (config.model.k_f, feature_dim)

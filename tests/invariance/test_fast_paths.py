@@ -1,13 +1,13 @@
-"""The batched linear fast paths (LinearMaskModel, StackedEnvironmentModels) equal the generic autograd forms
-(MaskModel, EnvironmentModels) that serve every other backbone, on the same UltraGCN and the same weights."""
+"""The batched linear models (LinearMaskModel, StackedEnvironmentModels) equal autograd through the backbone's
+own per-interaction loss (tests/invariance/autograd_reference.py), on the same UltraGCN and the same weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from autograd_reference import AutogradMaskModel, EnvironmentModels
 from test_masks import _backbone, _batches
 
-from painvrl.invariance.environment_models import EnvironmentModels
 from painvrl.invariance.linear_models import LinearMaskModel, StackedEnvironmentModels
 from painvrl.invariance.mask_models import MaskModel
 
@@ -18,7 +18,7 @@ SCALES = [torch.tensor(1.0, dtype=torch.float64, requires_grad=True),
 def _mask_pair(use_item_ids: bool) -> tuple[MaskModel, LinearMaskModel]:
     backbone, _ = _backbone(dtype=torch.float64)
     models = []
-    for cls in (MaskModel, LinearMaskModel):
+    for cls in (AutogradMaskModel, LinearMaskModel):
         model = cls(backbone, 4, 0.01, 0.3, torch.Generator().manual_seed(5), init_from_pretrained=True,
                     use_item_ids=use_item_ids).to(torch.float64)
         with torch.no_grad():

@@ -69,10 +69,14 @@ def test_environment_models_fit_differently_over_every_feature_backbone(name: st
 
 
 @pytest.mark.parametrize("name", ["freedom", "bm3"])
-def test_the_backbone_path_ties_where_the_score_ignores_the_slot_and_hei_says_so(name: str) -> None:
+def test_through_their_own_slot_the_environment_models_tie_and_hei_says_so(name: str) -> None:
+    """Why the methods learn on the feature path: FREEDOM's and BM3's ranking scores never read the encoder
+    slot, so environment models that differ only there score every positive alike."""
+    from autograd_reference import EnvironmentModels
+
     backbone, train = _trained_backbone(name)
-    models = environment_models(2, backbone, torch.full((12,), 0.5), k_f=8, init_std=0.1,
-                                generator=torch.Generator().manual_seed(1))
+    models = EnvironmentModels(2, backbone, torch.full((12,), 0.5), 8, init_std=0.1,
+                               generator=torch.Generator().manual_seed(1))
     cfg = EnvironmentsConfig(n_envs=2, max_iters=2, env_epochs=1)
     with pytest.raises(PainvrlInputError, match=rf"model '{name}'.*identically"):
         identify_environments(models, train, cfg, batch_size=32, n_negatives=4, seed=0, backbone=name)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pytest
 from torch import nn
 
-from painvrl.config import Config, PainvrlConfig, load_config
+from painvrl.config import Config, load_config
 from painvrl.data.registry import load_dataset
 from painvrl.errors import PainvrlInputError
 from painvrl.model.recommender import BuildContext
@@ -30,8 +30,6 @@ FAST = ["dataset.synthetic.n_users=60", "dataset.synthetic.n_items=80", "dataset
         "model.negative_pool=16", "train.epochs=3", "train.batch_size=64", "train.progress=false",
         "train.device=cpu", "painvrl.pretrain_epochs=1", "painvrl.rounds=1", "environments.max_iters=1",
         "environments.env_epochs=1", "mask.epochs=1", "mask.steps_per_epoch=2", "mask.warmup_steps=0"]
-BACKBONE_PATH = ["painvrl.invariance_path=backbone"] if hasattr(PainvrlConfig(), "invariance_path") else []
-"""HEI and IMG scoring through the backbone itself (where the schema offers another path)."""
 
 QUICK = Method(overrides={"train.epochs": 1, "model.k_f": 3})
 """A new method: ERM's phases with one epoch and a 3-wide content vector, whatever the config says."""
@@ -89,15 +87,15 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.mark.parametrize(("overrides", "field"), [
-    (["model.name=mmgcn", "environments.train_users=true"], "environments.train_users"),
-    (["model.name=lattice", "environments.feature_bias=true"], "environments.feature_bias"),
-    (["model.name=mmgcn", "mask.use_item_ids=false"], "mask.use_item_ids"),
+    (["model.name=mmgcn", "environments.n_envs=1"], "environments.n_envs"),
+    (["model.name=lattice", "environments.min_size=0.6"], "environments.min_size"),
+    (["model.name=freedom", "painvrl.feature_path_epochs=0"], "painvrl.feature_path_epochs"),
     (["model.name=wrapped_slot"], "mask.init_from_pretrained"),
     (["model.name=ultragcn", "model.settings.ultragcn.loss_weights=[1,1]"], "model.settings.ultragcn.loss_weights"),
 ])
 def test_a_config_the_backbone_cannot_honour_fails_before_training(
         no_training: list[str], overrides: list[str], field: str) -> None:
-    config = load_config(None, [*FAST, *BACKBONE_PATH, "method=painvrl", *overrides])
+    config = load_config(None, [*FAST, "method=painvrl", *overrides])
     data = load_dataset(config.dataset)
     with pytest.raises(PainvrlInputError, match=f"config field '{field}'"):
         run_pipeline(config, data)
@@ -105,7 +103,7 @@ def test_a_config_the_backbone_cannot_honour_fails_before_training(
 
 
 def test_a_random_start_is_the_explicit_alternative(no_training: list[str]) -> None:
-    config = load_config(None, [*FAST, *BACKBONE_PATH, "method=painvrl", "model.name=wrapped_slot",
+    config = load_config(None, [*FAST, "method=painvrl", "model.name=wrapped_slot",
                                 "mask.init_from_pretrained=false"])
     with pytest.raises(AssertionError, match="training started"):
         run_pipeline(config, load_dataset(config.dataset))
@@ -114,9 +112,8 @@ def test_a_random_start_is_the_explicit_alternative(no_training: list[str]) -> N
 
 def test_checks_need_no_data() -> None:
     """The data-free checks refuse a config from the config alone (the runner makes them before Ray starts)."""
-    config: Config = load_config(None, [*FAST, *BACKBONE_PATH, "method=painvrl", "model.name=mmgcn",
-                                        "environments.train_users=true"])
-    with pytest.raises(PainvrlInputError, match=r"'environments\.train_users'"):
+    config: Config = load_config(None, [*FAST, "method=painvrl", "model.name=mmgcn", "environments.n_envs=1"])
+    with pytest.raises(PainvrlInputError, match=r"'environments\.n_envs'"):
         resolve_run(config)
 
 
@@ -129,8 +126,8 @@ def test_the_runner_refuses_before_reading_data_or_starting_ray(tmp_path: Path,
         raise AssertionError("data was read")
 
     monkeypatch.setattr(data_registry, "load_dataset", no_data)
-    config = load_config(None, [*FAST, *BACKBONE_PATH, "method=painvrl", "model.name=mmgcn",
-                                "mask.use_item_ids=false", "scaling.num_workers=2"])
-    with pytest.raises(PainvrlInputError, match=r"'mask\.use_item_ids'"):
+    config = load_config(None, [*FAST, "method=painvrl", "model.name=mmgcn", "environments.n_envs=1",
+                                "scaling.num_workers=2"])
+    with pytest.raises(PainvrlInputError, match=r"'environments\.n_envs'"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
