@@ -356,13 +356,17 @@ def env_metrics_table(study: StudyRuns, section: str = "val") -> pd.DataFrame:
 
 def environment_profile_table(study: StudyRuns) -> pd.DataFrame:
     """What the front trials' learned environments are (metrics.json ``environments -> profile``): one row per
-    trial and environment with its size, share, mean item popularity, mean time rank and per-modality shift."""
+    trial and environment with the trial's number of environments and the z-score of its partition's invariance
+    violation against random partitions (painvrl/invariance/diagnostics.py), then the environment's size,
+    share, mean item popularity, mean time rank and per-modality shift."""
     rows = []
     for trial_id in study.front["trial_id"]:
-        profile = (study.metrics_json.get(str(trial_id), {}).get("environments") or {}).get("profile") or []
+        environments = study.metrics_json.get(str(trial_id), {}).get("environments") or {}
+        profile = environments.get("profile") or []
+        z = (environments.get("violation") or {}).get("z")
         for entry in profile:
-            row = {"trial_id": str(trial_id), **{k: entry.get(k) for k in ("env", "size", "share", "item_popularity",
-                                                                            "time_rank")}}
+            row = {"trial_id": str(trial_id), "n_envs": len(profile), "violation z": z,
+                   **{k: entry.get(k) for k in ("env", "size", "share", "item_popularity", "time_rank")}}
             row.update({f"shift {name}": value for name, value in (entry.get("feature_shift") or {}).items()})
             rows.append(row)
     return pd.DataFrame(rows)

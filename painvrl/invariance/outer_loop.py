@@ -24,6 +24,7 @@ from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
+from painvrl.invariance.diagnostics import partition_violation, positive_losses
 from painvrl.invariance.eiil import EIILSettings, eiil_environments
 from painvrl.invariance.environments import (
     adjusted_rand_index,
@@ -55,6 +56,9 @@ class MaskResult:
     """Per-round HEI stats and per-epoch IMG stats."""
     ari: float | None = None
     """Adjusted Rand index of the final labels against the synthetic ground truth (None without one)."""
+    violation: dict[str, Any] | None = None
+    """The final partition's invariance violation against random partitions of the same sizes
+    (painvrl/invariance/diagnostics.py)."""
     logits: np.ndarray | None = None
     """float32 [d] gate logits behind ``mask`` (m = clamp(mu + 0.5, 0, 1)): the mean over the rounds
     (``painvrl.mask_average=logits``) or the last round's. They still rank the dims the clamp sets to exactly 0,
@@ -117,6 +121,8 @@ def learn_invariant_mask(
         known = eiil_environments(scorer, data.train, env_cfg.n_envs, model_cfg.n_negatives, train_cfg.seed,
                                   EIILSettings(steps=env_cfg.eiil_steps, lr=env_cfg.eiil_lr))
     sizes: list[int] = []
+    reference_losses = positive_losses(scorer, data.train, model_cfg.n_negatives, train_cfg.seed)
+    diagnostic: dict[str, Any] | None = None
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
     logit_sum = np.zeros(d, dtype=np.float64)
     average = config.painvrl.mask_average
@@ -129,7 +135,9 @@ def learn_invariant_mask(
             labels, label_pairs = known
             sizes = np.bincount(labels, minlength=env_cfg.n_envs).astype(int).tolist()
             ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
-            emit({"phase": "hei", "round": round_index, "source": env_cfg.source, "env_sizes": sizes, "ari": ari})
+            diagnostic = partition_violation(reference_losses, labels, env_cfg.n_envs, train_cfg.seed)
+            emit({"phase": "hei", "round": round_index, "source": env_cfg.source, "env_sizes": sizes, "ari": ari,
+                  "violation": diagnostic})
         else:
             models = environment_models(env_cfg.n_envs, scorer, mask, model_cfg.k_f, env_cfg.input, l1_rho,
                                         model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
@@ -142,8 +150,9 @@ def learn_invariant_mask(
                                         backbone=backbone_name)
             labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
             ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
+            diagnostic = partition_violation(reference_losses, labels, env_cfg.n_envs, train_cfg.seed)
             emit({"phase": "hei", "round": round_index, "source": "hei", "env_sizes": sizes, "churn": hei.churn,
-                  "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari,
+                  "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari, "violation": diagnostic,
                   "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
         settings = resolve_settings(mask_cfg, sparsity_weight, irm_weight)
         img = learn_mask(scorer, data.train, labels, env_cfg.n_envs, img_cfg, settings,
@@ -172,7 +181,8 @@ def learn_invariant_mask(
         sparsity_weight, irm_weight, l1_rho = sparsity_weight * factor, irm_weight * factor, l1_rho * factor
     assert labels is not None and label_pairs is not None
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
-                      env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits)
+                      env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits,
+                      violation=diagnostic)
 
 
 def _known_environments(data: InteractionData, n_envs: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:

@@ -180,6 +180,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
         "history": list(result.history),
         "env_source": config.environments.source,
         "profile": environment_profile(data, result.env_labels, config.environments.n_envs),
+        "violation": result.violation,
     }
     run.state["completed"]["mask"] = learned
     return learned
@@ -256,7 +257,7 @@ def _environments(data: InteractionData, learned: dict[str, Any] | None) -> dict
     if learned is not None:
         source = {"hei": "learned", "eiil": "eiil"}.get(learned.get("env_source", "hei"), "ground_truth (ablation)")
         return {"source": source, "sizes": learned["env_sizes"], "ari": learned["ari"],
-                "profile": learned.get("profile", [])}
+                "violation": learned.get("violation"), "profile": learned.get("profile", [])}
     if truth is not None and truth.train_env is not None:
         return {"source": "ground_truth", "sizes": np.bincount(truth.train_env).astype(int).tolist()}
     return {"source": "none", "sizes": [len(data.train)]}

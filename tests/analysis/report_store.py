@@ -64,6 +64,8 @@ def synthetic_metrics(rng: np.random.Generator, method: str, pref_ood: float, n_
             "mask": {"density": float(np.mean(list(per_modality.values()))), "per_modality": per_modality,
                      "fraction_open": 0.7, "auc": None},
             "environments": {"source": "learned", "sizes": [100] * n_envs, "ari": 0.5,
+                             "violation": {"violation": 0.02, "random_mean": 0.001, "random_std": 0.0005,
+                                           "z": 38.0, "ratio": 20.0},
                              "profile": [{"env": e, "size": 100, "share": 1 / n_envs, "item_popularity": 5.0 + e,
                                           "feature_shift": {m: 0.1 * e for m in MODALITIES}}
                                          for e in range(n_envs)]}}

@@ -85,6 +85,8 @@ def test_tables_of_front_trials(store: tuple[str, Path, dict]) -> None:
     assert (profile.groupby("trial_id")["env"].count().sort_index()
             == n_envs.loc[sorted(front_ids)].to_numpy()).all()
     assert {f"shift {m}" for m in MODALITIES} <= set(profile.columns)
+    assert (profile["violation z"] == 38.0).all() and (profile["n_envs"] == profile.groupby("trial_id")["env"]
+                                                          .transform("count")).all()
 
     masks = mask_density_table(study)
     assert set(masks["modality"]) == {*MODALITIES, "all"}
@@ -128,7 +130,7 @@ def test_html_report_compares_studies_and_is_logged(store: tuple[str, Path, dict
     assert all(image.startswith(PNG_MAGIC) and len(image) > 5000 for image in images)
     assert "src='figures/" not in html and "<img src=\"http" not in html  # self-contained
     for column in ("mask.pref_ood", "environments.n_envs", "mask.sparsity_weight", "test.ood.recall@20",
-                   "item_popularity", f"shift {MODALITIES[0]}"):
+                   "item_popularity", f"shift {MODALITIES[0]}", "violation z"):
         assert f"<th>{column}</th>" in html
     assert "What the environments are" in html
     # Logged to the primary study's parent run.

@@ -40,7 +40,11 @@ def run(model: str, method: str) -> tuple[dict[str, Any], list[str]]:
 def test_the_invariance_methods_wrap_every_feature_backbone(model: str, method: str) -> None:
     metrics, phases = run(model, method)
     assert metrics["mask"]["learned"] is True
-    assert {"pretrain", "hei", "round", "final"} <= set(phases)
+    assert {"pretrain", "feature_path", "hei", "round", "final"} <= set(phases)
+    envs = metrics["environments"]
+    assert [entry["env"] for entry in envs["profile"]] == [0, 1]
+    assert sum(entry["size"] for entry in envs["profile"]) == sum(envs["sizes"])
+    assert set(envs["violation"]) == {"violation", "random_mean", "random_std", "z", "ratio"}
     for split in ("iid", "ood"):
         assert np.isfinite(metrics["test"][split]["recall@20"])
 
