@@ -1,7 +1,7 @@
 """Invariant mask generation (IMG, docs/algorithm.md) with Pareto weighting of ERM and IRM objectives.
 
-Trainable: stochastic-gate logits mu [d] (init 0) and a projection W [k_f, d] in the encoder slot of a frozen
-copy of the pretrained backbone (painvrl/invariance/mask_models.py). Each step draws one batch per environment
+Trainable: stochastic-gate logits mu [d] (init 0) and the projection W [k_f, d] of a frozen copy of the
+backbone's feature path (painvrl/invariance/mask_models.py, feature_path.py). Each step draws one batch per environment
 (environment-balanced), computes the per-environment backbone losses L_k with gated features g * f, the
 objectives (ERM = mean_k L_k, the IRM penalties of ``PENALTIES``), the gradient of every objective with
 respect to (mu, W), Pareto weights alpha from the normalised losses and gradients, and sets
