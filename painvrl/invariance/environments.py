@@ -76,7 +76,6 @@ def _fits_of(
     """float64 [n, E] fit of every pair under every model (score, or minus its own loss); chunks round-robin
     over ranks, gathered on every rank."""
     device = models.weight.device
-    models.new_epoch()
     n = len(pairs)
     n_chunks = max(1, math.ceil(n / RELABEL_CHUNK))
     local: list[tuple[int, np.ndarray]] = []
@@ -194,7 +193,6 @@ def train_environment_models(
     pool_size = max(1, negative_pool // models.n_envs)
     pooled = pool_active(pool_size, n_items) and negative_pool > 0
     for epoch in range(epochs):
-        models.new_epoch()
         total = torch.zeros((), device=device)
         for batch in EpochBatches(n, batch_size, seed, epoch, rank, ws, phase=phase, n_items=n_items,
                                   n_negatives=0 if pooled else n_negatives):

@@ -96,12 +96,6 @@ class StackedEnvironmentModels(nn.Module):
         return params
 
     # ----------------------------------------------------------------------------------------------- inputs
-    def set_mask(self, mask: torch.Tensor) -> None:
-        self.mask[: mask.shape[0]].copy_(mask.detach().to(self.mask))
-
-    def new_epoch(self) -> None:
-        """Nothing to refresh: these scorers build no graph from the projections."""
-
     def inputs(self, items: torch.Tensor) -> torch.Tensor:
         x = self.features[items]
         return x * (1.0 - self.mask) if self.input_mode == "variant" else x

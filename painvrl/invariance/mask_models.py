@@ -81,9 +81,6 @@ class MaskModel(nn.Module, ABC):
     def trainable(self) -> list[nn.Parameter]:
         return [self.gate.mu, self.weight]
 
-    def new_epoch(self) -> None:
-        """An epoch of mask learning starts (nothing is cached across epochs)."""
-
     def gates(self, eps: torch.Tensor) -> torch.Tensor:
         """Training gates clamp(mu + 0.5 + sigma * eps, 0, 1) with externally drawn (rank-shared) noise."""
         return torch.clamp(self.gate.mu + 0.5 + self.gate.sigma * eps.to(self.gate.mu), 0.0, 1.0)

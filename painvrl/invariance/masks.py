@@ -325,7 +325,6 @@ def learn_mask(
 
         bar = tqdm(total=cfg.epochs * steps, desc=f"IMG round {round_index}", leave=False)
     for epoch in range(cfg.epochs):
-        model.new_epoch()
         records: list[StepStats] = []
         batches_iter = environment_balanced_batches(labels, n_envs, per_env, seed, epoch, rank, ws, steps=steps,
                                                     phase=f"img:{round_index}")

@@ -34,6 +34,7 @@ from painvrl.invariance.environments import (
 )
 from painvrl.invariance.feature_path import FeaturePathScorer, invariance_scorer
 from painvrl.invariance.masks import learn_mask, resolve_settings
+from painvrl.invariance.profile import environment_profile
 from painvrl.model.recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class MaskResult:
     """Per-round HEI stats and per-epoch IMG stats."""
     ari: float | None = None
     """Adjusted Rand index of the final labels against the synthetic ground truth (None without one)."""
+    profile: list[dict[str, Any]] = field(default_factory=list)
+    """What each final environment is (painvrl/invariance/profile.py)."""
     violation: dict[str, Any] | None = None
     """The final partition's invariance violation against random partitions of the same sizes
     (painvrl/invariance/diagnostics.py)."""
@@ -182,7 +185,7 @@ def learn_invariant_mask(
     assert labels is not None and label_pairs is not None
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
                       env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits,
-                      violation=diagnostic)
+                      violation=diagnostic, profile=environment_profile(data, labels, env_cfg.n_envs))
 
 
 def _known_environments(data: InteractionData, n_envs: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:

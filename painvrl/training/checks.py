@@ -55,13 +55,8 @@ def resolve_run(config: Config) -> ResolvedRun:
                            "backbone as erm does", resolved.model.name, config.method)
             method = METHODS["erm"]
         else:
-            _check_invariance_settings(resolved, model_class)
+            check_invariance_config(resolved, model_class)
     return ResolvedRun(method=method, config=resolved, model_class=model_class)
-
-
-def _check_invariance_settings(config: Config, model_class: type[Recommender]) -> None:
-    """Settings of HEI and IMG that need something of the backbone (painvrl/invariance/checks.py)."""
-    check_invariance_config(config, model_class)
 
 
 def check_pretrained_encoder(model: Recommender, config: Config, feature_dim: int) -> None:

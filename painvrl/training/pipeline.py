@@ -32,7 +32,6 @@ from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import stream_seed
 from painvrl.errors import PainvrlInputError
 from painvrl.evaluation.evaluator import Evaluator, selection_key
-from painvrl.invariance.profile import environment_profile
 from painvrl.model.encoders import FeatureProjection, build_encoder
 from painvrl.model.recommender import Recommender
 from painvrl.model.registry import build_model
@@ -179,7 +178,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
         "test_env": np.asarray(result.label_pairs(data.test), dtype=np.int64),
         "history": list(result.history),
         "env_source": config.environments.source,
-        "profile": environment_profile(data, result.env_labels, config.environments.n_envs),
+        "profile": result.profile,
         "violation": result.violation,
     }
     run.state["completed"]["mask"] = learned
