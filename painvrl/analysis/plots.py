@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "BASELINE_SHAPES",
     "OKABE_ITO",
+    "draw_front",
+    "marker_shapes",
     "plot_front",
     "plot_front_hyperparameters",
     "plot_fronts_overlay",
@@ -43,6 +46,24 @@ OKABE_ITO = (
 """Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), most distinguishable colours first."""
 
 _GREY = "#999999"
+
+BASELINE_SHAPES = ("*", "P", "p", "h", "v", "^", "<", ">", "8", "d")
+"""Marker shapes of the front plot's labelled points, one per group (a baseline's method) in order of first
+appearance; none of them is a shape the plot uses for trials (o, D) or the reference point (X)."""
+
+SHAPE_NAMES = {"*": "star", "P": "plus", "p": "pentagon", "h": "hexagon", "v": "triangle down",
+               "^": "triangle up", "<": "triangle left", ">": "triangle right", "8": "octagon", "d": "thin diamond"}
+"""How a report names each of :data:`BASELINE_SHAPES`."""
+
+Marker = tuple[str, float, float] | tuple[str, float, float, str]
+"""A labelled point of the front plot: ``(label, x, y)`` or ``(label, x, y, group)``."""
+
+
+def marker_shapes(groups: Sequence[str]) -> dict[str, str]:
+    """The shape of each group's markers on the front plot: :data:`BASELINE_SHAPES` in order of the groups'
+    first appearance (cycling past the tenth group)."""
+    unique = list(dict.fromkeys(groups))
+    return {group: BASELINE_SHAPES[index % len(BASELINE_SHAPES)] for index, group in enumerate(unique)}
 
 
 def _new_figure(width: float = 6.0, height: float = 4.5) -> Figure:
@@ -97,25 +118,47 @@ def plot_front(
     title: str | None = None,
     labels: Mapping[str, str] | None = None,
     annotate: str | None = None,
-    markers: Sequence[tuple[str, float, float]] = (),
+    markers: Sequence[Marker] = (),
     reference: tuple[str, float, float] | None = None,
 ) -> Path:
-    """Scatter the trials of ``df`` on two objectives and draw their Pareto front as a staircase.
+    """Scatter the trials of ``df`` on two objectives, draw their Pareto front as a staircase and write the PNG
+    (the figure of :func:`draw_front`, whose arguments it takes).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    figure = draw_front(df, x, y, directions, title=title, labels=labels, annotate=annotate, markers=markers,
+                        reference=reference)
+    return _save(figure, path)
+
+
+def draw_front(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    directions: Sequence[str],
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotate: str | None = None,
+    markers: Sequence[Marker] = (),
+    reference: tuple[str, float, float] | None = None,
+) -> Figure:
+    """The front plot's figure: the trials of ``df`` on two objectives, their Pareto front as a staircase, the
+    labelled markers and the reference point.
 
     Args:
         df: one row per trial; rows with a missing ``x`` or ``y`` are skipped.
         x, y: objective column names.
         directions: ``"maximize"`` / ``"minimize"`` for ``x`` and ``y``.
-        path: PNG file to write (parent folders are created).
         title: figure title.
         labels: display names for columns, e.g. ``{"val_iid_recall@20": "Recall@20 (IID)"}``.
         annotate: optional column whose values label the front points (e.g. a trial id).
-        markers: labelled reference points ``(label, x, y)`` drawn over the trials (the study's baselines).
+        markers: labelled points ``(label, x, y)`` or ``(label, x, y, group)`` drawn over the trials (the study's
+            baselines, grouped by method), each with its own legend entry and colour; the markers of one group
+            share a shape (:data:`BASELINE_SHAPES`, in order of the groups' first appearance), those of different
+            groups differ. Non-finite points are left out.
         reference: the hypervolume reference point ``(label, x, y)`` (the erm run of a default study), drawn as
             a cross with dotted lines through it: the trials that beat it in both objectives lie beyond both.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
     """
     for column in (x, y) + ((annotate,) if annotate else ()):
         if column not in df.columns:
@@ -148,11 +191,15 @@ def plot_front(
         if annotate:
             for (px, py), text in zip(front_xy, df.loc[on_front, annotate], strict=True):
                 axes.annotate(str(text), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    for index, (text, px, py) in enumerate(markers):
+    shapes = marker_shapes([marker[3] if len(marker) > 3 else "" for marker in markers])
+    for index, marker in enumerate(markers):
+        text, px, py = marker[0], marker[1], marker[2]
         if not (np.isfinite(px) and np.isfinite(py)):
             continue
-        axes.scatter([px], [py], s=70, marker="*", color=OKABE_ITO[(index + 5) % len(OKABE_ITO)], zorder=4,
-                     edgecolors="black", linewidths=0.5, label=text)
+        shape = shapes[marker[3] if len(marker) > 3 else ""]
+        axes.scatter([px], [py], s=90 if shape == "*" else 60, marker=shape,
+                     color=OKABE_ITO[(index + 5) % len(OKABE_ITO)], zorder=4, edgecolors="black", linewidths=0.5,
+                     label=text)
         axes.annotate(text, (px, py), textcoords="offset points", xytext=(5, -9), fontsize=7)
     if reference is not None and np.isfinite(reference[1]) and np.isfinite(reference[2]):
         text, rx, ry = reference
@@ -165,7 +212,7 @@ def plot_front(
     axes.set_title(title if title is not None else f"Pareto front: {int(finite.sum())} trials")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
-    return _save(figure, path)
+    return figure
 
 
 def plot_hypervolume_history(

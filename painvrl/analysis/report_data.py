@@ -38,6 +38,7 @@ __all__ = [
     "load_study_runs",
     "mask_density_table",
     "metric_column",
+    "reference_baseline",
     "summary_table",
 ]
 
@@ -74,8 +75,9 @@ class StudyRuns:
     optuna_states: dict[str, int] | None = None
     """Trial counts per Optuna state when the study's Optuna storage is reachable, else None."""
     baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """One row per erm baseline backbone (mean over its seeds): ``baseline``, ``seeds`` and the objective
-    columns with their test twins (empty for a study without ``baselines``)."""
+    """One row per baseline (method, backbone), mean over its seeds: ``baseline`` (``method/model``),
+    ``method``, ``model``, ``seeds`` and the objective columns with their test twins (empty for a study without
+    ``baselines``)."""
     reference: tuple[str, list[float]] | None = None
     """(label, point) of the hypervolume reference point the front plot draws: the configured point, else the
     erm run's objectives (``erm (reference point)``); None for a study with ``baselines`` (drawn with them) or
@@ -265,25 +267,39 @@ def load_study_runs(tracking_uri: str, experiment: str) -> StudyRuns:
 
 
 def _baselines_frame(runs: list[Any], objectives: list[str]) -> pd.DataFrame:
-    """Mean over seeds per backbone of the baseline runs' objectives and their test twins, in trials-table
-    column names."""
-    from painvrl.study.baselines import MODEL_TAG, SEED_TAG, Baseline, baseline_table, test_key
+    """Mean over seeds per (method, backbone) of the baseline runs' objectives and their test twins, in
+    trials-table column names (oldest runs first, so rows follow the order the study trained them in)."""
+    from painvrl.study.baselines import METHOD_TAG, MODEL_TAG, SEED_TAG, Baseline, baseline_table, test_key
 
-    baselines = [Baseline(run.data.tags.get(MODEL_TAG, "?"), int(run.data.tags.get(SEED_TAG, 0)),
-                          dict(run.data.metrics), run.info.run_id, cached=True) for run in runs]
+    ordered = sorted(runs, key=lambda run: run.info.start_time or 0)
+    baselines = [Baseline(run.data.tags.get(METHOD_TAG, "erm"), run.data.tags.get(MODEL_TAG, "?"),
+                          int(run.data.tags.get(SEED_TAG, 0)), dict(run.data.metrics), run.info.run_id, cached=True)
+                 for run in ordered]
     table = baseline_table(baselines, objectives)
     keys = {name for key in objectives for name in (key, test_key(key))}
     return table.rename(columns={k: metric_column(k) for k in keys})
 
 
 def baselines_against_front(study: StudyRuns) -> pd.DataFrame:
-    """The baselines with the front trials that dominate them and those they dominate (validation)."""
+    """The baselines (``method/model``) with their objectives, the front trials that dominate them, those they
+    dominate (validation) and the front's hypervolume over each one's point."""
     from painvrl.study.baselines import with_dominance
 
     if study.baselines.empty:
         return study.baselines
     table = with_dominance(study.baselines, study.front, study.objective_columns, study.directions, "trial_id")
     return table.rename(columns={c: c.removeprefix("metrics.").replace("_at_", "@") for c in table.columns})
+
+
+def reference_baseline(study: StudyRuns) -> str | None:
+    """The label (``method/model``) of the baseline the study took as its hypervolume reference point: the best
+    baseline when the study configures no point; None otherwise."""
+    from painvrl.study.baselines import best_baseline_index
+
+    if study.baselines.empty or isinstance(study.spec.get("reference_point"), list):
+        return None
+    index = best_baseline_index(study.baselines, study.objective_columns, study.directions)
+    return None if index is None else str(study.baselines["baseline"].iloc[index])
 
 
 # ------------------------------------------------------------------------------------------ pure tables

@@ -22,9 +22,10 @@ from painvrl.analysis.report_data import (
     front_parameters_table,
     front_test_metrics_table,
     mask_density_table,
+    reference_baseline,
     summary_table,
 )
-from painvrl.study.baselines import baseline_markers
+from painvrl.study.baselines import HYPERVOLUME_COLUMN, baseline_markers
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def _draw(label: str, figures: list[tuple[str, Path]], draw: object) -> None:
 
 def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
     from painvrl.analysis.plots import (
+        SHAPE_NAMES,
+        marker_shapes,
         plot_front,
         plot_front_hyperparameters,
         plot_grouped_bars,
@@ -94,8 +97,17 @@ def _study_sections(study: StudyRuns, out: Path) -> list[Section]:
                        "trials beyond both lines beat it in both objectives.")
     front.tables.append(("Front trials: objectives and chosen hyperparameters", front_parameters_table(study)))
     if not study.baselines.empty:
-        front.note += " Stars are the erm baselines (mean over their seeds)."
-        front.tables.append(("erm baselines against the front (validation; test reported, never used to choose)",
+        shapes = ", ".join(f"{method}: {SHAPE_NAMES[shape]}"
+                           for method, shape in marker_shapes(list(study.baselines["method"])).items())
+        front.note += (f" The labelled markers are the baselines ({', '.join(study.baselines['baseline'])}; mean "
+                       f"over their seeds), one marker shape per method ({shapes}).")
+        reference = reference_baseline(study)
+        hypervolume = study.parent_metrics.get("hypervolume")
+        if reference is not None:
+            front.note += (f" The study's hypervolume takes the best baseline, {reference}, as its reference point"
+                           + (f" ({hypervolume:.4g})." if hypervolume is not None else "."))
+        front.note += f" '{HYPERVOLUME_COLUMN}' is the front's hypervolume with that baseline as reference point."
+        front.tables.append(("Baselines against the front (validation; test reported, never used to choose)",
                              baselines_against_front(study)))
     sections.append(front)
 

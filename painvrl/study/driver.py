@@ -14,6 +14,7 @@ from painvrl.study.baselines import (
     Baseline,
     baseline_table,
     best_baseline_point,
+    check_baselines,
     run_baselines,
     test_key,
     with_dominance,
@@ -35,8 +36,9 @@ class StudyOutcome:
     parent_run_id: str
     tracking_uri: str
     baselines: pd.DataFrame | None = None
-    """One row per baseline backbone (mean over seeds): validation objectives, their test twins, and which front
-    trials dominate it / it dominates (None without ``baselines``)."""
+    """One row per baseline (method, backbone), labelled ``method/model`` (mean over seeds): validation
+    objectives, their test twins, which front trials dominate it / it dominates, and the front's hypervolume
+    over its point (None without ``baselines``)."""
     reference_label: str | None = None
     """What the reference point is, as its front plot labels it (``erm (reference point)``); None when it is
     one of the ``baselines`` rows (drawn with them) or only the origin."""
@@ -126,6 +128,7 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
     from painvrl.training.checks import resolve_run
 
     resolve_run(base)  # names and backbone settings, before data, Ray or MLflow
+    check_baselines(spec)  # the same for every baseline's run config
     # Bad data fails here, before any trial starts; the fingerprint identifies the data in MLflow.
     data = load_dataset(base.dataset)
     check_objectives_have_data(spec, data)
@@ -206,8 +209,8 @@ def run_study(spec: StudySpec, resume: bool = False, verbose: bool = False) -> S
 
 def _reference_point(spec: StudySpec, data: Any, tracking_uri: str, experiment_id: str,
                      parent_run_id: str, baselines: list[Baseline]) -> list[float]:
-    """Configured point, else the best of the ``baselines`` backbones, else the erm baseline's objectives (run
-    once, cached on the parent run), else 0."""
+    """Configured point, else the best of the ``baselines``, else the erm baseline's objectives (run once,
+    cached on the parent run), else 0."""
     if spec.reference_point is not None:
         return list(spec.reference_point)
     best = best_baseline_point(baseline_table(baselines, spec.metric_keys()), spec.metric_keys(),

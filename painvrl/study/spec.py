@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 
@@ -67,6 +67,19 @@ class SamplerSpec:
     """TPE / GP random start-up trials (default: about a third of num_samples, at least 3)."""
 
 
+@dataclass(frozen=True)
+class BaselineSpec:
+    model: str
+    """Backbone (a ``model.name`` value, painvrl.model.registry.MODELS)."""
+    method: str = "erm"
+    """Method trained over it (a ``method`` value, painvrl.training.methods.METHODS)."""
+
+    @property
+    def label(self) -> str:
+        """``method/model``, e.g. ``erm/ultragcn``: how tables, plots and MLflow name the baseline."""
+        return f"{self.method}/{self.model}"
+
+
 @dataclass
 class StudySpec:
     name: str = "painvrl-study"
@@ -99,16 +112,18 @@ class StudySpec:
     tracking_uri: str | None = None
     """MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite under the study folder."""
     reference_point: list[float] | None = None
-    """Hypervolume reference point (objective space). Default: the erm baseline's point when
-    erm_baseline is true, else the origin."""
+    """Hypervolume reference point (objective space). Default: the best of ``baselines`` when set, else the erm
+    baseline's point when erm_baseline is true, else the origin."""
     erm_baseline: bool = False
     """Run one erm trial first (same data) and use its objectives as the hypervolume reference point (ignored
-    when ``baselines`` names backbones: the best of those is the reference)."""
-    baselines: list[str] = field(default_factory=list)
-    """Backbones (``model.name`` values) trained with erm before the search, once per seed of
-    ``baseline_seeds``, on the study's data and base config. Logged as tagged runs of the study's experiment,
-    drawn on the front plot and compared with the front; the best one is the default hypervolume reference
-    point. Cached by config hash and data fingerprint: a rerun or a resume trains none again."""
+    when ``baselines`` is set: the best of those is the reference)."""
+    baselines: list[BaselineSpec] = field(default_factory=list)
+    """(method, backbone) pairs trained before the search, once per seed of ``baseline_seeds``, on the study's
+    data and base config with ``method`` and ``model.name`` set. An entry is a backbone name (``ultragcn``: erm
+    over it) or a mapping ``{method: invrl, model: vbpr}``; each is labelled ``method/model``. Logged as tagged
+    runs of the study's experiment, drawn on the front plot (one marker shape per method) and compared with the
+    front; the best one is the default hypervolume reference point. Cached by method, config hash and data
+    fingerprint: a rerun or a resume trains none again."""
     baseline_seeds: list[int] = field(default_factory=list)
     """Training seeds of the baselines (default: the base config's train.seed)."""
     ray_address: str | None = None
@@ -143,7 +158,7 @@ class StudySpec:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _fail(where: str, message: str) -> None:
+def _fail(where: str, message: str) -> NoReturn:
     raise PainvrlInputError(f"study config field '{where}': {message}")
 
 
@@ -233,13 +248,7 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
             config_from_dict(values)
         except PainvrlInputError as exc:
             raise PainvrlInputError(f"study config field 'search' ({corner} corner): {exc}") from exc
-    from painvrl.model.registry import MODELS
-
-    for name in spec.baselines:
-        if name not in MODELS:
-            _fail("baselines", f"{name!r} is not a registered backbone (known: {', '.join(sorted(MODELS))})")
-    if len(set(spec.baselines)) != len(spec.baselines):
-        _fail("baselines", "names a backbone twice")
+    _check_baselines(spec.baselines)
     if spec.reference_point is not None and len(spec.reference_point) != len(spec.objectives):
         _fail("reference_point", f"has {len(spec.reference_point)} values for {len(spec.objectives)} objectives")
     if spec.sampler.population_size is not None and spec.sampler.population_size < 2:
@@ -252,6 +261,56 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
         if spec.max_concurrent_trials > placeable:
             _fail("max_concurrent_trials", f"{spec.max_concurrent_trials} trials x {per_trial:g} CPUs do not "
                                            f"fit the cluster's {cluster_cpus:g} CPUs (at most {placeable})")
+
+
+def _check_baselines(baselines: list[BaselineSpec]) -> None:
+    """Every baseline names a registered method and backbone, and no (method, backbone) pair comes twice."""
+    from painvrl.model.registry import MODELS
+    from painvrl.training.methods import METHODS
+
+    seen: dict[BaselineSpec, int] = {}
+    for i, baseline in enumerate(baselines):
+        if baseline.method not in METHODS:
+            _fail(f"baselines[{i}].method", f"{baseline.method!r} is not a registered method "
+                                            f"(known: {', '.join(METHODS.names())})")
+        if baseline.model not in MODELS:
+            _fail(f"baselines[{i}].model", f"{baseline.model!r} is not a registered backbone "
+                                           f"(known: {', '.join(MODELS.names())})")
+        if baseline in seen:
+            _fail(f"baselines[{i}]", f"{baseline.label} is already baselines[{seen[baseline]}]")
+        seen[baseline] = i
+
+
+def parse_baselines(entries: Any) -> list[BaselineSpec]:
+    """The study field ``baselines`` as read from YAML: a list of backbone names (erm over each) and mappings
+    ``{method: ..., model: ...}`` (method defaults to erm). Names are checked by :func:`validate_study`."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        _fail("baselines", f"expected a list of backbone names or {{method: ..., model: ...}} mappings, "
+                           f"got {entries!r}")
+    known = {f.name for f in dataclasses.fields(BaselineSpec)}
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"baselines[{i}]"
+        if isinstance(entry, BaselineSpec):
+            out.append(entry)
+            continue
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, dict):
+            _fail(where, f"expected a backbone name or a mapping like {{method: erm, model: vbpr}}, got {entry!r}")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            _fail(where, f"unknown keys {unknown} (known: method, model)")
+        if "model" not in entry:
+            _fail(where, f"{entry!r} has no 'model' (the backbone the method trains, e.g. {{method: "
+                         f"{entry.get('method', 'erm')}, model: vbpr}})")
+        for key, value in entry.items():
+            if not isinstance(value, str) or not value:
+                _fail(f"{where}.{key}", f"expected a name, got {value!r}")
+        out.append(BaselineSpec(**entry))
+    return out
 
 
 def _build_spec(values: dict[str, Any]) -> StudySpec:
@@ -276,6 +335,8 @@ def _build_spec(values: dict[str, Any]) -> StudySpec:
             kwargs["search"] = search
         if "sampler" in kwargs:
             kwargs["sampler"] = SamplerSpec(**kwargs["sampler"])
+        if "baselines" in kwargs:
+            kwargs["baselines"] = parse_baselines(kwargs["baselines"])
     except TypeError as exc:
         raise PainvrlInputError(f"study config: {exc}") from exc
     for objective in kwargs.get("objectives", []):

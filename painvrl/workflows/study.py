@@ -55,9 +55,16 @@ def print_outcome(spec: StudySpec, outcome: StudyOutcome) -> None:
         print(f"\nPareto front of study '{spec.name}' ({len(outcome.front)} of {len(outcome.trials)} trials):")
         print(outcome.front.drop(columns=["on_front", "on_optuna_front"], errors="ignore").to_string(index=False))
         if outcome.baselines is not None:
-            print("\nerm baselines (mean over seeds; validation objectives, test reported, never used to choose):")
+            print("\nbaselines (method/model, mean over seeds; validation objectives, test reported, never used to "
+                  "choose):")
             print(outcome.baselines.to_string(index=False))
-    print(f"hypervolume = {outcome.hypervolume:.6g} (reference point {outcome.reference_point})")
+    which_baseline = ""
+    if outcome.baselines is not None and spec.reference_point is None:
+        from painvrl.study.baselines import best_baseline_index
+
+        best = best_baseline_index(outcome.baselines, spec.metric_keys(), spec.directions())
+        which_baseline = "" if best is None else f", the best baseline {outcome.baselines['baseline'].iloc[best]}"
+    print(f"hypervolume = {outcome.hypervolume:.6g} (reference point {outcome.reference_point}{which_baseline})")
     if outcome.hypervolume == 0:
         if outcome.baselines is not None and spec.reference_point is None:
             which = "the best baseline's point"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,18 @@ import numpy as np
 
 from painvrl.analysis.publish import publish_study
 from painvrl.study import tracking
+from painvrl.study.baselines import (
+    BASELINE_ROLE,
+    CONFIG_HASH_TAG,
+    FINGERPRINT_TAG,
+    METHOD_TAG,
+    Baseline,
+    baseline_table,
+    best_baseline_point,
+    log_baseline,
+)
 from painvrl.study.driver import StudyOutcome, summarise_study
-from painvrl.study.spec import Objective, SamplerSpec, StudySpec, dump_study
+from painvrl.study.spec import BaselineSpec, Objective, SamplerSpec, StudySpec, dump_study
 from painvrl.training.results import final_report
 
 MODALITIES = ("visual", "textual")
@@ -72,15 +83,21 @@ def synthetic_metrics(rng: np.random.Generator, method: str, pref_ood: float, n_
 
 
 def make_study(root: Path, tracking_uri: str, name: str, sampler: str = "tpe", method: str = "painvrl",
-               seed: int = 0, n_trials: int = 8, failed_trials: int = 1, dataset: str = "synthetic") -> StudyOutcome:
-    """Log one synthetic study of ``n_trials`` finished (+ ``failed_trials`` failed) trials; return its outcome."""
+               seed: int = 0, n_trials: int = 8, failed_trials: int = 1, dataset: str = "synthetic",
+               baselines: Sequence[tuple[str, str, float, float]] = ()) -> StudyOutcome:
+    """Log one synthetic study of ``n_trials`` finished (+ ``failed_trials`` failed) trials; return its outcome.
+
+    ``baselines``: (method, model, val IID recall, val OOD recall) of baseline runs logged as
+    :func:`painvrl.study.baselines.run_baselines` logs them; the best one is then the reference point."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = StudySpec(name=name, storage_dir=str(root), tracking_uri=tracking_uri, num_samples=n_trials,
                      base={"dataset": {"name": dataset}},
                      objectives=[Objective("val.iid.recall@20"), Objective("val.ood.recall@20")],
-                     sampler=SamplerSpec(name=sampler, seed=seed), reference_point=[0.0, 0.0])  # type: ignore[arg-type]
+                     sampler=SamplerSpec(name=sampler, seed=seed),  # type: ignore[arg-type]
+                     reference_point=None if baselines else [0.0, 0.0],
+                     baselines=[BaselineSpec(model, method) for method, model, _, _ in baselines])
     study_dir = spec.study_dir()
     study_dir.mkdir(parents=True, exist_ok=True)
     dump_study(spec, study_dir / "study.yaml")
@@ -114,6 +131,26 @@ def make_study(root: Path, tracking_uri: str, name: str, sampler: str = "tpe", m
         runs.finish(trial_id, report, failed=False)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                   values=[report[k] for k in spec.metric_keys()]))
-    outcome = summarise_study(spec, [0.0, 0.0], tracking_uri, parent)
+    logged = _log_baselines(spec, tracking_uri, experiment_id, parent, baselines)
+    reference = best_baseline_point(baseline_table(logged, spec.metric_keys()), spec.metric_keys(),
+                                    spec.directions()) if logged else [0.0, 0.0]
+    assert reference is not None
+    outcome = summarise_study(spec, reference, tracking_uri, parent, logged)
     publish_study(outcome)
     return outcome
+
+
+def _log_baselines(spec: StudySpec, tracking_uri: str, experiment_id: str, parent: str,
+                   baselines: Sequence[tuple[str, str, float, float]]) -> list[Baseline]:
+    out = []
+    for method, model, iid, ood in baselines:
+        baseline = BaselineSpec(model, method)
+        metrics = {"method": method, "val": {"iid": {"recall@20": iid}, "ood": {"recall@20": ood}},
+                   "test": {"iid": {"recall@20": 0.95 * iid}, "ood": {"recall@20": 0.95 * ood}}}
+        flat = {"val.iid.recall_at_20": iid, "val.ood.recall_at_20": ood,
+                "test.iid.recall_at_20": 0.95 * iid, "test.ood.recall_at_20": 0.95 * ood}
+        tags = {tracking.ROLE_TAG: BASELINE_ROLE, METHOD_TAG: method, CONFIG_HASH_TAG: f"{method}-{model}",
+                FINGERPRINT_TAG: "synthetic"}
+        run_id = log_baseline(tracking_uri, experiment_id, parent, spec.name, baseline, 0, tags, flat, metrics)
+        out.append(Baseline(method, model, 0, flat, run_id, cached=False))
+    return out

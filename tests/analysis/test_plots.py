@@ -53,3 +53,37 @@ def test_plot_front_draws_the_reference_point(tmp_path: Path) -> None:
                          reference=("erm (reference point)", float("nan"), 0.08))
     assert not np.array_equal(imread(plain), imread(drawn))
     assert np.array_equal(imread(plain), imread(skipped))
+
+
+def test_front_plot_draws_each_baseline_with_a_legend_entry_and_one_shape_per_method() -> None:
+    """Baselines of one method share a marker shape, different methods differ; each has its own legend entry
+    and annotation, and a non-finite baseline is left out."""
+    from painvrl.analysis.plots import BASELINE_SHAPES, draw_front, marker_shapes
+
+    df = pd.DataFrame({"iid": [0.30, 0.20, 0.15, 0.25], "ood": [0.10, 0.20, 0.12, 0.15]})
+    markers = [("erm/ultragcn", 0.22, 0.09, "erm"), ("erm/vbpr", 0.18, 0.11, "erm"),
+               ("invrl/vbpr", 0.19, 0.14, "invrl"), ("oracle/vbpr", 0.21, 0.16, "oracle"),
+               ("erm/lightgcn", float("nan"), 0.1, "erm")]
+    figure = draw_front(df, "iid", "ood", ["maximize", "maximize"], markers=markers)
+    axes = figure.axes[0]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend[-4:] == ["erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"]
+    assert "erm/lightgcn" not in legend
+    assert {t.get_text() for t in axes.texts} >= {"erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"}
+    drawn = {c.get_label(): c for c in axes.collections if c.get_label().count("/") == 1}
+    assert set(drawn) == {"erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"}
+
+    def shape(label: str) -> np.ndarray:
+        return drawn[label].get_paths()[0].vertices
+
+    assert np.array_equal(shape("erm/ultragcn"), shape("erm/vbpr"))
+    assert not np.array_equal(shape("erm/vbpr"), shape("invrl/vbpr"))
+    assert not np.array_equal(shape("invrl/vbpr"), shape("oracle/vbpr"))
+    assert not np.array_equal(shape("erm/vbpr"), shape("oracle/vbpr"))
+    assert [tuple(drawn[k].get_offsets()[0]) for k in ("invrl/vbpr", "oracle/vbpr")] == [(0.19, 0.14), (0.21, 0.16)]
+    colours = {tuple(c.get_facecolor()[0]) for c in drawn.values()}
+    assert len(colours) == 4, "each baseline its own colour"
+    assert marker_shapes(["erm", "erm", "invrl", "oracle"]) == {
+        "erm": BASELINE_SHAPES[0], "invrl": BASELINE_SHAPES[1], "oracle": BASELINE_SHAPES[2]}
+    # none of the baseline shapes is one the trials (o, D) or the reference point (X) use
+    assert not {"o", "D", "X"} & set(BASELINE_SHAPES)

@@ -190,3 +190,43 @@ def test_new_plot_types(tmp_path: Path) -> None:
     tables["tpe"].loc[0, "x"] = np.nan
     assert plot_fronts_overlay(tables, "x", "y", ["maximize", "minimize"], tmp_path / "o.png"
                                ).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_lists_method_model_baselines_against_the_front(tmp_path: Path) -> None:
+    """A study with baselines over several methods: baselines.csv, the report's table and its front plot name
+    each baseline ``method/model``, with its objectives, dominance both ways and the front's hypervolume over
+    it; the best baseline is the reference point."""
+    from painvrl.analysis.report_data import baselines_against_front, reference_baseline
+    from painvrl.study.baselines import HYPERVOLUME_COLUMN
+
+    uri = fresh_tracking_uri(tmp_path)
+    outcome = make_study(tmp_path, uri, "gamma", n_trials=6, failed_trials=0, baselines=[
+        ("erm", "vbpr", 0.20, 0.11), ("invrl", "vbpr", 0.22, 0.13), ("oracle", "vbpr", 0.12, 0.22)])
+    csv = pd.read_csv(outcome.spec.study_dir() / "baselines.csv")
+    assert list(csv["baseline"]) == ["erm/vbpr", "invrl/vbpr", "oracle/vbpr"]
+    assert list(csv["method"]) == ["erm", "invrl", "oracle"] and set(csv["model"]) == {"vbpr"}
+    assert outcome.reference_point == [0.22, 0.13]
+
+    study = load_study_runs(uri, "gamma")
+    assert list(study.baselines["baseline"]) == ["erm/vbpr", "invrl/vbpr", "oracle/vbpr"]
+    assert reference_baseline(study) == "invrl/vbpr"
+    table = baselines_against_front(study).set_index("baseline")
+    assert {"method", "model", "val.iid.recall@20", "val.ood.recall@20", "test.ood.recall@20", "dominated by",
+            "dominates front", HYPERVOLUME_COLUMN} <= set(table.columns)
+    assert table.loc["oracle/vbpr", "dominated by"] == "none"  # no trial reaches its OOD recall
+    assert table.loc["erm/vbpr", "dominated by"] != "none"
+    assert table.loc["invrl/vbpr", HYPERVOLUME_COLUMN] == pytest.approx(outcome.hypervolume)
+    assert table.loc["erm/vbpr", HYPERVOLUME_COLUMN] > table.loc["invrl/vbpr", HYPERVOLUME_COLUMN]
+
+    out = tmp_path / "md"
+    assert main(["report", "--experiment", "gamma", "--tracking-uri", uri, "--output", str(out), "--format", "md",
+                 "--no-log"]) == 0
+    text = (out / "report.md").read_text()
+    assert "**Baselines against the front (validation; test reported, never used to choose)**" in text
+    for label in ("erm/vbpr", "invrl/vbpr", "oracle/vbpr"):
+        assert f"| {label} | {label.split('/')[0]} | vbpr |" in text
+    assert "one marker shape per method (erm: star, invrl: plus, oracle: pentagon)" in text
+    assert "takes the best baseline, invrl/vbpr, as its reference point" in text
+    html = (outcome.spec.study_dir() / "report" / "report.html").read_text()  # written when the study ended
+    assert "<td>oracle/vbpr</td>" in html and f"<th>{HYPERVOLUME_COLUMN}</th>" in html
+    assert (outcome.spec.study_dir() / "front.png").read_bytes().startswith(PNG_MAGIC)

@@ -9,7 +9,7 @@ import pytest
 from painvrl.errors import PainvrlInputError
 from painvrl.study.shipped import CONFIG_DIR
 from painvrl.study.space import DefineByRunSpace, simplex_from_uniforms, trial_config
-from painvrl.study.spec import load_study, validate_study
+from painvrl.study.spec import BaselineSpec, dump_study, load_study, validate_study
 
 CONFIGS = CONFIG_DIR
 
@@ -31,7 +31,8 @@ def test_real_data_studies_search_the_backbone_against_erm_baselines(name: str) 
     backbones = spec.search["model.name"]
     assert backbones.kind == "categorical" and set(backbones.choices) <= set(MODELS)
     assert {"environments.n_envs", "mask.sparsity_weight", "preference"} <= set(spec.search)
-    assert set(backbones.choices) <= set(spec.baselines) and "lightgcn" in spec.baselines
+    erm_backbones = {b.model for b in spec.baselines if b.method == "erm"}
+    assert set(backbones.choices) <= erm_backbones and "lightgcn" in erm_backbones
     assert spec.metric_keys() == ["val.iid.recall@20", "val.ood.recall@20"]
     two_workers = load_study(CONFIGS / f"{name}.yaml", ["trial_num_workers=2", "max_concurrent_trials=1"])
     validate_study(two_workers, cluster_cpus=3)
@@ -50,8 +51,8 @@ def test_real_data_studies_search_the_backbone_against_erm_baselines(name: str) 
     ("reference_point=[0.1]", "reference_point"),
     ("sampler={name: cmaes}", "sampler.name"),
     ("bogus=1", "bogus"),
-    ("baselines=[nope]", "baselines"),
-    ("baselines=[vbpr,vbpr]", "baselines"),
+    ("baselines=[nope]", "baselines[0].model"),
+    ("baselines=[vbpr,vbpr]", "baselines[1]"),
     ("base.train.epochs=0", "train.epochs"),
 ])
 def test_bad_study_configs_name_the_field(override: str, field: str) -> None:
@@ -140,3 +141,44 @@ def test_objectives_on_ood_validation_need_an_ood_validation_split(tmp_path: Pat
     with pytest.raises(PainvrlInputError, match=r"'objectives\[\d\]'.*ood_val_fraction"):
         check_objectives_have_data(spec, load_mmrec(folder, DatasetConfig(name="mmrec")))
     check_objectives_have_data(spec, load_mmrec(folder, DatasetConfig(name="mmrec", ood_val_fraction=0.5)))
+
+
+def test_baselines_take_backbone_names_and_method_model_pairs(tmp_path: Path) -> None:
+    spec = load_study(CONFIGS / "smoke.yaml", [
+        "baselines=[ultragcn, {method: invrl, model: vbpr}, {method: oracle, model: vbpr}, {model: lightgcn}]"])
+    assert spec.baselines == [BaselineSpec("ultragcn", "erm"), BaselineSpec("vbpr", "invrl"),
+                              BaselineSpec("vbpr", "oracle"), BaselineSpec("lightgcn", "erm")]
+    assert [b.label for b in spec.baselines] == ["erm/ultragcn", "invrl/vbpr", "oracle/vbpr", "erm/lightgcn"]
+    # study.yaml (what a resumed study and the report read) keeps the pairs
+    dump_study(spec, tmp_path / "study.yaml")
+    assert load_study(tmp_path / "study.yaml").baselines == spec.baselines
+
+
+@pytest.mark.parametrize(("entries", "field", "message"), [
+    ("[vbpr, {method: nope, model: vbpr}]", r"baselines\[1\]\.method", r"'nope' is not a registered method "
+                                                                      r"\(known: .*erm.*invrl"),
+    ("[{method: invrl, model: nope}]", r"baselines\[0\]\.model", r"'nope' is not a registered backbone "
+                                                                r"\(known: .*ultragcn.*vbpr"),
+    ("[vbpr, {method: oracle, model: vbpr}, {method: erm, model: vbpr}]", r"baselines\[2\]",
+     r"erm/vbpr is already baselines\[0\]"),
+    ("[{method: invrl, model: vbpr}, {method: invrl, model: vbpr}]", r"baselines\[1\]",
+     r"invrl/vbpr is already baselines\[0\]"),
+    ("[{method: invrl}]", r"baselines\[0\]", r"\{'method': 'invrl'\} has no 'model'"),
+    ("[{method: invrl, model: vbpr, seed: 3}]", r"baselines\[0\]", r"unknown keys \['seed'\]"),
+    ("[{method: invrl, model: [vbpr]}]", r"baselines\[0\]\.model", "expected a name"),
+    ("[3]", r"baselines\[0\]", "expected a backbone name or a mapping"),
+    ("vbpr", "baselines", "expected a list"),
+])
+def test_bad_baselines_name_the_entry(entries: str, field: str, message: str) -> None:
+    with pytest.raises(PainvrlInputError, match=rf"'{field}': {message}"):
+        load_study(CONFIGS / "smoke.yaml", [f"baselines={entries}"])
+
+
+def test_a_baseline_the_data_cannot_train_fails_before_anything_trains() -> None:
+    """oracle needs the synthetic benchmark's ground truth: refused on real data, naming the entry."""
+    from painvrl.study.baselines import check_baselines
+
+    spec = load_study(CONFIGS / "movielens.yaml", ["baselines=[vbpr, {method: oracle, model: vbpr}]"])
+    with pytest.raises(PainvrlInputError, match=r"'baselines\[1\]' \(oracle/vbpr\).*needs ground truth"):
+        check_baselines(spec)
+    check_baselines(load_study(CONFIGS / "smoke.yaml", ["baselines=[vbpr, {method: oracle, model: vbpr}]"]))

@@ -159,20 +159,22 @@ def test_killed_study_resumes_without_lost_or_duplicated_trials(tmp_path: Path) 
 
 def test_baselines_are_drawn_compared_and_never_retrained(tmp_path: Path) -> None:
     args = ["--config", str(SMOKE), "--set", f"storage_dir={tmp_path}", "--set", "name=baselines",
-            "--set", "baselines=[ultragcn,vbpr]", "--set", "baseline_seeds=[0,1]"]
+            "--set", "baselines=[ultragcn, {method: oracle, model: vbpr}]", "--set", "baseline_seeds=[0,1]"]
     result = _search(args)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "erm baselines" in result.stdout and "dominated by" in result.stdout
+    assert "baselines: 4 trained" in result.stdout and "dominated by" in result.stdout
     study_dir = tmp_path / "baselines"
     _assert_study_consistent(study_dir, "baselines", n_trials=3, positive_hypervolume=False)
     runs = _mlflow_runs(study_dir, "baselines")
     baselines = runs[runs["painvrl.role"] == "baseline"]
-    assert sorted(zip(baselines["painvrl.model"], baselines["painvrl.seed"], strict=True)) == [
-        ("ultragcn", "0"), ("ultragcn", "1"), ("vbpr", "0"), ("vbpr", "1")]
+    assert sorted(zip(baselines["painvrl.method"], baselines["painvrl.model"], baselines["painvrl.seed"],
+                      strict=True)) == [("erm", "ultragcn", "0"), ("erm", "ultragcn", "1"), ("oracle", "vbpr", "0"),
+                                        ("oracle", "vbpr", "1")]
     assert baselines["painvrl.config_hash"].is_unique and baselines["painvrl.data_fingerprint"].nunique() == 1
 
     table = pd.read_csv(study_dir / "baselines.csv")
-    assert list(table["baseline"]) == ["erm ultragcn", "erm vbpr"] and set(table["seeds"]) == {2}
+    assert list(table["baseline"]) == ["erm/ultragcn", "oracle/vbpr"] and set(table["seeds"]) == {2}
+    assert list(table["method"]) == ["erm", "oracle"] and list(table["model"]) == ["ultragcn", "vbpr"]
     assert {"dominated by", "dominates front", "test.iid.recall@20", "test.ood.recall@20"} <= set(table.columns)
     # the reference point is the best baseline (largest IID + OOD validation recall)
     sums = table["val.iid.recall@20"] + table["val.ood.recall@20"]
@@ -181,9 +183,10 @@ def test_baselines_are_drawn_compared_and_never_retrained(tmp_path: Path) -> Non
     front = pd.read_csv(study_dir / "front.csv")
     assert front["test.iid.recall@20"].notna().all() and front["test.ood.recall@20"].notna().all()
     report = (study_dir / "report" / "report.html").read_text()
-    assert "erm baselines against the front" in report and "erm vbpr" in report
+    assert "Baselines against the front" in report and "oracle/vbpr" in report
 
     again = _search([*args, "--resume"])
     assert again.returncode == 0, again.stderr[-4000:]
+    assert "baselines: 0 trained, 4 found in MLflow" in again.stdout
     rerun = _mlflow_runs(study_dir, "baselines")
     assert set(rerun[rerun["painvrl.role"] == "baseline"]["run_id"]) == set(baselines["run_id"])
