@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,16 +66,16 @@ def test_front_plot_draws_each_baseline_with_a_legend_entry_and_one_shape_per_me
                ("invrl/vbpr", 0.19, 0.14, "invrl"), ("oracle/vbpr", 0.21, 0.16, "oracle"),
                ("erm/lightgcn", float("nan"), 0.1, "erm")]
     figure = draw_front(df, "iid", "ood", ["maximize", "maximize"], markers=markers)
-    axes = figure.axes[0]
+    axes: Any = figure.axes[0]
     legend = [text.get_text() for text in axes.get_legend().get_texts()]
     assert legend[-4:] == ["erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"]
     assert "erm/lightgcn" not in legend
     assert {t.get_text() for t in axes.texts} >= {"erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"}
-    drawn = {c.get_label(): c for c in axes.collections if c.get_label().count("/") == 1}
+    drawn: dict[str, Any] = {str(c.get_label()): c for c in axes.collections if str(c.get_label()).count("/") == 1}
     assert set(drawn) == {"erm/ultragcn", "erm/vbpr", "invrl/vbpr", "oracle/vbpr"}
 
     def shape(label: str) -> np.ndarray:
-        return drawn[label].get_paths()[0].vertices
+        return np.asarray(drawn[label].get_paths()[0].vertices)
 
     assert np.array_equal(shape("erm/ultragcn"), shape("erm/vbpr"))
     assert not np.array_equal(shape("erm/vbpr"), shape("invrl/vbpr"))
