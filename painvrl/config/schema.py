@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from painvrl.config.datasets import DatasetConfig
+from painvrl.config.ood_methods import DROConfig, InvPrefConfig, IPSConfig, PDAConfig, VREXConfig
 
 
 @dataclass
@@ -240,6 +241,16 @@ class Config:
     """Convert module of the final recommender."""
     painvrl: PainvrlConfig = field(default_factory=PainvrlConfig)
     """Outer loop."""
+    ips: IPSConfig = field(default_factory=IPSConfig)
+    """Inverse propensity weighting (method ``ips``)."""
+    pda: PDAConfig = field(default_factory=PDAConfig)
+    """Popularity-deconfounded training (method ``pda``)."""
+    dro: DROConfig = field(default_factory=DROConfig)
+    """GroupDRO over the identified environments (method ``dro``)."""
+    vrex: VREXConfig = field(default_factory=VREXConfig)
+    """V-REx over the identified environments (method ``vrex``)."""
+    invpref: InvPrefConfig = field(default_factory=InvPrefConfig)
+    """InvPref: invariant and variant preferences over environments it infers itself (method ``invpref``)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation and model selection."""
     scaling: ScalingConfig = field(default_factory=ScalingConfig)

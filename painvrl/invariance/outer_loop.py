@@ -23,16 +23,9 @@ import torch
 from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
-from painvrl.errors import PainvrlInputError
-from painvrl.invariance.diagnostics import partition_violation, positive_losses
-from painvrl.invariance.eiil import EIILSettings, eiil_environments
-from painvrl.invariance.environments import (
-    adjusted_rand_index,
-    environment_models,
-    identify_environments,
-    seeded_generator,
-)
+from painvrl.invariance.diagnostics import positive_losses
 from painvrl.invariance.feature_path import FeaturePathScorer, invariance_scorer
+from painvrl.invariance.identify import environments_of_round, known_environments
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.invariance.profile import environment_profile
 from painvrl.model.recommender import Recommender
@@ -107,7 +100,6 @@ def learn_invariant_mask(
     device = features.device
     mask = torch.full((d,), 0.5, device=device)
     sparsity_weight, irm_weight, l1_rho = mask_cfg.sparsity_weight, mask_cfg.irm_weight, env_cfg.l1_rho
-    truth = data.ground_truth.train_env if data.ground_truth is not None else None
     invariant_dims = data.ground_truth.invariant_dims if data.ground_truth is not None else None
     labels: np.ndarray | None = None
     ari: float | None = None
@@ -117,12 +109,7 @@ def learn_invariant_mask(
         if log is not None:
             log(record)
 
-    known: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None
-    if env_cfg.source == "ground_truth":
-        known = _known_environments(data, env_cfg.n_envs)
-    elif env_cfg.source == "eiil":
-        known = eiil_environments(scorer, data.train, env_cfg.n_envs, model_cfg.n_negatives, train_cfg.seed,
-                                  EIILSettings(steps=env_cfg.eiil_steps, lr=env_cfg.eiil_lr))
+    known = known_environments(config, data, scorer)
     sizes: list[int] = []
     reference_losses = positive_losses(scorer, data.train, model_cfg.n_negatives, train_cfg.seed)
     diagnostic: dict[str, Any] | None = None
@@ -134,29 +121,11 @@ def learn_invariant_mask(
         return mask_auc(scores, invariant_dims) if invariant_dims is not None else None
 
     for round_index in range(config.painvrl.rounds):
-        if known is not None:
-            labels, label_pairs = known
-            sizes = np.bincount(labels, minlength=env_cfg.n_envs).astype(int).tolist()
-            ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
-            diagnostic = partition_violation(reference_losses, labels, env_cfg.n_envs, train_cfg.seed)
-            emit({"phase": "hei", "round": round_index, "source": env_cfg.source, "env_sizes": sizes, "ari": ari,
-                  "violation": diagnostic})
-        else:
-            models = environment_models(env_cfg.n_envs, scorer, mask, model_cfg.k_f, env_cfg.input, l1_rho,
-                                        model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
-                                        train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
-            init = labels if (env_cfg.warm_start and labels is not None) else None
-            hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
-                                        n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
-                                        round_index=round_index, init_labels=init, collective=collective,
-                                        progress=progress, negative_pool=model_cfg.negative_pool,
-                                        backbone=backbone_name)
-            labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
-            ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
-            diagnostic = partition_violation(reference_losses, labels, env_cfg.n_envs, train_cfg.seed)
-            emit({"phase": "hei", "round": round_index, "source": "hei", "env_sizes": sizes, "churn": hei.churn,
-                  "iterations": hei.iterations, "reseeded": hei.reseeded, "ari": ari, "violation": diagnostic,
-                  "final_loss": hei.epoch_losses[-1] if hei.epoch_losses else None})
+        found = environments_of_round(config, data, scorer, mask, round_index, known, labels, reference_losses,
+                                      l1_rho, collective, progress, backbone_name)
+        labels, sizes, label_pairs, ari, diagnostic = (found.labels, found.sizes, found.label_pairs, found.ari,
+                                                       found.violation)
+        emit(found.record)
         settings = resolve_settings(mask_cfg, sparsity_weight, irm_weight)
         img = learn_mask(scorer, data.train, labels, env_cfg.n_envs, img_cfg, settings,
                          batch_size=train_cfg.batch_size, n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
@@ -186,31 +155,3 @@ def learn_invariant_mask(
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
                       env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits,
                       violation=diagnostic, profile=environment_profile(data, labels, env_cfg.n_envs))
-
-
-def _known_environments(data: InteractionData, n_envs: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """The benchmark's true training environments and a labeller of its val/test pairs (source=ground_truth)."""
-    truth = data.ground_truth
-    if truth is None or truth.train_env is None or truth.val_env is None or truth.test_env is None:
-        raise PainvrlInputError(f"config field 'environments.source' is 'ground_truth', but dataset {data.name!r} "
-                                "has no true environments (only the synthetic benchmark has them); use 'hei'")
-    labels = np.asarray(truth.train_env, dtype=np.int64)
-    n_true = int(labels.max()) + 1
-    if n_true != n_envs:
-        raise PainvrlInputError(f"config field 'environments.n_envs' is {n_envs}, but the dataset has {n_true} true "
-                                "training environments; with environments.source=ground_truth they must match")
-    splits = [(data.train, labels), (data.val, truth.val_env), (data.test, truth.test_env)]
-    keys = np.concatenate([pairs[:, 0] * data.n_items + pairs[:, 1] for pairs, _ in splits])
-    envs = np.concatenate([np.asarray(env, dtype=np.int64) for _, env in splits])
-    order = np.argsort(keys, kind="stable")
-    keys, envs = keys[order], envs[order]
-
-    def label_pairs(pairs: np.ndarray) -> np.ndarray:
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        query = pairs[:, 0] * data.n_items + pairs[:, 1]
-        pos = np.clip(np.searchsorted(keys, query), 0, max(len(keys) - 1, 0))
-        if len(query) and not np.array_equal(keys[pos], query):
-            raise ValueError("environments.source=ground_truth labels only the dataset's own train/val/test pairs")
-        return envs[pos]
-
-    return labels, label_pairs

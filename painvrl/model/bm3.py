@@ -53,6 +53,9 @@ def _distance(online: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | 
 class BM3(PropagatedRecommender):
     """:meth:`representations` are the predictor's online vectors; the loss reads the propagated ones."""
 
+    reads_logit_offset: ClassVar[bool] = False
+    """BM3 trains on embedding distances, with no pair logit for a popularity term."""
+
     name: ClassVar[str] = "bm3"
     settings_type: ClassVar[type[BM3Settings]] = BM3Settings
     settings: BM3Settings

@@ -128,7 +128,7 @@ class FREEDOM(PropagatedRecommender):
                              score_scale: torch.Tensor | None = None) -> torch.Tensor:
         user_table, item_table = self.representations()
         user_vecs = user_table[users]
-        loss = self.bpr(user_vecs, item_table, pos_items, neg_items, score_scale, pool)
+        loss = self.bpr(user_vecs, item_table, pos_items, neg_items, score_scale, pool, offset=self)
         if self.settings.feature_weight > 0:
             negatives = neg_items.reshape(-1) if pool is None else pool[0]
             items = torch.unique(torch.cat([pos_items, negatives]))

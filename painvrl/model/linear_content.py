@@ -13,6 +13,7 @@ one [b, P] product against the pool's items.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from painvrl.model.recommender import NegativePool, Recommender, UserScorer
 
 class LinearContentRecommender(Recommender):
     """User table ``user_embedding`` [n_users, k_id + k_f], item-ID table ``item_embedding`` [n_items, k_id]."""
+
+    reads_logit_offset: ClassVar[bool] = True
 
     user_embedding: nn.Parameter
     item_embedding: nn.Parameter
@@ -90,6 +93,7 @@ class LinearContentRecommender(Recommender):
             neg_vectors = vectors[inverse[batch:]].view(batch, -1, vectors.shape[1])
             neg_scores = torch.bmm(neg_vectors, user_vectors.unsqueeze(2)).squeeze(2)
         pos_scores = (user_vectors * pos_vectors).sum(-1)
+        pos_scores, neg_scores = self.offset_logits(pos_items, neg_items, pos_scores, neg_scores)
         return user_vectors, pos_vectors, pos_scores, neg_scores
 
     # ---------------------------------------------------------------------------------------------- loss

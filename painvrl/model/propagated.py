@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 
 class PropagatedRecommender(Recommender):
+
+    reads_logit_offset: ClassVar[bool] = True
 
     def __init__(self, context: BuildContext, settings: Any, embedding_dim: int, norm: str = "sym") -> None:
         super().__init__()
@@ -69,13 +71,17 @@ class PropagatedRecommender(Recommender):
                              pool: NegativePool | None = None,
                              score_scale: torch.Tensor | None = None) -> torch.Tensor:
         user_table, item_table = self.representations()
-        return self.bpr(user_table[users], item_table, pos_items, neg_items, score_scale, pool)
+        return self.bpr(user_table[users], item_table, pos_items, neg_items, score_scale, pool, offset=self)
 
     @staticmethod
     def bpr(user_vecs: torch.Tensor, item_table: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
-            score_scale: torch.Tensor | None, pool: NegativePool | None = None) -> torch.Tensor:
-        """[B] BPR of user vectors against the positives' and negatives' rows of ``item_table``."""
+            score_scale: torch.Tensor | None, pool: NegativePool | None = None, *,
+            offset: Recommender | None = None) -> torch.Tensor:
+        """[B] BPR of user vectors against the positives' and negatives' rows of ``item_table``; ``offset``
+        (the model, when the rows are its items) adds its :attr:`~Recommender.item_logit_offset`."""
         pos, neg = pair_scores(user_vecs, item_table, pos_items, neg_items, pool)
+        if offset is not None:
+            pos, neg = offset.offset_logits(pos_items, neg_items, pos, neg)
         if score_scale is not None:
             pos, neg = pos * score_scale, neg * score_scale.unsqueeze(1)
         return bpr_per_interaction(pos, neg)

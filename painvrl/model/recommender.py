@@ -77,6 +77,12 @@ class Recommender(nn.Module, ABC):
     consumes_features: ClassVar[bool] = True
     """False for an ID-only backbone (lightgcn): a feature mask cannot change it, so the invariance methods
     train it as ERM does."""
+    reads_logit_offset: ClassVar[bool] = False
+    """True when the model's training loss adds :attr:`item_logit_offset` to its pair scores (method ``pda``
+    refuses a backbone without it: a loss without pair scores, like BM3's, has no logit to adjust)."""
+    item_logit_offset: torch.Tensor | None = None
+    """[n_items] added to every training logit of each item (positives and negatives) while set, never to a
+    ranking score: the popularity term of method ``pda``. None outside such a method's training steps."""
     sparse_gradients: bool = False
     """Set by the training loop: compute row-sparse gradients for :meth:`sparse_tables` (lazy Adam)."""
 
@@ -121,6 +127,14 @@ class Recommender(nn.Module, ABC):
     def regularisation(self, users: torch.Tensor, pos_items: torch.Tensor) -> torch.Tensor:
         """Regularisation of a batch: the mean of the example terms plus the shared terms."""
         return self.example_regularisation(users, pos_items) / users.shape[0] + self.shared_regularisation()
+
+    def offset_logits(self, pos_items: torch.Tensor, neg_items: torch.Tensor, pos_scores: torch.Tensor,
+                      neg_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training pair scores with :attr:`item_logit_offset` added (unchanged while it is None)."""
+        offset = self.item_logit_offset
+        if offset is None:
+            return pos_scores, neg_scores
+        return pos_scores + offset[pos_items], neg_scores + offset[neg_items]
 
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor) -> torch.Tensor:
         """Mean loss of a batch plus regularisation: the ERM objective."""

@@ -56,6 +56,12 @@ def resolve_run(config: Config) -> ResolvedRun:
             method = METHODS["erm"]
         else:
             check_invariance_config(resolved, model_class)
+    if method.environments:
+        check_invariance_config(resolved, model_class)
+    if method.needs_logit_offset and not model_class.reads_logit_offset:
+        raise PainvrlInputError(f"config field 'method': {config.method!r} adds a popularity term to the training "
+                                f"logits, but backbone {resolved.model.name!r} trains without pair logits "
+                                "(Recommender.reads_logit_offset); choose another model.name")
     return ResolvedRun(method=method, config=resolved, model_class=model_class)
 
 

@@ -25,6 +25,7 @@ from painvrl.config import Config, TrainConfig
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.distributed.sampling import EpochBatches
 from painvrl.model.recommender import Recommender
+from painvrl.training.objectives.base import Batch, Objective
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,9 @@ def step_loss(model: Recommender, users: torch.Tensor, pos_items: torch.Tensor, 
     Equals ``model.loss`` on one process. With a negative pool (``neg_items == pool[pool_positions]``) a model
     may score the negatives as one [b, P] product against the pool's items.
     """
-    negative_pool = (pool, pool_positions) if pool is not None and pool_positions is not None else None
-    per_example, example_reg = model.loss_terms(users, pos_items, neg_items, pool=negative_pool)
-    return (per_example.sum() + example_reg) / global_size + model.shared_regularisation() / world_size
+    rows = torch.arange(users.shape[0], device=users.device)
+    batch = Batch(rows, users, pos_items, neg_items, global_size, world_size, pool, pool_positions)
+    return Objective().batch_loss(model, batch, LocalCollective())
 
 
 class Optimisers:
@@ -154,8 +155,12 @@ def train_recommender(
     *,
     resume: dict[str, Any] | None = None,
     snapshot: Callable[[dict[str, Any]], None] | None = None,
+    objective: Objective | None = None,
 ) -> TrainOutcome:
     """Train ``model`` with Adam on ``train_pairs`` [N, 2]; select on ``val_eval(model)[cfg.selection_key]``.
+
+    ``objective`` says what a batch's loss is (ERM by default; painvrl/training/objectives/); its own
+    parameters, if any, train with the model's.
 
     ``on_evaluation(record)`` gets each evaluation record; ``snapshot(loop_state)`` (optional) gets a resumable
     state (model, optimiser, best state, history) after each evaluation, and ``resume=loop_state`` continues
@@ -163,8 +168,9 @@ def train_recommender(
     """
     collective = collective or LocalCollective()
     device = model.features.device
+    objective = objective or Objective()
     params = [p for p in (params_to_train if params_to_train is not None else model.parameters())
-              if p.requires_grad]
+              if p.requires_grad] + objective.parameters()
     optimizer = Optimisers(model, params, cfg.lr, cfg.sparse_embeddings)
     users_all = torch.as_tensor(np.asarray(train_pairs)[:, 0], dtype=torch.long)
     items_all = torch.as_tensor(np.asarray(train_pairs)[:, 1], dtype=torch.long)
@@ -177,6 +183,7 @@ def train_recommender(
         best_state, best_epoch = resume["best_state"], int(resume["best_epoch"])
         best_value, bad_evals = float(resume["best_value"]), int(resume["bad_evals"])
         history, start_epoch = list(resume["history"]), int(resume["epoch"]) + 1
+        objective.load_state_dict(resume.get("objective_state", {}))
         logger.info("%s: resuming at epoch %d (best %.5f at epoch %d)", phase, start_epoch, best_value,
                     best_epoch)
 
@@ -188,6 +195,7 @@ def train_recommender(
             break
         model.train()
         model.start_epoch(epoch, cfg.seed)
+        objective.start_epoch(epoch)
         started = time.perf_counter()
         batches = EpochBatches(len(users_all), cfg.batch_size, cfg.seed, epoch, collective.rank,
                                collective.world_size, phase=phase, n_items=model.n_items,
@@ -207,8 +215,9 @@ def train_recommender(
             pool = None if batch.pool is None else batch.pool.to(device, non_blocking=True)
             positions = None if batch.pool_positions is None else batch.pool_positions.to(device, non_blocking=True)
             optimizer.zero_grad()
-            loss = step_loss(model, users, pos_items, neg_items, batch.global_size, collective.world_size,
-                             pool=pool, pool_positions=positions)
+            rows = batch.rows.to(device, non_blocking=True)
+            loss = objective.batch_loss(model, Batch(rows, users, pos_items, neg_items, batch.global_size,
+                                                     collective.world_size, pool, positions), collective)
             loss.backward()
             optimizer.sync(collective)
             optimizer.step()
@@ -241,7 +250,8 @@ def train_recommender(
             bar.set_postfix_str(f"epoch {epoch}, val {cfg.selection_key} {value:.4f}, best {best_value:.4f}")
         if snapshot is not None:  # before on_evaluation, so a reporter can attach this state to this record
             snapshot({"epoch": epoch, "model_state": _cpu_state(model),
-                      "optimizer_state": optimizer.state_dict(), "best_state": best_state,
+                      "optimizer_state": optimizer.state_dict(), "objective_state": objective.state_dict(),
+                      "best_state": best_state,
                       "best_epoch": best_epoch, "best_value": best_value, "bad_evals": bad_evals,
                       "history": list(history)})
         if on_evaluation is not None:

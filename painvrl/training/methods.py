@@ -9,6 +9,11 @@ A method declares its phases and its overrides; :func:`painvrl.training.pipeline
   a final model trained from scratch with the convert module and the learned mask;
 - ``invrl``: the same phases with InvRL's settings, declared as config overrides: the linear solver with
   r = (1, irm_weight), the ||mu||^2 regulariser, the last round's mask and the invariant_only convert module.
+- ``ips``: ERM with each positive weighted by its inverse (popularity) propensity (config section ``ips``);
+- ``pda``: popularity-deconfounded training: logits f(u, i) + gamma * log m_i in training, f alone for ranking
+  (section ``pda``);
+- ``dro`` / ``vrex``: ERM pretraining, the environments of one HEI round on the backbone's feature path, then a
+  final model trained with GroupDRO's / V-REx's objective over them (sections ``dro``, ``vrex``);
 
 Adding a method is one :class:`Method` entry here (plus its own module if it needs new phases), or one entry
 point of group ``painvrl.methods`` in the method's own package (docs/extending.md).
@@ -24,6 +29,8 @@ from painvrl.config import Config
 from painvrl.errors import PainvrlInputError
 from painvrl.invariance.masks import resolve_settings
 from painvrl.registry import Registry
+from painvrl.training.objectives import environments, popularity
+from painvrl.training.objectives.base import ObjectiveFactory, erm
 
 MaskSource = Literal["none", "ground_truth", "learned"]
 
@@ -39,10 +46,18 @@ class Method:
     """The final model's encoder slot: a plain projection, or the convert module over the mask."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Dotted config fields the method fixes, whatever the config says (``{"mask.solver": "linear"}``)."""
+    objective: ObjectiveFactory = erm
+    """Builds what the final phase's batch loss is (painvrl/training/objectives/)."""
+    environments: bool = False
+    """Identify training environments (pretraining + one HEI round) before the final phase, for an objective
+    over environments."""
+    needs_logit_offset: bool = False
+    """The objective adds a term to the backbone's training logits: refused for a backbone whose loss has none
+    (Recommender.reads_logit_offset)."""
 
     @property
     def final_phase(self) -> str:
-        return "final" if self.mask_source == "learned" else "train"
+        return "final" if self.mask_source == "learned" or self.environments else "train"
 
     def effective_config(self, config: Config) -> Config:
         """``config`` with the method's overrides applied: the resolved config of a run (applied once, by
@@ -70,6 +85,10 @@ METHODS: Registry[Method] = Registry("method", "method", "painvrl.methods", {
                      overrides={"convert.mode": "invariant_only"}),
     "painvrl": Method(mask_source="learned", final_encoder="convert"),
     "invrl": Method(mask_source="learned", final_encoder="convert", overrides=INVRL_SETTINGS),
+    "ips": Method(objective=popularity.ips),
+    "pda": Method(objective=popularity.pda, needs_logit_offset=True),
+    "dro": Method(objective=environments.dro, environments=True),
+    "vrex": Method(objective=environments.vrex, environments=True),
 }, accepts=lambda value: isinstance(value, Method))
 
 

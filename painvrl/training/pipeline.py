@@ -38,6 +38,7 @@ from painvrl.model.registry import build_model
 from painvrl.training.checks import check_pretrained_encoder, resolve_run
 from painvrl.training.loop import LoopConfig, TrainOutcome, train_recommender
 from painvrl.training.methods import Method
+from painvrl.training.objectives.base import Objective, ObjectiveContext
 from painvrl.training.results import mask_summary, provenance
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class _Run:
         self.reporter(update, self._pending)
         self._pending = None
 
-    def train(self, model: Recommender, phase: str, epochs: int) -> TrainOutcome:
+    def train(self, model: Recommender, phase: str, epochs: int, objective: Objective | None = None) -> TrainOutcome:
         cfg = LoopConfig.from_config(self.config, self.key, epochs=epochs)
         resume = self.resume.get("loop") if self.resume.get("phase") == phase else None
 
@@ -134,7 +135,7 @@ class _Run:
         started = time.perf_counter()
         outcome = train_recommender(model, self.data.train, self.evaluator.selection_metrics, cfg,
                                     self.collective, phase, on_evaluation, resume=resume,
-                                    snapshot=snapshot if self.with_state else None)
+                                    snapshot=snapshot if self.with_state else None, objective=objective)
         self.timing[phase] = self.timing.get(phase, 0.0) + time.perf_counter() - started
         model.load_state_dict(outcome.best_state)
         return outcome
@@ -156,10 +157,7 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
     """Pretrain ERM, learn the mask; returns a plain dict (mask, env labels of train/val/test, sizes, ari)."""
     if "mask" in run.state["completed"]:
         return dict(run.state["completed"]["mask"])
-    pretrained = run.new_model(
-        lambda: FeatureProjection(data.feature_dim, config.model.k_f, config.model.init_std), "pretrain")
-    check_pretrained_encoder(pretrained, config, data.feature_dim)
-    run.train(pretrained, "pretrain", config.painvrl.pretrain_epochs)
+    pretrained = _pretrain(run, config, data)
     from painvrl.invariance.outer_loop import learn_invariant_mask
 
     def log(entry: dict[str, Any]) -> None:
@@ -183,6 +181,44 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
     }
     run.state["completed"]["mask"] = learned
     return learned
+
+
+def _pretrain(run: _Run, config: Config, data: InteractionData) -> Recommender:
+    """The ERM-pretrained backbone whose feature path environment identification and mask learning read."""
+    pretrained = run.new_model(
+        lambda: FeatureProjection(data.feature_dim, config.model.k_f, config.model.init_std), "pretrain")
+    check_pretrained_encoder(pretrained, config, data.feature_dim)
+    run.train(pretrained, "pretrain", config.painvrl.pretrain_epochs)
+    return pretrained
+
+
+def _identify_environments(run: _Run, config: Config, data: InteractionData) -> dict[str, Any]:
+    """Pretrain ERM, identify the training environments (one HEI round); returns a plain dict like
+    :func:`_learn_mask`'s, without a mask."""
+    if "environments" in run.state["completed"]:
+        return dict(run.state["completed"]["environments"])
+    pretrained = _pretrain(run, config, data)
+    from painvrl.invariance.identify import identify_training_environments
+
+    def log(entry: dict[str, Any]) -> None:
+        run.report({"phase": "environments", **entry})
+
+    started = time.perf_counter()
+    found = identify_training_environments(config, data, pretrained, run.collective, log)
+    run.timing["environments"] = time.perf_counter() - started
+    identified = {
+        "env_labels": np.asarray(found.labels, dtype=np.int64),
+        "env_sizes": [int(s) for s in found.sizes],
+        "ari": None if found.ari is None else float(found.ari),
+        "val_env": np.asarray(found.label_pairs(data.val), dtype=np.int64),
+        "test_env": np.asarray(found.label_pairs(data.test), dtype=np.int64),
+        "history": list(found.history),
+        "env_source": config.environments.source,
+        "profile": found.profile,
+        "violation": found.violation,
+    }
+    run.state["completed"]["environments"] = identified
+    return identified
 
 
 def run_pipeline(config: Config, data: InteractionData, collective: Collective | None = None,
@@ -211,6 +247,9 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
         learned = _learn_mask(run, config, data)
         mask = learned["mask"]
         run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
+    elif method.environments:
+        learned = _identify_environments(run, config, data)
+        run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
     else:
         if method.mask_source == "ground_truth":
             mask = _ground_truth_mask(data)
@@ -221,7 +260,10 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     phase = method.final_phase
     spec = method.encoder_spec(config)
     model = run.new_model(lambda: final_encoder(spec, config, data.feature_dim, mask), phase)
-    outcome = run.train(model, phase, config.train.epochs)
+    objective = method.objective(ObjectiveContext(
+        config=config, data=data, device=run.device, n_envs=config.environments.n_envs,
+        env_labels=None if learned is None else learned["env_labels"]))
+    outcome = run.train(model, phase, config.train.epochs, objective)
 
     # 3. Validation and test, once, on the selected state.
     eval_started = time.perf_counter()
@@ -230,22 +272,24 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     run.timing["evaluate"] = time.perf_counter() - eval_started
     run.timing["total"] = time.perf_counter() - started
 
-    metrics = {
+    metrics: dict[str, Any] = {
         "method": config.method,
         "selection": {"source": config.eval.selection_source, "metric": config.eval.selection_metric,
                       "key": run.key, "phase": phase, "epoch": outcome.best_epoch, "value": outcome.best_value},
         "val": val,
         "test": test,
         "mask": mask_summary(mask, data.modality_slices(),
-                             None if truth is None else truth.invariant_dims, learned=learned is not None,
+                             None if truth is None else truth.invariant_dims, learned=method.mask_source == "learned",
                              logits=None if learned is None else learned.get("logits")),
         "environments": _environments(data, learned),
         "timing": run.timing,
         "provenance": provenance(user_config, data),
         "history": run.history,
     }
+    if objective.summary():
+        metrics["objective"] = {"name": objective.name, **objective.summary()}
     if learned is not None:
-        metrics["mask_history"] = learned["history"]
+        metrics["mask_history" if method.mask_source == "learned" else "environment_history"] = learned["history"]
     meta = {**spec, "method": config.method, "model": config.model.name, "feature_dim": data.feature_dim,
             "phase": phase, "best_epoch": outcome.best_epoch}
     return RunResult(metrics=metrics, mask=mask, model_state=outcome.best_state, model_meta=meta)

@@ -150,11 +150,11 @@ def test_known_environments_need_a_dataset_that_has_them(tiny: tuple[Interaction
 def test_mask_handed_on_is_the_last_rounds_or_the_mean_of_the_rounds_logits(
         tiny: tuple[InteractionData, UltraGCN], monkeypatch: pytest.MonkeyPatch, method: str, average: str,
         effective: str) -> None:
-    from painvrl.invariance import outer_loop
+    from painvrl.invariance import identify, outer_loop
 
     round_logits: list[np.ndarray] = []
     hei_masks: list[np.ndarray] = []
-    learn, models = outer_loop.learn_mask, outer_loop.environment_models
+    learn, models = outer_loop.learn_mask, identify.environment_models
 
     def recording_learn_mask(*args: Any, **kwargs: Any) -> Any:
         result = learn(*args, **kwargs)
@@ -166,7 +166,7 @@ def test_mask_handed_on_is_the_last_rounds_or_the_mean_of_the_rounds_logits(
         return models(n_envs, pretrained, mask, *args, **kwargs)
 
     monkeypatch.setattr(outer_loop, "learn_mask", recording_learn_mask)
-    monkeypatch.setattr(outer_loop, "environment_models", recording_models)
+    monkeypatch.setattr(identify, "environment_models", recording_models)
     data, pretrained = tiny
     cfg = _config(epochs=3)
     cfg.method = method  # type: ignore[assignment]

@@ -58,3 +58,22 @@ def test_an_id_only_backbone_is_trained_as_erm_with_a_warning(caplog: pytest.Log
     erm, _ = run("lightgcn", "erm")
     assert painvrl["test"] == erm["test"]
     assert painvrl["method"] == "painvrl"
+
+
+@pytest.mark.parametrize("model", ["ultragcn", "freedom"])
+@pytest.mark.parametrize("method", ["ips", "pda", "dro", "vrex"])
+def test_the_ood_baselines_train_over_two_backbones(model: str, method: str) -> None:
+    metrics, phases = run(model, method)
+    erm, _ = run(model, "erm")
+    assert metrics["method"] == method and metrics["mask"]["learned"] is False
+    for split in ("iid", "ood"):
+        assert np.isfinite(metrics["test"][split]["recall@20"])
+    assert metrics["test"] != erm["test"], "the objective changed nothing"
+    if method in ("dro", "vrex"):
+        envs = metrics["environments"]
+        assert envs["source"] == "learned" and len(envs["sizes"]) == 2 and min(envs["sizes"]) > 0
+        assert {"pretrain", "feature_path", "hei", "final"} <= set(phases) and "round" not in phases
+        assert len(metrics["objective"]["environment_losses"]) == 2
+        assert set(metrics["test"]["envs"]) == {"0", "1"}
+    else:
+        assert "hei" not in phases and "pretrain" not in phases
