@@ -56,58 +56,24 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import GroundTruth, InteractionData
-from painvrl.data.synthetic_layout import (
-    apportion,
-    check_possible,
-    env_counts,
-    n_iid_new_items,
-    n_ood_new_items,
-    user_split,
+from painvrl.data.synthetic_layout import check_possible, env_counts
+from painvrl.data.synthetic_sampling import (
+    CHUNK_ELEMENTS,
+    UTILITY_NOISE,
+    SyntheticLatents,
+    on_sphere,
+    sample_splits,
 )
 
+__all__ = ["CHUNK_ELEMENTS", "UTILITY_NOISE", "SyntheticLatents", "make_synthetic", "make_synthetic_with_latents"]
+
 logger = logging.getLogger(__name__)
-
-UTILITY_NOISE = 1.0
-"""Scale of the Gumbel noise on click utility (both utility terms have unit variance before strengths)."""
-CHUNK_ELEMENTS = 1 << 22
-"""Target size (users x items) of one sampling chunk: 4M float32 values = 16 MB per working array."""
-RELEASE_STREAM = 0x6E6577
-"""Seed-stream tag of the draw of the items released only in the OOD environment (``ood_new_items``)."""
-HOLDOUT_STREAM = 0x696964
-"""Seed-stream tag of the draw of the held-out training-environment items (``iid_new_items``)."""
-
-
-@dataclass
-class SyntheticLatents:
-    """The hidden variables behind a synthetic dataset (for analysis and tests; never for training)."""
-
-    item_invariant: np.ndarray
-    """float64 [n_items, n_invariant_factors]: z_inv."""
-    item_spurious: np.ndarray
-    """float64 [n_items, n_spurious_factors]: z_sp."""
-    user_preference: np.ndarray
-    """float64 [n_users, n_invariant_factors]: w_u, the same in every environment."""
-    user_spurious: np.ndarray
-    """float64 [n_users, n_spurious_factors]: v_u, scaled by each environment's strength."""
-    strengths: list[float]
-    """Spurious strength of training environments 0..E-1 followed by the OOD environment E."""
-
-    def invariant_utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """w_u . z_inv[i] / sqrt(k_inv) for each (user, item) pair."""
-        k = self.item_invariant.shape[1]
-        return np.einsum("nk,nk->n", self.user_preference[users], self.item_invariant[items]) / math.sqrt(k)
-
-    def spurious_utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """v_u . z_sp[i] / sqrt(k_sp) for each (user, item) pair (before the environment's strength)."""
-        k = max(self.item_spurious.shape[1], 1)
-        return np.einsum("nk,nk->n", self.user_spurious[users], self.item_spurious[items]) / math.sqrt(k)
 
 
 def _features(cfg: SyntheticConfig, rng: np.random.Generator, z_inv: np.ndarray,
@@ -132,66 +98,6 @@ def _features(cfg: SyntheticConfig, rng: np.random.Generator, z_inv: np.ndarray,
     return features, np.concatenate(masks), n_inv_cols
 
 
-def _sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_inv: np.ndarray,
-                      z_sp: np.ndarray, strengths: list[float], counts: list[int],
-                      blocked: list[np.ndarray | None] | None = None) -> np.ndarray:
-    """int64 [n_users, sum(counts)]: environment e's items occupy its block of columns, in environment order.
-    ``blocked[e]`` (optional) lists items environment e may not click (items released in another one)."""
-    import torch  # core dependency, imported here so that importing the data package stays light
-
-    n_users, n_items = w.shape[0], z_inv.shape[0]
-    inv_items = (z_inv / math.sqrt(z_inv.shape[1])).astype(np.float32).T
-    sp_items = (z_sp / math.sqrt(max(z_sp.shape[1], 1))).astype(np.float32).T
-    chunk = max(1, CHUNK_ELEMENTS // n_items)
-    out = np.empty((n_users, sum(counts)), dtype=np.int64)
-    for start in range(0, n_users, chunk):
-        stop = min(start + chunk, n_users)
-        base = w[start:stop].astype(np.float32) @ inv_items
-        # Gumbel noise in place: -log(X) with X ~ Exp(1) (= -log(-log U)); one log per value.
-        noise = rng.standard_exponential((stop - start, n_items), dtype=np.float32)
-        np.maximum(noise, np.float32(1e-30), out=noise)
-        np.log(noise, out=noise)
-        base -= UTILITY_NOISE * noise
-        del noise
-        spurious = v[start:stop].astype(np.float32) @ sp_items if z_sp.shape[1] else None
-        column = 0
-        for env, (strength, k) in enumerate(zip(strengths, counts, strict=True)):
-            util = base.copy() if spurious is None else base + np.float32(strength) * spurious
-            if blocked is not None and blocked[env] is not None:
-                util[:, blocked[env]] = -np.inf
-            if column:
-                np.put_along_axis(util, out[start:stop, :column], -np.inf, axis=1)
-            # torch.topk is ~7x faster than np.argpartition on long rows; ties have probability zero.
-            top = torch.topk(torch.from_numpy(util), k, dim=1, sorted=True).indices
-            out[start:stop, column:column + k] = top.numpy()
-            column += k
-    return out
-
-
-def _split_rows(rng: np.random.Generator, block: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Shuffle each row's columns independently and cut them into consecutive groups of the given sizes."""
-    order = np.argsort(rng.random(block.shape), axis=1)
-    shuffled = np.take_along_axis(block, order, axis=1)
-    parts, start = [], 0
-    for size in sizes:
-        parts.append(shuffled[:, start:start + size])
-        start += size
-    return parts
-
-
-def _on_sphere(z: np.ndarray) -> np.ndarray:
-    """Rows rescaled to norm sqrt(k): unit variance per coordinate, but equal utility variance for every item,
-    so no item is planted as popular (the per-block L2 normalisation of features would hide the norm anyway)."""
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return z * (math.sqrt(z.shape[1]) / np.maximum(norms, 1e-12))
-
-
-def _pairs(items: np.ndarray) -> np.ndarray:
-    """[n_users, k] item matrix -> [n_users * k, 2] (user, item) pairs, user-major."""
-    users = np.repeat(np.arange(items.shape[0], dtype=np.int64), items.shape[1])
-    return np.stack([users, items.reshape(-1)], axis=1)
-
-
 def make_synthetic(dataset: DatasetConfig) -> InteractionData:
     """Generate the synthetic spurious-correlation benchmark of ``dataset.synthetic`` (module docstring).
 
@@ -207,79 +113,22 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
     train_counts, n_ood = env_counts(cfg)
     n_train_envs = len(train_counts)
     rng = np.random.default_rng(seed)
-    z_inv = _on_sphere(rng.standard_normal((cfg.n_items, cfg.n_invariant_factors)))
-    z_sp = _on_sphere(rng.standard_normal((cfg.n_items, cfg.n_spurious_factors)))
+    z_inv = on_sphere(rng.standard_normal((cfg.n_items, cfg.n_invariant_factors)))
+    z_sp = on_sphere(rng.standard_normal((cfg.n_items, cfg.n_spurious_factors)))
     features, invariant_dims, n_inv_cols = _features(cfg, rng, z_inv, z_sp)
     w = rng.standard_normal((cfg.n_users, cfg.n_invariant_factors))
     v = rng.standard_normal((cfg.n_users, cfg.n_spurious_factors))
     if cfg.spurious_shared > 0:
         # On the sphere of radius sqrt(k) like the items: a Gaussian draw's norm varies by a factor ~4 between
         # seeds at k = 4, and with one shared direction that factor IS the benchmark's spurious strength.
-        shared = _on_sphere(rng.standard_normal((1, cfg.n_spurious_factors)))
+        shared = on_sphere(rng.standard_normal((1, cfg.n_spurious_factors)))
         v = math.sqrt(cfg.spurious_shared) * shared + math.sqrt(1.0 - cfg.spurious_shared) * v
 
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
-    new_items: np.ndarray | None = None
-    held_items: np.ndarray | None = None
-    all_items = np.arange(cfg.n_items)
-    n_new = n_ood_new_items(cfg)
-    if n_new:
-        # Own stream, so that every other draw (and the data of ood_new_items = 0) stays as it was.
-        release_rng = np.random.default_rng([seed, RELEASE_STREAM])
-        new_items = np.sort(release_rng.choice(cfg.n_items, size=n_new, replace=False))
-    released = all_items if new_items is None else np.setdiff1d(all_items, new_items)
-    n_iid_new = n_iid_new_items(cfg)
-    if n_iid_new:
-        holdout_rng = np.random.default_rng([seed, HOLDOUT_STREAM])
-        held_items = np.sort(holdout_rng.choice(released, size=n_iid_new, replace=False))
-    n_train_side = sum(train_counts)
-    n_train, n_val, n_test = user_split(n_train_side)
-    if held_items is None:
-        period_counts = [*train_counts, n_ood]
-        period_env = list(range(n_train_envs + 1))
-        period_held = [False] * (n_train_envs + 1)
-        blocked: list[np.ndarray | None] | None = None
-        if new_items is not None:
-            blocked = [*([new_items] * n_train_envs), released]
-    else:
-        # Cold-start IID: each training environment is two periods, clicks on the warm items (train) and on the
-        # held-out items (val / test), in the environment's proportion of each.
-        warm_items = np.setdiff1d(released, held_items)
-        not_warm, not_held = np.setdiff1d(all_items, warm_items), np.setdiff1d(all_items, held_items)
-        # Held-out clicks per environment in its share of the training clicks: val/test follow the mixture.
-        held_counts = apportion(train_counts, n_val + n_test)
-        period_counts, period_env, period_held, blocked = [], [], [], []
-        for e, (count, held) in enumerate(zip(train_counts, held_counts, strict=True)):
-            period_counts += [count - held, held]
-            period_env += [e, e]
-            period_held += [False, True]
-            blocked += [not_warm, not_held]
-        period_counts.append(n_ood)
-        period_env.append(n_train_envs)
-        period_held.append(False)
-        blocked.append(None if new_items is None else released)
-    period_strengths = [strengths[e] for e in period_env]
-    positives = _sample_positives(rng, w, v, z_inv, z_sp, period_strengths, period_counts, blocked)
-
-    env_of_column = np.repeat(np.asarray(period_env[:-1], dtype=np.int64), period_counts[:-1])
-    if held_items is None:
-        # Split column positions (not items) so each pair keeps its environment label.
-        positions = np.broadcast_to(np.arange(n_train_side), (cfg.n_users, n_train_side))
-        train_pos, val_pos, test_pos = _split_rows(rng, positions, [n_train, n_val, n_test])
-    else:
-        is_held = np.repeat(np.asarray(period_held[:-1]), period_counts[:-1])
-        train_pos = np.broadcast_to(np.flatnonzero(~is_held), (cfg.n_users, n_train))
-        held_pos = np.broadcast_to(np.flatnonzero(is_held), (cfg.n_users, n_val + n_test))
-        val_pos, test_pos = _split_rows(rng, held_pos, [n_val, n_test])
-    train_side = positives[:, :n_train_side]
-    ood_val_items, ood_test_items = _split_rows(rng, positives[:, n_train_side:], [n_ood // 2, n_ood - n_ood // 2])
-
-    def take(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _pairs(np.take_along_axis(train_side, pos, axis=1)), env_of_column[pos].reshape(-1)
-
-    train, train_env = take(train_pos)
-    val, val_env = take(val_pos)
-    test, test_env = take(test_pos)
+    # CHUNK_ELEMENTS is read here, at call time, so that a test can shrink the chunks of this module.
+    drawn = sample_splits(seed, cfg, rng, w, v, z_inv, z_sp, strengths, train_counts, n_ood, CHUNK_ELEMENTS)
+    new_items, held_items = drawn.new_items, drawn.held_items
+    n_train, n_val, n_test = drawn.user_split
 
     info: dict[str, Any] = {
         "source": "synthetic",
@@ -306,22 +155,22 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
                         + {0.0: "per user", 1.0: "shared by all users"}.get(cfg.spurious_shared, "partly shared"),
     }
     logger.info("synthetic data: %d users, %d items, %d train / %d val / %d test / %d ood_val / %d ood_test",
-                cfg.n_users, cfg.n_items, len(train), len(val), len(test), ood_val_items.size,
-                ood_test_items.size)
+                cfg.n_users, cfg.n_items, len(drawn.train), len(drawn.val), len(drawn.test), len(drawn.ood_val),
+                len(drawn.ood_test))
     data = InteractionData(
         name="synthetic",
         n_users=cfg.n_users,
         n_items=cfg.n_items,
-        train=train,
-        val=val,
-        test=test,
+        train=drawn.train,
+        val=drawn.val,
+        test=drawn.test,
         features=features,
-        ood_val=_pairs(ood_val_items),
-        ood_test=_pairs(ood_test_items),
+        ood_val=drawn.ood_val,
+        ood_test=drawn.ood_test,
         ood_candidates=new_items,
         iid_candidates=held_items,
-        ground_truth=GroundTruth(train_env=train_env, invariant_dims=invariant_dims, val_env=val_env,
-                                 test_env=test_env),
+        ground_truth=GroundTruth(train_env=drawn.train_env, invariant_dims=invariant_dims, val_env=drawn.val_env,
+                                 test_env=drawn.test_env),
         info=info,
     )
     latents = SyntheticLatents(item_invariant=z_inv, item_spurious=z_sp, user_preference=w, user_spurious=v,
