@@ -8,7 +8,9 @@ from typing import Literal
 
 SYNTHETIC_FIELDS = ("n_users", "n_items", "n_invariant_factors", "n_spurious_factors", "modality_dims",
                     "interactions_per_user", "train_env_strengths", "train_env_shares", "spurious_shared",
-                    "ood_env_strength", "feature_noise", "ood_new_items", "iid_new_items")
+                    "ood_env_strength", "feature_noise", "ood_new_items", "iid_new_items", "scenario",
+                    "exposure_front_fraction", "exposure_offpage_max", "exposure_tail", "exposure_strength",
+                    "exposure_popularity_noise")
 """Fields of :class:`SyntheticConfig`; under ``dataset.`` itself such a key is refused with the new name."""
 MOVIELENS_FIELDS = ("rating_threshold", "text_features", "feature_cache")
 """Fields of :class:`MovieLensConfig`, refused under ``dataset.`` the same way."""
@@ -16,8 +18,16 @@ MOVIELENS_FIELDS = ("rating_threshold", "text_features", "feature_cache")
 
 @dataclass
 class SyntheticConfig:
-    """The synthetic shift benchmark (``dataset.name=synthetic``): planted invariant and spurious factors."""
+    """The synthetic shift benchmark (``dataset.name=synthetic``): planted invariant and spurious factors, or
+    (``scenario: exposure``) exposure-biased clicks with a spurious front-page flag."""
 
+    scenario: Literal["features", "exposure"] = "features"
+    """Which spurious factor the benchmark plants. ``features``: spurious latent factors whose effect on clicks
+    changes by environment (the fields from n_spurious_factors to ood_env_strength). ``exposure``: item
+    EXPOSURE is the spurious factor: training, val and test clicks follow an exposure-biased logging policy
+    (a front page and a long popularity tail, the ``exposure_*`` fields), the OOD clicks follow uniform
+    exposure, as on a random-exposure test set (docs/data.md); n_spurious_factors, train_env_strengths,
+    train_env_shares, spurious_shared and ood_env_strength are not read."""
     n_users: int = 600
     """Number of users."""
     n_items: int = 800
@@ -62,6 +72,25 @@ class SyntheticConfig:
     the same thing, the ranking of new items through their features, with and without the shift. 0: the val
     and test positives are a random 1/10 each of every user's training-environment clicks (warm IID), whose
     items' ID embeddings already carry the spurious popularity, so invariance costs no IID recall there."""
+    exposure_front_fraction: float = 0.2
+    """``scenario: exposure``: probability (in [0, 1]) that an item is on the front page. Front-page items have
+    the highest exposure propensity (1) and a flag column in the first modality block."""
+    exposure_offpage_max: float = 1.0
+    """``scenario: exposure``: exposure propensity (in (0, 1]) of the most exposed item off the front page;
+    the other off-page items follow the power law of exposure_tail below it. The default 1 with exposure_tail 1
+    is Zipf's law over the off-page items: about 95% of the training clicks land on the 20% front-page items."""
+    exposure_tail: float = 1.0
+    """``scenario: exposure``: power-law exponent (>= 0) of the off-page items' exposure: the off-page item
+    of exposure rank r (1 = most exposed, ranks drawn at random) has propensity exposure_offpage_max *
+    r^(-exposure_tail). 0: every off-page item is exposed alike (exposure_offpage_max each)."""
+    exposure_strength: float = 1.0
+    """``scenario: exposure``: how strongly the training policy follows the exposure propensity (>= 0): a
+    training click on item i has probability proportional to propensity_i^exposure_strength times the user's
+    relevance exp(w_u . z_i / sqrt(k)). 0: uniform exposure in training too (the unbiased reference)."""
+    exposure_popularity_noise: float = 0.3
+    """``scenario: exposure``: std (>= 0) of the noise on the popularity column of the first modality block,
+    the standardised log propensity plus noise of this std (a noisy popularity signal, as view or sales counts
+    are). Large values leave the front-page flag as the only clean exposure signal."""
 
 
 @dataclass

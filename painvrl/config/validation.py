@@ -6,6 +6,8 @@ painvrl.training.checks.check_run_config, since the config layer sits below them
 
 from __future__ import annotations
 
+import math
+
 from painvrl.config.datasets import SyntheticConfig
 from painvrl.config.schema import Config
 from painvrl.errors import PainvrlInputError
@@ -42,10 +44,15 @@ def validate_config(config: Config) -> None:
     if e.source == "ground_truth":
         _require(d.name == "synthetic", "environments.source",
                  f"'ground_truth' needs the synthetic benchmark (dataset.name={d.name!r} has no true environments)")
-        n_true = len(d.synthetic.train_env_strengths)
-        _require(e.n_envs == n_true, "environments.n_envs",
-                 f"is {e.n_envs}, but with environments.source=ground_truth it must equal the number of true "
-                 f"training environments, len(dataset.synthetic.train_env_strengths) = {n_true}")
+        if d.synthetic.scenario == "exposure":
+            _require(e.n_envs == 2, "environments.n_envs",
+                     f"is {e.n_envs}, but with environments.source=ground_truth it must equal the number of true "
+                     "training environments, 2 in the exposure scenario (clicks on front-page items or not)")
+        else:
+            n_true = len(d.synthetic.train_env_strengths)
+            _require(e.n_envs == n_true, "environments.n_envs",
+                     f"is {e.n_envs}, but with environments.source=ground_truth it must equal the number of true "
+                     f"training environments, len(dataset.synthetic.train_env_strengths) = {n_true}")
     if e.source == "eiil":
         _require(e.n_envs == 2, "environments.n_envs", f"is {e.n_envs}, but environments.source=eiil infers exactly 2")
         _require(e.eiil_steps >= 1, "environments.eiil_steps", "must be >= 1")
@@ -90,3 +97,12 @@ def validate_synthetic(s: SyntheticConfig) -> None:
     _require(s.interactions_per_user >= 3, "dataset.synthetic.interactions_per_user", "must be >= 3 (8:1:1 split)")
     _require(s.n_invariant_factors >= 1, "dataset.synthetic.n_invariant_factors", "must be >= 1")
     _require(s.n_spurious_factors >= 0, "dataset.synthetic.n_spurious_factors", "must be >= 0")
+    if s.scenario == "exposure":
+        _require(0.0 <= s.exposure_front_fraction <= 1.0, "dataset.synthetic.exposure_front_fraction",
+                 f"must be in [0, 1], got {s.exposure_front_fraction}")
+        _require(0.0 < s.exposure_offpage_max <= 1.0, "dataset.synthetic.exposure_offpage_max",
+                 f"must be in (0, 1], got {s.exposure_offpage_max}")
+        for name in ("exposure_tail", "exposure_strength", "exposure_popularity_noise"):
+            value = getattr(s, name)
+            _require(math.isfinite(value) and value >= 0, f"dataset.synthetic.{name}",
+                     f"must be a finite value >= 0, got {value}")

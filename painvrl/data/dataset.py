@@ -23,6 +23,9 @@ class GroundTruth:
     """int64 [n_val]: true environment of each validation positive."""
     test_env: np.ndarray | None = None
     """int64 [n_test]: true environment of each test positive."""
+    item_propensity: np.ndarray | None = None
+    """float64 [n_items]: the true exposure probability of each item under the policy that logged the training
+    clicks, normalised to max 1 (the exposure-bias benchmark; for IPS with the true propensities)."""
 
 
 def _check_pairs(pairs: np.ndarray, name: str, n_users: int, n_items: int, source: str) -> np.ndarray:

@@ -1,6 +1,12 @@
 """Synthetic spurious-correlation benchmark with a known invariant feature mask (docs/algorithm.md).
 
-Generative model (every draw comes from one ``numpy.random.Generator`` seeded with ``dataset.seed``):
+``dataset.synthetic.scenario`` picks what is spurious: ``features`` (default, this module: planted spurious latent
+factors whose effect changes by environment) or ``exposure`` (painvrl/data/exposure.py: exposure-biased logging
+with a front-page flag among the features, uniform exposure in the OOD splits). Both draw their clicks with the
+sampler of painvrl/data/synthetic_sampling.py.
+
+Generative model of the ``features`` scenario (every draw comes from one ``numpy.random.Generator`` seeded with
+``dataset.seed``):
 
 - Items: invariant factors ``z_inv`` [n_items, n_invariant_factors] and spurious factors ``z_sp``
   [n_items, n_spurious_factors], each row uniform on the sphere of radius sqrt(k) (isotropic, unit variance
@@ -62,6 +68,7 @@ import numpy as np
 
 from painvrl.config import DatasetConfig, SyntheticConfig
 from painvrl.data.dataset import GroundTruth, InteractionData
+from painvrl.data.exposure import make_exposure_with_latents
 from painvrl.data.synthetic_layout import check_possible, env_counts
 from painvrl.data.synthetic_sampling import (
     CHUNK_ELEMENTS,
@@ -109,6 +116,8 @@ def make_synthetic(dataset: DatasetConfig) -> InteractionData:
 def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData, SyntheticLatents]:
     """:func:`make_synthetic` plus the hidden latent factors it was generated from."""
     seed, cfg = dataset.seed, dataset.synthetic
+    if cfg.scenario == "exposure":
+        return make_exposure_with_latents(dataset, CHUNK_ELEMENTS)
     check_possible(cfg)
     train_counts, n_ood = env_counts(cfg)
     n_train_envs = len(train_counts)

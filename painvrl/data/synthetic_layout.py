@@ -19,6 +19,11 @@ def _fail(field: str, message: str) -> PainvrlInputError:
     return PainvrlInputError(f"synthetic dataset: config field 'dataset.synthetic.{field}' {message}")
 
 
+def field_error(field: str, message: str) -> PainvrlInputError:
+    """The error for a bad ``dataset.synthetic.<field>``, naming it (for the other synthetic scenarios' checks)."""
+    return _fail(field, message)
+
+
 def env_counts(cfg: SyntheticConfig) -> tuple[list[int], int]:
     """Positives per user in each training environment and in the OOD environment (validated)."""
     n_train_envs = len(cfg.train_env_strengths)
@@ -79,6 +84,12 @@ def check_possible(cfg: SyntheticConfig) -> None:
         raise _fail("interactions_per_user", f"is {cfg.interactions_per_user}, more than n_items="
                     f"{cfg.n_items}: a user cannot interact with more distinct items than exist")
     train_counts, n_ood = env_counts(cfg)
+    check_item_groups(cfg, train_counts, n_ood)
+
+
+def check_item_groups(cfg: SyntheticConfig, train_counts: list[int], n_ood: int) -> None:
+    """ood_new_items / iid_new_items leave enough items for each user's clicks in every period (``train_counts``
+    per training environment, ``n_ood`` in the OOD one)."""
     if not (math.isfinite(cfg.ood_new_items) and 0.0 <= cfg.ood_new_items < 1.0):
         raise _fail("ood_new_items", f"must be in [0, 1), got {cfg.ood_new_items}")
     if not (math.isfinite(cfg.iid_new_items) and 0.0 <= cfg.iid_new_items < 1.0):
