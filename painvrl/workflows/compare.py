@@ -5,7 +5,10 @@ training seeds, with wall time and peak RSS per run.
 Each (backbone, method, seed) trains twice through :func:`painvrl.training.pipeline.run_pipeline`: once on the
 published split (``dataset.ood=none``: its IID test is the published test set) and once on the popularity-shift
 split (``dataset.ood=popularity``: a popularity-flattened sample of all positives becomes OOD validation and
-test). Selection reads validation only. The backbones and methods default to every registered one (methods
+test). A MovieLens folder has no published split; its ``temporal`` split (each user's latest interactions
+out of distribution) gives the IID and the OOD test of one run. Next to each method's means the table gives its
+paired difference to erm over the same backbone (per seed, then mean ± standard error). Selection reads
+validation only. The backbones and methods default to every registered one (methods
 that need the synthetic benchmark's true mask, such as ``oracle``, excepted). Every run is logged to one MLflow
 experiment (sqlite by default); the table is printed as Markdown and, with ``--results-section``, written into
 a Markdown file between the markers ``<!-- compare:NAME -->`` and ``<!-- /compare:NAME -->``.
@@ -33,7 +36,11 @@ from painvrl.workflows import grid
 
 SCHEDULE = ["train.epochs=400", "train.eval_every=5", "train.patience=6", "train.batch_size=2048",
             "train.progress=false"]
-SPLITS = {"published": ["dataset.ood=none"], "popularity": ["dataset.ood=popularity"]}
+SPLITS = {"published": ["dataset.ood=none"], "popularity": ["dataset.ood=popularity"],
+          "temporal": ["dataset.ood=temporal", "dataset.temporal_scope=user"]}
+"""The split protocols: the files' published split (IID only), the popularity shift of the same data, and (a
+MovieLens folder, which has timestamps) each user's latest interactions as OOD."""
+SHIFTS = ("popularity", "temporal")
 METRICS = ("recall@20", "ndcg@20")
 ROLE = "compare"
 STATE_DIR = Path(".painvrl")
@@ -41,13 +48,15 @@ STATE_DIR = Path(".painvrl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="MMRec folder (e.g. data/tiktok)")
+    parser.add_argument("--data", required=True,
+                        help="MMRec folder (e.g. data/tiktok) or MovieLens folder (e.g. data/ml-latest-small)")
     parser.add_argument("--models", nargs="+", default=None,
                         help="backbones (default: every registered model.name)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="methods (default: every registered method that needs no true mask)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    parser.add_argument("--splits", nargs="+", default=["published", "popularity"], choices=list(SPLITS),
+                        help="published and popularity (MMRec), popularity and temporal (MovieLens)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run (after SCHEDULE; repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="concurrent runs (processes)")
@@ -78,6 +87,22 @@ def default_methods() -> list[str]:
     return [name for name, method in METHODS.items() if method.mask_source != "ground_truth"]
 
 
+def data_source(data: str, split: str) -> list[str]:
+    """The dataset fields of ``data``: a MovieLens folder (ratings.csv) or an MMRec one (its published split)."""
+    from painvrl.errors import PainvrlInputError
+
+    if (Path(data) / "ratings.csv").is_file():
+        if split == "published":
+            raise PainvrlInputError(f"compare: --splits published: {data} is a MovieLens folder, which has no "
+                                    "published split; use popularity or temporal")
+        return ["dataset.name=movielens", f"dataset.path={data}", "dataset.split=random",
+                "dataset.movielens.text_features=derived"]
+    if split == "temporal":
+        raise PainvrlInputError(f"compare: --splits temporal needs every interaction's timestamp, which the MMRec "
+                                f"folder {data} does not hold; use published or popularity")
+    return ["dataset.name=mmrec", f"dataset.path={data}", "dataset.split=explicit"]
+
+
 def run_one(data: str, model: str, method: str, seed: int, split: str, overrides: list[str],
             threads: int) -> dict[str, Any]:
     """One run (in a fresh process, so its peak RSS is its own)."""
@@ -91,8 +116,7 @@ def run_one(data: str, model: str, method: str, seed: int, split: str, overrides
     from painvrl.training.pipeline import run_pipeline
 
     configure_logging(False)
-    config = load_config(None, ["dataset.name=mmrec", f"dataset.path={data}", "dataset.split=explicit",
-                                *SPLITS[split], f"model.name={model}", f"method={method}",
+    config = load_config(None, [*data_source(data, split), *SPLITS[split], f"model.name={model}", f"method={method}",
                                 "dataset.seed=0", f"train.seed={seed}", *SCHEDULE, *overrides])
     started = time.perf_counter()
     result = run_pipeline(config, load_dataset(config.dataset), LocalCollective(), None)
@@ -136,20 +160,48 @@ def logged_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def _split_runs(cell: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs read for IID, runs read for OOD): IID from the published split where it ran, else from the shift
+    split's own IID test."""
+    shifted = [r for r in cell if r["split"] in SHIFTS]
+    published = [r for r in cell if r["split"] == "published"]
+    return published or shifted, shifted
+
+
+def _recall(run: dict[str, Any], part: str) -> float | None:
+    value = run["metrics"]["test"].get(part, {}).get("recall@20")
+    return None if value is None else float(value)
+
+
+def paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]], part: str) -> str:
+    """Mean ± standard error over seeds of (run - reference run of the same seed) in ``part``'s test Recall@20."""
+    by_seed = {r["seed"]: _recall(r, part) for r in reference}
+    diffs: list[float | None] = []
+    for run in runs:
+        value, base = _recall(run, part), by_seed.get(run["seed"])
+        diffs.append(None if value is None or base is None else value - base)
+    return grid.mean_se(diffs, signed=True)
+
+
 def table(runs: list[dict[str, Any]], models: list[str], methods: list[str]) -> str:
-    """The Markdown table: one row per (backbone, method) with runs, mean ± standard error over seeds."""
-    head = ("| backbone | method | IID R@20 | IID N@20 | OOD R@20 | OOD N@20 | sel. epoch | wall s | "
-            "peak RSS MB | n |")
-    lines = [head, "|" + "---|" * 10]
+    """The Markdown table: one row per (backbone, method) with runs, mean ± standard error over seeds, and the
+    paired difference to erm over the same backbone and seeds."""
+    head = ("| backbone | method | IID R@20 | IID N@20 | OOD R@20 | OOD N@20 | IID R@20 - erm | OOD R@20 - erm | "
+            "sel. epoch | wall s | peak RSS MB | n |")
+    lines = [head, "|" + "---|" * 12]
     for model in models:
+        erm_iid, erm_ood = _split_runs([r for r in runs if r["model"] == model and r["method"] == "erm"])
         for method in methods:
             cell = [r for r in runs if r["model"] == model and r["method"] == method]
             if not cell:
                 continue
-            iid = [r for r in cell if r["split"] == "published"]
-            ood = [r for r in cell if r["split"] == "popularity"]
+            iid, ood = _split_runs(cell)
             cols = [grid.mean_se([r["metrics"]["test"]["iid"].get(m) for r in iid]) for m in METRICS]
             cols += [grid.mean_se([r["metrics"]["test"].get("ood", {}).get(m) for r in ood]) for m in METRICS]
+            if method == "erm" or not erm_iid:
+                cols += ["", ""]
+            else:
+                cols += [paired_difference(iid, erm_iid, "iid"), paired_difference(ood, erm_ood, "ood")]
             epochs = grid.finite_mean([float(r["metrics"]["selection"]["epoch"]) for r in (iid or ood)])
             wall = grid.finite_mean([r["wall_s"] for r in cell])
             rss = max(r["peak_rss_mb"] for r in cell)

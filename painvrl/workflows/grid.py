@@ -52,14 +52,16 @@ def standard_error(values: Iterable[float | None]) -> float:
     return math.sqrt(variance / len(kept))
 
 
-def mean_se(values: Iterable[float | None], digits: int = 4) -> str:
-    """``mean ± standard error`` of the finite values; the bare value for one, ``-`` for none."""
+def mean_se(values: Iterable[float | None], digits: int = 4, signed: bool = False) -> str:
+    """``mean ± standard error`` of the finite values; the bare value for one, ``-`` for none; ``signed``
+    writes the mean's sign (differences)."""
     kept = finite(values)
     if not kept:
         return "-"
+    sign = "+" if signed else ""
     if len(kept) == 1:
-        return f"{kept[0]:.{digits}f}"
-    return f"{finite_mean(kept):.{digits}f} ± {standard_error(kept):.{digits}f}"
+        return f"{kept[0]:{sign}.{digits}f}"
+    return f"{finite_mean(kept):{sign}.{digits}f} ± {standard_error(kept):.{digits}f}"
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:

@@ -37,13 +37,15 @@ def test_compare_runs_a_grid_into_mlflow_and_rebuilds_the_table_from_it(
     results = tmp_path / "results.md"
     results.write_text("# results\n")
     uri = f"sqlite:///{tmp_path / 'compare.db'}"
-    grid_args = ["--data", str(data), "--models", "lightgcn", "--methods", "erm", "--seeds", "0", "1",
+    grid_args = ["--data", str(data), "--models", "lightgcn", "--methods", "erm", "ips", "--seeds", "0", "1",
                  "--mlflow", uri, "--results-file", str(results)]
     assert main(["compare", *grid_args, "--set", "train.epochs=2", "--set", "train.eval_every=1", *TINY_MODEL,
                  "--threads", "1", "--results-section", "toy"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| lightgcn | erm |"))
     assert row.count(" ± ") == 4 and row.endswith("| 2 |")  # IID and OOD recall/ndcg over 2 seeds
+    ips = next(line for line in out.splitlines() if line.startswith("| lightgcn | ips |"))
+    assert ips.count(" ± ") == 6  # and its paired IID / OOD differences to erm
     assert "<!-- compare:toy -->" in results.read_text() and row in results.read_text()
     from mlflow.tracking import MlflowClient
 
@@ -51,10 +53,39 @@ def test_compare_runs_a_grid_into_mlflow_and_rebuilds_the_table_from_it(
     experiment = client.get_experiment_by_name("compare-toy")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted((r.data.params["split"], r.data.params["seed"]) for r in runs) == [
-        ("popularity", "0"), ("popularity", "1"), ("published", "0"), ("published", "1")]
+    assert sorted((r.data.params["split"], r.data.params["seed"]) for r in runs if r.data.params["method"] == "erm") \
+        == [("popularity", "0"), ("popularity", "1"), ("published", "0"), ("published", "1")]
     assert main(["compare", *grid_args, "--from-mlflow"]) == 0
     assert row in capsys.readouterr().out
+
+
+def _run(method: str, seed: int, split: str, iid: float, ood: float | None) -> dict[str, object]:
+    test = {"iid": {"recall@20": iid, "ndcg@20": iid / 2}}
+    if ood is not None:
+        test["ood"] = {"recall@20": ood, "ndcg@20": ood / 2}
+    return {"model": "m", "method": method, "seed": seed, "split": split, "wall_s": 1.0, "peak_rss_mb": 1.0,
+            "metrics": {"test": test, "selection": {"epoch": 3}}}
+
+
+def test_the_table_pairs_each_method_with_erm_by_seed() -> None:
+    # A temporal split gives IID and OOD from the same runs; the differences pair seeds (0.02 and 0.04 here).
+    runs = [_run("erm", 0, "temporal", 0.10, 0.05), _run("erm", 1, "temporal", 0.20, 0.07),
+            _run("ips", 0, "temporal", 0.12, 0.04), _run("ips", 1, "temporal", 0.24, 0.07)]
+    lines = compare.table(runs, ["m"], ["erm", "ips"]).splitlines()
+    assert lines[2].startswith("| m | erm | 0.1500 ± 0.0500 |") and "|  |  |" in lines[2]
+    cells = [cell.strip() for cell in lines[3].split("|")]
+    assert cells[7] == "+0.0300 ± 0.0100" and cells[8] == "-0.0050 ± 0.0050"
+
+
+def test_compare_names_a_split_the_folder_cannot_give(tmp_path: Path) -> None:
+    from painvrl.errors import PainvrlInputError
+
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    assert compare.data_source(str(tmp_path), "temporal")[0] == "dataset.name=movielens"
+    with pytest.raises(PainvrlInputError, match="no published split"):
+        compare.data_source(str(tmp_path), "published")
+    with pytest.raises(PainvrlInputError, match="timestamp"):
+        compare.data_source(str(tmp_path / "mmrec"), "temporal")
 
 
 def test_suite_runs_a_tiny_grid_logs_it_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
