@@ -15,7 +15,10 @@ Generative model (every draw comes from one ``numpy.random.Generator`` seeded wi
   ``log p_i`` plus ``N(0, exposure_popularity_noise^2)``. ``GroundTruth.invariant_dims`` marks the content
   columns True and these two False, so a feature mask can remove the exposure channel.
 - Users: preference ``w_u ~ N(0, I)`` over ``z``; relevance ``rel(u, i) = w_u . z_i / sqrt(k)`` (unit
-  variance), plus standard Gumbel noise drawn once per (user, item) (a persistent idiosyncratic taste).
+  variance), plus standard Gumbel click noise: one draw per (user, item) for all training-policy clicks, and a
+  draw of its own for the OOD clicks (a separate session under uniform exposure, so that with ``ood_new_items =
+  0`` the noise that brought a front-page item into the user's training clicks does not also decide which items
+  are left for the OOD clicks).
 - Clicks: the sampler of painvrl/data/synthetic_sampling.py with the content as the invariant factor and
   ``log p_i`` as a one-dimensional spurious factor every user shares: a training-policy click on item ``i`` has
   probability proportional to ``p_i^s * exp(rel(u, i))`` with ``s = exposure_strength`` (Gumbel top-k: sampling
@@ -181,7 +184,7 @@ def make_exposure_with_latents(dataset: DatasetConfig,
     shared = np.ones((cfg.n_users, 1))
     strengths = [float(cfg.exposure_strength), 0.0]
     drawn = sample_splits(seed, cfg, rng, w, shared, z, log_propensity, strengths, train_counts, n_ood,
-                          chunk_elements)
+                          chunk_elements, fresh_ood_noise=True)
     policy = propensity ** cfg.exposure_strength
     item_propensity = policy / policy.max()
     env = front.astype(np.int64)

@@ -3,10 +3,11 @@ planted-feature benchmark, painvrl/data/exposure.py for the exposure-bias one).
 
 A scenario supplies user vectors ``w`` / ``v`` and item vectors ``z_inv`` / ``z_sp``; the utility of item ``i``
 for user ``u`` in a period with strength ``s`` is ``w_u . z_inv[i] / sqrt(k_inv) + s * v_u . z_sp[i] /
-sqrt(k_sp) + UTILITY_NOISE * g_ui`` with ``g_ui`` standard Gumbel noise drawn once per (user, item), and each
-period's clicks are the user's top-k items by that utility among the items not yet taken (Gumbel top-k =
-sampling without replacement from the softmax of the utility). :func:`sample_splits` lays the periods out
-(training environments, held-out items, the OOD environment) and cuts the clicks into the splits.
+sqrt(k_sp) + UTILITY_NOISE * g_ui`` with ``g_ui`` standard Gumbel noise drawn once per (user, item) (a period
+may draw its own), and each period's clicks are the user's top-k items by that utility among the items not yet
+taken (Gumbel top-k = sampling without replacement from the softmax of the utility). :func:`sample_splits` lays
+the periods out (training environments, held-out items, the OOD environment) and cuts the clicks into the
+splits.
 """
 
 from __future__ import annotations
@@ -55,12 +56,23 @@ class SyntheticLatents:
         return np.einsum("nk,nk->n", self.user_spurious[users], self.item_spurious[items]) / math.sqrt(k)
 
 
+def _subtract_gumbel(rng: np.random.Generator, utility: np.ndarray) -> None:
+    """Add standard Gumbel noise (times UTILITY_NOISE) to ``utility`` in place: -log(X) with X ~ Exp(1)
+    (= -log(-log U)); one log per value."""
+    noise = rng.standard_exponential(utility.shape, dtype=np.float32)
+    np.maximum(noise, np.float32(1e-30), out=noise)
+    np.log(noise, out=noise)
+    utility -= UTILITY_NOISE * noise
+
+
 def sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_inv: np.ndarray,
                      z_sp: np.ndarray, strengths: list[float], counts: list[int],
                      blocked: list[np.ndarray | None] | None = None,
-                     chunk_elements: int = CHUNK_ELEMENTS) -> np.ndarray:
+                     chunk_elements: int = CHUNK_ELEMENTS, fresh_noise: list[bool] | None = None) -> np.ndarray:
     """int64 [n_users, sum(counts)]: environment e's items occupy its block of columns, in environment order.
-    ``blocked[e]`` (optional) lists items environment e may not click (items released in another one)."""
+    ``blocked[e]`` (optional) lists items environment e may not click (items released in another one).
+    ``fresh_noise[e]`` (optional): environment e draws Gumbel noise of its own instead of the noise every other
+    environment shares (a separate session: the user's idiosyncratic taste does not carry over)."""
     import torch  # core dependency, imported here so that importing the data package stays light
 
     n_users, n_items = w.shape[0], z_inv.shape[0]
@@ -68,19 +80,24 @@ def sample_positives(rng: np.random.Generator, w: np.ndarray, v: np.ndarray, z_i
     sp_items = (z_sp / math.sqrt(max(z_sp.shape[1], 1))).astype(np.float32).T
     chunk = max(1, chunk_elements // n_items)
     out = np.empty((n_users, sum(counts)), dtype=np.int64)
+    fresh = fresh_noise or [False] * len(counts)
+    # Each fresh environment draws from a generator of its own, so that every stream is consumed row by row
+    # whatever the chunk size (interleaving draws per chunk on one generator would tie the data to the chunking).
+    fresh_rngs = {env: np.random.default_rng(rng.integers(1 << 62)) for env, own in enumerate(fresh) if own}
     for start in range(0, n_users, chunk):
         stop = min(start + chunk, n_users)
         base = w[start:stop].astype(np.float32) @ inv_items
-        # Gumbel noise in place: -log(X) with X ~ Exp(1) (= -log(-log U)); one log per value.
-        noise = rng.standard_exponential((stop - start, n_items), dtype=np.float32)
-        np.maximum(noise, np.float32(1e-30), out=noise)
-        np.log(noise, out=noise)
-        base -= UTILITY_NOISE * noise
-        del noise
+        relevance = base.copy() if any(fresh) else None
+        _subtract_gumbel(rng, base)
         spurious = v[start:stop].astype(np.float32) @ sp_items if z_sp.shape[1] else None
         column = 0
         for env, (strength, k) in enumerate(zip(strengths, counts, strict=True)):
-            util = base.copy() if spurious is None else base + np.float32(strength) * spurious
+            period_base = base
+            if env in fresh_rngs:
+                assert relevance is not None
+                period_base = relevance.copy()
+                _subtract_gumbel(fresh_rngs[env], period_base)
+            util = period_base.copy() if spurious is None else period_base + np.float32(strength) * spurious
             if blocked is not None and blocked[env] is not None:
                 util[:, blocked[env]] = -np.inf
             if column:
@@ -139,11 +156,12 @@ class SampledSplits:
 
 def sample_splits(seed: int, cfg: SyntheticConfig, rng: np.random.Generator, w: np.ndarray, v: np.ndarray,
                   z_inv: np.ndarray, z_sp: np.ndarray, strengths: list[float], train_counts: list[int],
-                  n_ood: int, chunk_elements: int = CHUNK_ELEMENTS) -> SampledSplits:
+                  n_ood: int, chunk_elements: int = CHUNK_ELEMENTS, fresh_ood_noise: bool = False) -> SampledSplits:
     """Draw every user's clicks in the training environments (strengths ``strengths[:-1]``, ``train_counts``
     clicks each) and the OOD environment (``strengths[-1]``, ``n_ood`` clicks) and cut them into the splits:
     the item groups of ``cfg.ood_new_items`` / ``cfg.iid_new_items`` (drawn on their own seed streams), the
-    warm 8:1:1 or held-out-item IID split, and the OOD clicks halved into ``ood_val`` / ``ood_test``."""
+    warm 8:1:1 or held-out-item IID split, and the OOD clicks halved into ``ood_val`` / ``ood_test``.
+    ``fresh_ood_noise``: the OOD environment draws its own Gumbel noise (see :func:`sample_positives`)."""
     n_train_envs = len(train_counts)
     new_items: np.ndarray | None = None
     held_items: np.ndarray | None = None
@@ -185,8 +203,9 @@ def sample_splits(seed: int, cfg: SyntheticConfig, rng: np.random.Generator, w: 
         period_held.append(False)
         blocked.append(None if new_items is None else released)
     period_strengths = [strengths[e] for e in period_env]
+    fresh = [False] * (len(period_counts) - 1) + [fresh_ood_noise]
     positives = sample_positives(rng, w, v, z_inv, z_sp, period_strengths, period_counts, blocked,
-                                 chunk_elements)
+                                 chunk_elements, fresh)
 
     env_of_column = np.repeat(np.asarray(period_env[:-1], dtype=np.int64), period_counts[:-1])
     if held_items is None:

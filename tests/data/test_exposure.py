@@ -172,7 +172,8 @@ def test_warm_ood_clicks_are_on_training_items_but_not_the_users_own() -> None:
     seen = {tuple(pair) for pair in np.concatenate([data.train, data.val, data.test]).tolist()}
     assert not seen & {tuple(pair) for pair in data.ood_test.tolist()}
     front = _front(data)
-    assert _share(data.train, front) > 0.85 and _share(data.ood_test, front) < 0.3
+    # The OOD session has click noise of its own: its front-page share stays near the front page's item share.
+    assert _share(data.train, front) > 0.85 and 0.1 < _share(data.ood_test, front) < 0.3
 
 
 def test_registry_loads_the_scenario_from_the_config() -> None:
