@@ -12,9 +12,9 @@ from painvrl.errors import PainvrlInputError
 
 @dataclass
 class IPSConfig:
-    propensity: Literal["popularity", "true"] = "popularity"
+    propensity: Literal["popularity", "known"] = "popularity"
     """Where the propensity of an item comes from: ``popularity``, p_i = (n_i / max_j n_j) ** power over the
-    training positives; ``true``, the dataset's known exposure propensities (only a synthetic scenario that
+    training positives; ``known``, the dataset's known exposure propensities (only a synthetic scenario that
     plants exposure has them)."""
     power: float = 0.5
     """Exponent of the popularity propensity (0 gives uniform weights, 1 weights by inverse popularity)."""

@@ -33,13 +33,13 @@ def item_counts(train: np.ndarray, n_items: int) -> np.ndarray:
 
 def propensities(counts: np.ndarray, cfg: IPSConfig, true_propensity: np.ndarray | None = None) -> np.ndarray:
     """Clipped propensity of every item: the popularity model, or the dataset's true exposure propensity."""
-    if cfg.propensity == "true":
+    if cfg.propensity == "known":
         if true_propensity is None:
-            raise PainvrlInputError("config field 'ips.propensity': 'true' needs a dataset that knows its exposure "
+            raise PainvrlInputError("config field 'ips.propensity': 'known' needs a dataset that knows its exposure "
                                     "propensities (the synthetic exposure scenario); use 'popularity'")
         raw = np.asarray(true_propensity, dtype=np.float64)
         if raw.shape != counts.shape:
-            raise PainvrlInputError(f"ips.propensity=true: the dataset's propensities have shape {raw.shape}, "
+            raise PainvrlInputError(f"ips.propensity=known: the dataset's propensities have shape {raw.shape}, "
                                     f"expected ({len(counts)},)")
     else:
         raw = (counts / max(float(counts.max()), 1.0)) ** cfg.power

@@ -37,10 +37,10 @@ def test_popularity_propensity_weights_by_hand() -> None:
 
 def test_true_propensities_are_used_and_required() -> None:
     truth = np.array([1.0, 0.25, 0.1, 0.5, 0.5])
-    weights = ips_weights(TRAIN, N_ITEMS, IPSConfig(propensity="true", clip=0.05, normalise=False), truth)
+    weights = ips_weights(TRAIN, N_ITEMS, IPSConfig(propensity="known", clip=0.05, normalise=False), truth)
     assert weights == pytest.approx([1, 1, 1, 1, 4, 10])
     with pytest.raises(PainvrlInputError, match=r"ips\.propensity"):
-        ips_weights(TRAIN, N_ITEMS, IPSConfig(propensity="true"), None)
+        ips_weights(TRAIN, N_ITEMS, IPSConfig(propensity="known"), None)
 
 
 def test_pda_offset_by_hand() -> None:
