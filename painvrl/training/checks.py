@@ -20,7 +20,7 @@ from painvrl.invariance.checks import check_invariance_config
 from painvrl.invariance.masks import resolve_settings
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
-from painvrl.model.registry import check_model_config
+from painvrl.model.registry import MODELS, check_model_config
 from painvrl.training.methods import METHODS, Method, method_of
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ def resolve_run(config: Config) -> ResolvedRun:
         raise PainvrlInputError(f"config field 'method': {config.method!r} adds a popularity term to the training "
                                 f"logits, but backbone {resolved.model.name!r} trains without pair logits "
                                 "(Recommender.reads_logit_offset); choose another model.name")
+    if method.needs_mf_backbone and not issubclass(model_class, LinearContentRecommender):
+        mf = sorted(name for name, cls in MODELS.items() if issubclass(cls, LinearContentRecommender))
+        raise PainvrlInputError(f"config field 'model.name': method {config.method!r} wraps a matrix-factorisation "
+                                f"backbone (a score <p_u, q_i> of user and item vectors, as the paper's model), but "
+                                f"{resolved.model.name!r} is not one; choose one of {mf}")
     return ResolvedRun(method=method, config=resolved, model_class=model_class)
 
 

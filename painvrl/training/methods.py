@@ -14,6 +14,8 @@ A method declares its phases and its overrides; :func:`painvrl.training.pipeline
   (section ``pda``);
 - ``dro`` / ``vrex``: ERM pretraining, the environments of one HEI round on the backbone's feature path, then a
   final model trained with GroupDRO's / V-REx's objective over them (sections ``dro``, ``vrex``);
+- ``invpref``: an MF backbone as the invariant preference plus variant preferences over environments it infers
+  itself by EM, an environment classifier behind gradient reversal (section ``invpref``);
 
 Adding a method is one :class:`Method` entry here (plus its own module if it needs new phases), or one entry
 point of group ``painvrl.methods`` in the method's own package (docs/extending.md).
@@ -29,7 +31,7 @@ from painvrl.config import Config
 from painvrl.errors import PainvrlInputError
 from painvrl.invariance.masks import resolve_settings
 from painvrl.registry import Registry
-from painvrl.training.objectives import environments, popularity
+from painvrl.training.objectives import environments, invpref, popularity
 from painvrl.training.objectives.base import ObjectiveFactory, erm
 
 MaskSource = Literal["none", "ground_truth", "learned"]
@@ -54,6 +56,9 @@ class Method:
     needs_logit_offset: bool = False
     """The objective adds a term to the backbone's training logits: refused for a backbone whose loss has none
     (Recommender.reads_logit_offset)."""
+    needs_mf_backbone: bool = False
+    """The objective wraps a matrix-factorisation backbone, score <p_u, q_i> over user and item vectors
+    (LinearContentRecommender): refused for any other."""
 
     @property
     def final_phase(self) -> str:
@@ -89,6 +94,7 @@ METHODS: Registry[Method] = Registry("method", "method", "painvrl.methods", {
     "pda": Method(objective=popularity.pda, needs_logit_offset=True),
     "dro": Method(objective=environments.dro, environments=True),
     "vrex": Method(objective=environments.vrex, environments=True),
+    "invpref": Method(objective=invpref.invpref, needs_mf_backbone=True),
 }, accepts=lambda value: isinstance(value, Method))
 
 

@@ -77,3 +77,18 @@ def test_the_ood_baselines_train_over_two_backbones(model: str, method: str) -> 
         assert set(metrics["test"]["envs"]) == {"0", "1"}
     else:
         assert "hei" not in phases and "pretrain" not in phases
+
+
+@pytest.mark.parametrize("model", ["ultragcn", "vbpr"])
+def test_invpref_infers_environments_over_the_mf_backbones(model: str) -> None:
+    config = load_config(None, [*TINY, f"model.name={model}", "method=invpref", "train.epochs=3",
+                                "invpref.reassign_every=1"])
+    data = load_dataset(config.dataset)
+    metrics = run_pipeline(config, data, LocalCollective()).metrics
+    for split in ("iid", "ood"):
+        assert np.isfinite(metrics["test"][split]["recall@20"])
+    objective = metrics["objective"]
+    assert objective["name"] == "invpref" and len(objective["reassigned"]) == 2
+    sizes = objective["environment_sizes"]
+    assert len(sizes) == 2 and sum(sizes) == len(data.train) and min(sizes) > 0, sizes
+    assert np.isfinite(objective["environment_aware_loss"]) and np.isfinite(objective["classifier_loss"])
