@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from painvrl.config.datasets import SyntheticConfig
+from painvrl.config.ood_methods import validate_ood_methods
 from painvrl.config.schema import Config
 from painvrl.errors import PainvrlInputError
 
@@ -81,6 +82,7 @@ def validate_config(config: Config) -> None:
         _require(d.name == "synthetic", "method", "oracle needs ground truth: only dataset.name=synthetic has it")
     if ev.selection_source == "ood":
         _require(d.ood != "none", "eval.selection_source", "'ood' needs an OOD split (dataset.ood)")
+    validate_ood_methods(config.ips, config.pda, config.dro, config.vrex, config.invpref)
     s = config.scaling
     _require(s.num_workers >= 0, "scaling.num_workers", "must be >= 0")
     _require(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
