@@ -24,6 +24,7 @@ stopping after 6 validation checks (30 epochs) without gain, which real sets nee
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import resource
@@ -234,6 +235,35 @@ def command_line(args: argparse.Namespace, models: list[str], methods: list[str]
     return shlex.join(words)
 
 
+def supported_pairs(models: list[str], methods: list[str]) -> list[tuple[str, str]]:
+    """The (backbone, method) pairs a run accepts; each refused pair is named with the reason, and a grid with
+    none left is an error."""
+    import sys
+
+    from painvrl.config import load_config
+    from painvrl.errors import PainvrlInputError
+    from painvrl.training.checks import resolve_run
+
+    pairs = []
+    checks_log = logging.getLogger("painvrl.training.checks")
+    level = checks_log.level
+    checks_log.setLevel(logging.ERROR)  # the runs themselves warn where it matters
+    try:
+        for model in models:
+            for method in methods:
+                try:
+                    resolve_run(load_config(None, [f"model.name={model}", f"method={method}"]))
+                except PainvrlInputError as error:
+                    print(f"compare: skipping {method} over {model}: {error}", file=sys.stderr)
+                    continue
+                pairs.append((model, method))
+    finally:
+        checks_log.setLevel(level)
+    if not pairs:
+        raise PainvrlInputError("compare: no (backbone, method) pair of --models x --methods can run")
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
     from painvrl.errors import PainvrlInputError
 
@@ -247,8 +277,9 @@ def run(args: argparse.Namespace) -> int:
     experiment = args.experiment or f"compare-{Path(data).name}"
     tracking_uri = args.mlflow or f"{grid.SQLITE}{(STATE_DIR / 'compare.db').resolve()}"
     runs: list[dict[str, Any]] = []
-    tasks = [(data, m, meth, s, split, args.overrides) for m in models for meth in methods
-             for s in args.seeds for split in args.splits]
+    pairs = supported_pairs(models, methods)
+    tasks = [(data, m, meth, s, split, args.overrides) for m, meth in pairs for s in args.seeds
+             for split in args.splits]
     if args.from_mlflow:
         runs = [r for r in logged_runs(tracking_uri, experiment) if r["seed"] in args.seeds
                 and r["split"] in args.splits]

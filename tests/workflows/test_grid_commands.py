@@ -114,6 +114,18 @@ def test_suite_names_an_unknown_row(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown rows ['nope']" in capsys.readouterr().err
 
 
+def test_compare_skips_the_pairs_a_run_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    from painvrl.errors import PainvrlInputError
+
+    pairs = compare.supported_pairs(["ultragcn", "bm3", "freedom"], ["erm", "pda", "invpref"])
+    assert ("bm3", "pda") not in pairs and ("freedom", "invpref") not in pairs
+    assert {("ultragcn", "pda"), ("ultragcn", "invpref"), ("bm3", "erm"), ("freedom", "pda")} <= set(pairs)
+    err = capsys.readouterr().err
+    assert "skipping pda over bm3" in err and "skipping invpref over freedom" in err
+    with pytest.raises(PainvrlInputError, match="no \\(backbone, method\\) pair"):
+        compare.supported_pairs(["bm3"], ["pda"])
+
+
 def test_compare_checks_its_inputs_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--data", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
