@@ -91,6 +91,13 @@ class EnvironmentsConfig:
     """InvRL form: weight of the L1 penalty rho * mean|W_k * m|."""
     warm_start: bool = True
     """Later rounds start EM from the previous round's labels instead of a random draw."""
+    init: Literal["random", "gradient"] = "random"
+    """Where the first round's EM starts: uniformly random labels, or ``gradient``: the partition read off the
+    principal components of the positives' feature gradients that has the largest invariance violation
+    (painvrl/invariance/gradient_init.py), which lets EM separate environments whose spurious effects differ in
+    strength rather than sign."""
+    init_components: int = 6
+    """``init=gradient``: principal components tried as candidate partitions."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
     feature_bias: bool = False

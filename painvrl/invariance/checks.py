@@ -26,6 +26,8 @@ def check_invariance_config(config: Config, model_cls: type[Recommender]) -> Non
         refuse("model.name", f"backbone {model_cls.name!r} does not give its score as a product of user and item "
                "factors (Recommender.score_factors), which the invariance methods read as the frozen pair score of "
                "their feature path")
+    if env.init_components < 1:
+        refuse("environments.init_components", "must be >= 1")
     if config.painvrl.feature_path_epochs < 1:
         refuse("painvrl.feature_path_epochs", "must be >= 1 (an unfitted feature path has no user tastes)")
     if config.painvrl.feature_path_lr <= 0:

@@ -29,6 +29,7 @@ from painvrl.invariance.environments import (
     seeded_generator,
 )
 from painvrl.invariance.feature_path import invariance_scorer
+from painvrl.invariance.gradient_init import gradient_start
 from painvrl.invariance.profile import environment_profile
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
@@ -82,6 +83,11 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
                                     model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
                                     train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
         init = previous if (env_cfg.warm_start and previous is not None) else None
+        start: dict[str, Any] = {}
+        if previous is None and env_cfg.init == "gradient":
+            init, scores = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
+                                          reference_losses, train_cfg.seed)
+            start = {"init": "gradient", "init_scores": scores}
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                     round_index=round_index, init_labels=init, collective=collective,
@@ -89,7 +95,7 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
         assert hei.label_pairs is not None
         labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
         extra = {"source": "hei", "env_sizes": sizes, "churn": hei.churn, "iterations": hei.iterations,
-                 "reseeded": hei.reseeded}
+                 "reseeded": hei.reseeded, **start}
     ari = adjusted_rand_index(truth, labels) if truth is not None and len(truth) == len(labels) else None
     violation = partition_violation(reference_losses, labels, env_cfg.n_envs, train_cfg.seed)
     record = {"phase": "hei", "round": round_index, **extra, "ari": ari, "violation": violation}

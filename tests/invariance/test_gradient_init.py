@@ -1,0 +1,78 @@
+"""HEI's gradient start: the closed-form feature gradients against autograd, the candidate partitions on a
+planted case, and a planted same-sign two-environment mixture that a random start does not separate."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from painvrl.config import load_config
+from painvrl.data.registry import load_dataset
+from painvrl.distributed.collective import LocalCollective
+from painvrl.invariance.gradient_init import candidate_partitions, feature_gradients
+from painvrl.invariance.identify import identify_training_environments
+from painvrl.model.encoders import FeatureProjection
+from painvrl.model.ultragcn import UltraGCN, degree_weights
+from painvrl.training.checks import resolve_run
+from painvrl.training.pipeline import _pretrain, _Run
+
+
+def test_feature_gradients_are_the_gate_gradients_of_each_positives_loss() -> None:
+    rng = np.random.default_rng(0)
+    train = np.stack([rng.integers(0, 5, 12), rng.integers(0, 7, 12)], axis=1)
+    features = torch.from_numpy(rng.standard_normal((7, 6)).astype(np.float32))
+    b_user, b_item = degree_weights(train, 5, 7)
+    torch.manual_seed(0)
+    model = UltraGCN(5, 7, features, FeatureProjection(6, 3, 0.5), b_user, b_item, k_id=2, k_f=3, init_std=0.5)
+    ours = feature_gradients(model, train)
+    for row, (user, item) in enumerate(train):
+        gate = torch.ones(6, requires_grad=True)
+        content = model.encoder(model.features[item] * gate)
+        logit = model.user_embedding[user, :2] @ model.item_embedding[item] + model.user_embedding[user, 2:] @ content
+        F.binary_cross_entropy_with_logits(logit, torch.tensor(1.0)).backward()
+        assert gate.grad is not None
+        expected = gate.grad / gate.grad.norm()
+        torch.testing.assert_close(ours[row], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_candidates_split_a_planted_direction_at_zero() -> None:
+    rng = np.random.default_rng(0)
+    direction = np.zeros(8)
+    direction[3] = 1.0
+    truth = rng.integers(0, 2, 400)
+    points = rng.standard_normal((400, 8)) * 0.1 + np.where(truth[:, None] == 1, 1.0, -1.0) * direction
+    candidates = candidate_partitions(torch.from_numpy(points).float(), 2, 3, seed=0)
+    first = candidates[0]
+    assert (first == truth).all() or (first == 1 - truth).all()
+    three = candidate_partitions(torch.from_numpy(points).float(), 3, 2, seed=0)
+    assert len(three) == 3 and all(len(np.unique(c)) == 3 for c in three)
+
+
+def _environments_ari(init: str, seed: int) -> float:
+    syn = "dataset.synthetic."
+    config = load_config(None, ["dataset.ood=synthetic", "train.progress=false", f"environments.init={init}",
+                                f"dataset.seed={seed}", f"train.seed={seed}", f"{syn}train_env_strengths=[3.0,0.5]",
+                                f"{syn}n_users=400", f"{syn}n_items=500"])
+    config = resolve_run(config).config
+    data = load_dataset(config.dataset)
+    run = _Run(config, data, LocalCollective(), None, False, None)
+    found = identify_training_environments(config, data, _pretrain(run, config, data), LocalCollective())
+    assert found.ari is not None
+    return found.ari
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_same_sign_mixture_is_separated_from_the_gradient_start(seed: int) -> None:
+    """Two training environments whose spurious effect has the same sign (strengths 3.0 and 0.5): EM from a random
+    start stays near it (measured ARI 0.11 and 0.02 for seeds 0 and 1), from the gradient start it separates them
+    (0.39 and 0.35). Tolerance: ARI >= 0.3 from the gradient start and at least 0.2 above the random start."""
+    logging.disable(logging.WARNING)
+    try:
+        gradient, random = _environments_ari("gradient", seed), _environments_ari("random", seed)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert gradient >= 0.3 and gradient >= random + 0.2, (gradient, random)
