@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_method_cost import ERM_EPOCHS
 
-METHODS = ["erm", "ips", "pda", "dro", "vrex"]
+METHODS = ["erm", "ips", "pda", "dro", "vrex", "invpref"]
 
 
 def timed_run(data: str | None, model: str, method: str, epochs: int) -> dict[str, float]:
@@ -70,8 +70,11 @@ def main() -> None:
     logging.disable(logging.WARNING)
     defaults = Config()
     rows: list[dict[str, Any]] = []
-    methods = ["erm", *[m for m in args.methods if m != "erm"]]
+    from painvrl.workflows.compare import supported_pairs
+
+    pairs = supported_pairs(args.models, ["erm", *[m for m in args.methods if m != "erm"]])
     for model in args.models:
+        methods = [method for backbone, method in pairs if backbone == model]
         # Round-robin over the methods, keeping each method's fastest repeat: on a shared machine the minimum is
         # the measurement least disturbed by other work.
         best: dict[str, dict[str, float]] = {}
