@@ -169,18 +169,30 @@ def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, A
     learned = {
         "mask": np.asarray(result.mask, dtype=np.float32),
         "logits": None if result.logits is None else np.asarray(result.logits, dtype=np.float32),
-        "env_labels": np.asarray(result.env_labels, dtype=np.int64),
-        "env_sizes": [int(s) for s in result.env_sizes],
-        "ari": None if result.ari is None else float(result.ari),
-        "val_env": np.asarray(result.label_pairs(data.val), dtype=np.int64),
-        "test_env": np.asarray(result.label_pairs(data.test), dtype=np.int64),
-        "history": list(result.history),
-        "env_source": config.environments.source,
-        "profile": result.profile,
-        "violation": result.violation,
+        **_environment_record(config, data, result.env_labels, result.env_sizes, result.ari, result.label_pairs,
+                              result.history, result.profile, result.violation),
     }
     run.state["completed"]["mask"] = learned
     return learned
+
+
+def _environment_record(config: Config, data: InteractionData, labels: np.ndarray, sizes: list[int],
+                        ari: float | None, label_pairs: Callable[[np.ndarray], np.ndarray],
+                        history: list[dict[str, Any]], profile: list[dict[str, Any]],
+                        violation: dict[str, Any] | None) -> dict[str, Any]:
+    """The environments of a run as plain values (resumable state): labels of train, val and test positives,
+    sizes, ARI, history, profile and violation."""
+    return {
+        "env_labels": np.asarray(labels, dtype=np.int64),
+        "env_sizes": [int(size) for size in sizes],
+        "ari": None if ari is None else float(ari),
+        "val_env": np.asarray(label_pairs(data.val), dtype=np.int64),
+        "test_env": np.asarray(label_pairs(data.test), dtype=np.int64),
+        "history": list(history),
+        "env_source": config.environments.source,
+        "profile": profile,
+        "violation": violation,
+    }
 
 
 def _pretrain(run: _Run, config: Config, data: InteractionData) -> Recommender:
@@ -206,17 +218,8 @@ def _identify_environments(run: _Run, config: Config, data: InteractionData) -> 
     started = time.perf_counter()
     found = identify_training_environments(config, data, pretrained, run.collective, log)
     run.timing["environments"] = time.perf_counter() - started
-    identified = {
-        "env_labels": np.asarray(found.labels, dtype=np.int64),
-        "env_sizes": [int(s) for s in found.sizes],
-        "ari": None if found.ari is None else float(found.ari),
-        "val_env": np.asarray(found.label_pairs(data.val), dtype=np.int64),
-        "test_env": np.asarray(found.label_pairs(data.test), dtype=np.int64),
-        "history": list(found.history),
-        "env_source": config.environments.source,
-        "profile": found.profile,
-        "violation": found.violation,
-    }
+    identified = _environment_record(config, data, found.labels, found.sizes, found.ari, found.label_pairs,
+                                     found.history, found.profile, found.violation)
     run.state["completed"]["environments"] = identified
     return identified
 
