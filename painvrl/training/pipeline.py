@@ -153,27 +153,37 @@ def _ground_truth_mask(data: InteractionData) -> np.ndarray:
     return np.asarray(truth.invariant_dims, dtype=np.float32)
 
 
-def _learn_mask(run: _Run, config: Config, data: InteractionData) -> dict[str, Any]:
-    """Pretrain ERM, learn the mask; returns a plain dict (mask, env labels of train/val/test, sizes, ari)."""
-    if "mask" in run.state["completed"]:
-        return dict(run.state["completed"]["mask"])
+def _invariance_phase(run: _Run, config: Config, data: InteractionData, phase: str) -> dict[str, Any]:
+    """Pretrain ERM, then learn the mask (``phase`` "mask": HEI + IMG rounds) or identify the training
+    environments only (``phase`` "environments": one HEI round); returns plain values (resumable state): the
+    mask and its logits where learned, and the environments (:func:`_environment_record`)."""
+    if phase in run.state["completed"]:
+        return dict(run.state["completed"][phase])
     pretrained = _pretrain(run, config, data)
-    from painvrl.invariance.outer_loop import learn_invariant_mask
 
     def log(entry: dict[str, Any]) -> None:
-        run.report({"phase": "mask", **entry})
+        run.report({"phase": phase, **entry})
 
     started = time.perf_counter()
-    result = learn_invariant_mask(config, data, pretrained, run.collective, log)
-    run.timing["mask"] = time.perf_counter() - started
-    learned = {
-        "mask": np.asarray(result.mask, dtype=np.float32),
-        "logits": None if result.logits is None else np.asarray(result.logits, dtype=np.float32),
-        **_environment_record(config, data, result.env_labels, result.env_sizes, result.ari, result.label_pairs,
-                              result.history, result.profile, result.violation),
-    }
-    run.state["completed"]["mask"] = learned
-    return learned
+    values: dict[str, Any] = {}
+    if phase == "mask":
+        from painvrl.invariance.outer_loop import learn_invariant_mask
+
+        result = learn_invariant_mask(config, data, pretrained, run.collective, log)
+        values = {"mask": np.asarray(result.mask, dtype=np.float32),
+                  "logits": None if result.logits is None else np.asarray(result.logits, dtype=np.float32)}
+        found = (result.env_labels, result.env_sizes, result.ari, result.label_pairs, result.history,
+                 result.profile, result.violation)
+    else:
+        from painvrl.invariance.identify import identify_training_environments
+
+        environments = identify_training_environments(config, data, pretrained, run.collective, log)
+        found = (environments.labels, environments.sizes, environments.ari, environments.label_pairs,
+                 environments.history, environments.profile, environments.violation)
+    run.timing[phase] = time.perf_counter() - started
+    record = {**values, **_environment_record(config, data, *found)}
+    run.state["completed"][phase] = record
+    return record
 
 
 def _environment_record(config: Config, data: InteractionData, labels: np.ndarray, sizes: list[int],
@@ -204,26 +214,6 @@ def _pretrain(run: _Run, config: Config, data: InteractionData) -> Recommender:
     return pretrained
 
 
-def _identify_environments(run: _Run, config: Config, data: InteractionData) -> dict[str, Any]:
-    """Pretrain ERM, identify the training environments (one HEI round); returns a plain dict like
-    :func:`_learn_mask`'s, without a mask."""
-    if "environments" in run.state["completed"]:
-        return dict(run.state["completed"]["environments"])
-    pretrained = _pretrain(run, config, data)
-    from painvrl.invariance.identify import identify_training_environments
-
-    def log(entry: dict[str, Any]) -> None:
-        run.report({"phase": "environments", **entry})
-
-    started = time.perf_counter()
-    found = identify_training_environments(config, data, pretrained, run.collective, log)
-    run.timing["environments"] = time.perf_counter() - started
-    identified = _environment_record(config, data, found.labels, found.sizes, found.ari, found.label_pairs,
-                                     found.history, found.profile, found.violation)
-    run.state["completed"]["environments"] = identified
-    return identified
-
-
 def run_pipeline(config: Config, data: InteractionData, collective: Collective | None = None,
                  reporter: Reporter | None = None, *, checkpoints: bool = False,
                  resume_state: dict[str, Any] | None = None) -> RunResult:
@@ -247,11 +237,11 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     mask: np.ndarray | None = None
     learned: dict[str, Any] | None = None
     if method.mask_source == "learned":
-        learned = _learn_mask(run, config, data)
+        learned = _invariance_phase(run, config, data, "mask")
         mask = learned["mask"]
         run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
     elif method.environments:
-        learned = _identify_environments(run, config, data)
+        learned = _invariance_phase(run, config, data, "environments")
         run.evaluator.set_env_labels(learned["val_env"], learned["test_env"])
     else:
         if method.mask_source == "ground_truth":
