@@ -212,31 +212,15 @@ def make_exposure_with_latents(dataset: DatasetConfig,
         **{f"front_share_{split}": round(share, 4) for split, share in shares.items()},
         "positives_per_period": [*train_counts, n_ood],
         "user_split": list(drawn.user_split),
-        "ood_new_items": 0 if drawn.new_items is None else int(drawn.new_items.size),
-        "iid_new_items": 0 if drawn.held_items is None else int(drawn.held_items.size),
         "environments": "train/val/test environment = front page of the clicked item (1) or not (0); training "
                         "clicks follow the exposure-biased policy, OOD clicks uniform exposure",
     }
     logger.info("synthetic exposure data: %d users, %d items (%d on the front page), front-page click share "
                 "train %.3f / ood_test %.3f", cfg.n_users, cfg.n_items, int(front.sum()), shares["train"],
                 shares["ood_test"])
-    data = InteractionData(
-        name="synthetic",
-        n_users=cfg.n_users,
-        n_items=cfg.n_items,
-        train=drawn.train,
-        val=drawn.val,
-        test=drawn.test,
-        features=features,
-        ood_val=drawn.ood_val,
-        ood_test=drawn.ood_test,
-        ood_candidates=drawn.new_items,
-        iid_candidates=drawn.held_items,
-        ground_truth=GroundTruth(train_env=env[drawn.train[:, 1]], invariant_dims=invariant_dims,
-                                 val_env=env[drawn.val[:, 1]], test_env=env[drawn.test[:, 1]],
-                                 item_propensity=item_propensity),
-        info=info,
-    )
+    data = drawn.to_data(cfg, features, GroundTruth(
+        train_env=env[drawn.train[:, 1]], invariant_dims=invariant_dims, val_env=env[drawn.val[:, 1]],
+        test_env=env[drawn.test[:, 1]], item_propensity=item_propensity), info)
     latents = SyntheticLatents(item_invariant=z, item_spurious=log_propensity, user_preference=w,
                                user_spurious=shared, strengths=strengths)
     return data, latents

@@ -136,7 +136,6 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
     strengths = [float(s) for s in cfg.train_env_strengths] + [float(cfg.ood_env_strength)]
     # CHUNK_ELEMENTS is read here, at call time, so that a test can shrink the chunks of this module.
     drawn = sample_splits(seed, cfg, rng, w, v, z_inv, z_sp, strengths, train_counts, n_ood, CHUNK_ELEMENTS)
-    new_items, held_items = drawn.new_items, drawn.held_items
     n_train, n_val, n_test = drawn.user_split
 
     info: dict[str, Any] = {
@@ -157,8 +156,6 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
         "positives_per_env": [*train_counts, n_ood],
         "user_split": [n_train, n_val, n_test],
         "spurious_shared": cfg.spurious_shared,
-        "ood_new_items": 0 if new_items is None else int(new_items.size),
-        "iid_new_items": 0 if held_items is None else int(held_items.size),
         "environments": "every user interacts in every environment; Gumbel top-k per environment without "
                         "replacement; spurious taste "
                         + {0.0: "per user", 1.0: "shared by all users"}.get(cfg.spurious_shared, "partly shared"),
@@ -166,22 +163,8 @@ def make_synthetic_with_latents(dataset: DatasetConfig) -> tuple[InteractionData
     logger.info("synthetic data: %d users, %d items, %d train / %d val / %d test / %d ood_val / %d ood_test",
                 cfg.n_users, cfg.n_items, len(drawn.train), len(drawn.val), len(drawn.test), len(drawn.ood_val),
                 len(drawn.ood_test))
-    data = InteractionData(
-        name="synthetic",
-        n_users=cfg.n_users,
-        n_items=cfg.n_items,
-        train=drawn.train,
-        val=drawn.val,
-        test=drawn.test,
-        features=features,
-        ood_val=drawn.ood_val,
-        ood_test=drawn.ood_test,
-        ood_candidates=new_items,
-        iid_candidates=held_items,
-        ground_truth=GroundTruth(train_env=drawn.train_env, invariant_dims=invariant_dims, val_env=drawn.val_env,
-                                 test_env=drawn.test_env),
-        info=info,
-    )
+    data = drawn.to_data(cfg, features, GroundTruth(train_env=drawn.train_env, invariant_dims=invariant_dims,
+                                                    val_env=drawn.val_env, test_env=drawn.test_env), info)
     latents = SyntheticLatents(item_invariant=z_inv, item_spurious=z_sp, user_preference=w, user_spurious=v,
                                strengths=strengths)
     return data, latents

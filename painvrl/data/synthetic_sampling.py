@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from painvrl.config import SyntheticConfig
+from painvrl.data.dataset import GroundTruth, InteractionData
 from painvrl.data.synthetic_layout import apportion, n_iid_new_items, n_ood_new_items, user_split
 
 UTILITY_NOISE = 1.0
@@ -152,6 +154,17 @@ class SampledSplits:
     """Items held out of training for the IID splits (``iid_new_items``), sorted; None when there are none."""
     user_split: tuple[int, int, int]
     """Per-user train / val / test counts of the training-side positives."""
+
+    def to_data(self, cfg: SyntheticConfig, features: dict[str, np.ndarray], ground_truth: GroundTruth,
+                info: dict[str, Any]) -> InteractionData:
+        """The dataset of this draw: its splits and candidate item groups, with ``info`` completed by the sizes
+        of those groups."""
+        info = {**info, "ood_new_items": 0 if self.new_items is None else int(self.new_items.size),
+                "iid_new_items": 0 if self.held_items is None else int(self.held_items.size)}
+        return InteractionData(name="synthetic", n_users=cfg.n_users, n_items=cfg.n_items, train=self.train,
+                               val=self.val, test=self.test, features=features, ood_val=self.ood_val,
+                               ood_test=self.ood_test, ood_candidates=self.new_items,
+                               iid_candidates=self.held_items, ground_truth=ground_truth, info=info)
 
 
 def sample_splits(seed: int, cfg: SyntheticConfig, rng: np.random.Generator, w: np.ndarray, v: np.ndarray,
