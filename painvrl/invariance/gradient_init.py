@@ -18,6 +18,8 @@ differ most.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -35,16 +37,12 @@ def feature_gradients(scorer: LinearContentRecommender, pairs: np.ndarray) -> to
     weight = getattr(scorer.encoder, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise ValueError("gradient initialisation needs a feature path with a linear projection W [k_f, d]")
-    device = scorer.features.device
-    out = []
-    for start in range(0, len(pairs), CHUNK):
-        block = torch.as_tensor(np.asarray(pairs[start:start + CHUNK]), dtype=torch.long, device=device)
-        users, items = block[:, 0], block[:, 1]
-        tastes = scorer.user_embedding[users, scorer.k_id:]
-        logits = scorer.score_pairs(users, items)
-        grad = (torch.sigmoid(logits) - 1.0).unsqueeze(1) * (tastes @ weight) * scorer.features[items]
-        out.append(grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-12))
-    return torch.cat(out)
+    block = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=scorer.features.device).reshape(-1, 2)
+    users, items = block[:, 0], block[:, 1]
+    tastes = scorer.user_embedding[users, scorer.k_id:]
+    logits = scorer.score_pairs(users, items)
+    grad = (torch.sigmoid(logits) - 1.0).unsqueeze(1) * (tastes @ weight) * scorer.features[items]
+    return grad / grad.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def _kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> torch.Tensor:
@@ -62,22 +60,31 @@ def _kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> torch.Tensor:
 
 
 def candidate_partitions(gradients: torch.Tensor, n_envs: int, components: int, seed: int) -> list[np.ndarray]:
-    """The candidate partitions of the positives from the gradients' top principal components."""
+    """The candidate partitions of the rows of ``gradients`` [N, d] from their top principal components."""
+    return _candidates(lambda rows: gradients[rows], gradients.shape[0], n_envs, components, seed)
+
+
+def _candidates(gradients_of: Callable[[torch.Tensor], torch.Tensor], n: int, n_envs: int, components: int,
+                seed: int) -> list[np.ndarray]:
+    """The candidates from ``gradients_of(rows)`` (the gradients of those positives), computed on a subsample
+    for the components and chunk by chunk for the projections, so [N, d] is never held at once."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    n = gradients.shape[0]
-    sample = torch.randperm(n, generator=generator)[:SUBSAMPLE].to(gradients.device)
-    mean = gradients[sample].mean(0)
-    q = min(components, gradients.shape[1], len(sample))
+    sample = torch.randperm(n, generator=generator)[:SUBSAMPLE]
+    sampled = gradients_of(sample)
+    mean = sampled.mean(0)
+    q = min(components, sampled.shape[1], len(sample))
     torch.manual_seed(seed)  # pca_lowrank's random range finder
-    _, _, basis = torch.pca_lowrank(gradients[sample] - mean, q=q, center=False)
-    coords = torch.cat([(gradients[s:s + CHUNK] - mean) @ basis for s in range(0, n, CHUNK)])
+    _, _, basis = torch.pca_lowrank(sampled - mean, q=q, center=False)
+    coords = torch.cat([(gradients_of(torch.arange(s, min(s + CHUNK, n))) - mean) @ basis
+                        for s in range(0, n, CHUNK)])
     candidates: list[np.ndarray] = []
     for k in range(q):
         projection = coords[:, k].contiguous()
         if n_envs == 2:
             labels = (projection > 0).long()
         else:
-            cuts = torch.quantile(projection[sample].float(), torch.linspace(0, 1, n_envs + 1)[1:-1].to(coords))
+            quantiles = torch.linspace(0, 1, n_envs + 1)[1:-1].to(coords)
+            cuts = torch.quantile(projection[sample.to(coords.device)].float(), quantiles)
             labels = torch.bucketize(projection, cuts)
         candidates.append(labels.cpu().numpy().astype(np.int64))
     if n_envs > 2:
@@ -89,7 +96,9 @@ def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: 
                    reference_losses: np.ndarray, seed: int) -> tuple[np.ndarray, list[float]]:
     """(the start partition, every candidate's violation z): the candidate with the largest invariance
     violation (candidates with an empty environment excluded)."""
-    candidates = candidate_partitions(feature_gradients(scorer, train), n_envs, components, seed)
+    pairs = np.asarray(train)
+    candidates = _candidates(lambda rows: feature_gradients(scorer, pairs[rows.numpy()]), len(pairs), n_envs,
+                             components, seed)
     scores = []
     for labels in candidates:
         full = np.bincount(labels, minlength=n_envs).min() > 0
