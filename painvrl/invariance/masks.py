@@ -324,6 +324,7 @@ def learn_mask(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs * steps, desc=f"IMG round {round_index}", leave=False)
+    previous = model.gate.mask()
     for epoch in range(cfg.epochs):
         records: list[StepStats] = []
         batches_iter = environment_balanced_batches(labels, n_envs, per_env, seed, epoch, rank, ws, steps=steps,
@@ -353,7 +354,8 @@ def learn_mask(
             step_index += 1
             if bar is not None:
                 bar.update(1)
-        history.append(epoch_summary(records, model, round_index, epoch))
+        history.append(epoch_summary(records, model, round_index, epoch, previous))
+        previous = model.gate.mask()
         logger.info("IMG round %d epoch %d: %s", round_index, epoch,
                     {k: v for k, v in history[-1].items() if k in ("alpha", "density", "fraction_open")})
     if bar is not None:
@@ -361,8 +363,11 @@ def learn_mask(
     return MaskRound(mask=model.gate.mask().cpu().numpy().astype(np.float32), model=model, history=history)
 
 
-def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: int, epoch: int) -> dict[str, Any]:
-    """Per-epoch aggregate of step stats: mean alpha / losses over Pareto steps, mode counts, mask density."""
+def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: int, epoch: int,
+                  previous: torch.Tensor | None = None) -> dict[str, Any]:
+    """Per-epoch aggregate of step stats: mean alpha / losses over Pareto steps, mode counts, mask density, the
+    share of gates at exactly 0 and, against the mask ``previous`` of the epoch before, how far the gates
+    moved (largest and mean change) and how many crossed 0 (closed or reopened)."""
     pareto = [r for r in records if r.mode != "warmup"]
     modes = Counter(r.mode for r in records)
 
@@ -371,6 +376,8 @@ def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: i
         return float(np.mean(finite)) if finite else None
 
     n_obj = max(len(r.alpha) for r in records)
+    mask = model.gate.mask()
+    change = (mask - previous).abs() if previous is not None else None
     return {
         "phase": "img",
         "round": round_index,
@@ -383,4 +390,8 @@ def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: i
         "losses": [mean([r.losses[j] for r in records if len(r.losses) > j]) for j in range(n_obj)],
         "density": model.gate.density(),
         "fraction_open": model.gate.fraction_open(),
+        "fraction_closed": float((mask == 0).to(torch.float32).mean()),
+        "gate_change_max": float(change.max()) if change is not None else None,
+        "gate_change_mean": float(change.mean()) if change is not None else None,
+        "gates_crossed": int(((mask == 0) != (previous == 0)).sum()) if previous is not None else None,
     }

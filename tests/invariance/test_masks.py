@@ -202,6 +202,20 @@ def test_learn_mask_logs_epochs() -> None:
     np.testing.assert_array_equal(result.mask, again.mask)
 
 
+def test_epochs_log_how_far_the_gates_moved() -> None:
+    backbone, train = _backbone()
+    labels = np.arange(len(train)) % 2
+    cfg = MaskConfig(epochs=3, warmup_steps=2, steps_per_epoch=3, lr=0.5, sparsity_weight=0.5)
+    settings = resolve_settings(cfg, cfg.sparsity_weight, cfg.irm_weight)
+    history = learn_mask(backbone, train, labels, 2, cfg, settings, batch_size=16, n_negatives=4, seed=0).history
+    for record in history:
+        assert 0.0 <= record["gate_change_mean"] <= record["gate_change_max"] <= 1.0
+        assert 0.0 <= record["fraction_closed"] <= 1.0
+    assert history[0]["gate_change_max"] > 0.0  # measured from the start at 0.5: an lr of 0.5 moves the gates
+    assert history[-1]["fraction_closed"] > 0.0  # a strong sparsity weight closes some gates ...
+    assert sum(r["gates_crossed"] for r in history) >= round(8 * history[-1]["fraction_closed"])  # ... each once
+
+
 @pytest.mark.parametrize("pooled", [False, True])
 def test_closed_form_env_grads_equal_autograd(pooled: bool) -> None:
     from painvrl.invariance.penalties import per_env_param_grads
