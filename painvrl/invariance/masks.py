@@ -354,7 +354,7 @@ def learn_mask(
             step_index += 1
             if bar is not None:
                 bar.update(1)
-        history.append(epoch_summary(records, model, round_index, epoch, previous))
+        history.append(epoch_summary(records, model, previous, round_index, epoch))
         previous = model.gate.mask()
         logger.info("IMG round %d epoch %d: %s", round_index, epoch,
                     {k: v for k, v in history[-1].items() if k in ("alpha", "density", "fraction_open")})
@@ -363,8 +363,8 @@ def learn_mask(
     return MaskRound(mask=model.gate.mask().cpu().numpy().astype(np.float32), model=model, history=history)
 
 
-def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: int, epoch: int,
-                  previous: torch.Tensor | None = None) -> dict[str, Any]:
+def epoch_summary(records: Sequence[StepStats], model: MaskModel, previous: torch.Tensor, round_index: int,
+                  epoch: int) -> dict[str, Any]:
     """Per-epoch aggregate of step stats: mean alpha / losses over Pareto steps, mode counts, mask density, the
     share of gates at exactly 0 and, against the mask ``previous`` of the epoch before, how far the gates
     moved (largest and mean change) and how many crossed 0 (closed or reopened)."""
@@ -377,7 +377,7 @@ def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: i
 
     n_obj = max(len(r.alpha) for r in records)
     mask = model.gate.mask()
-    change = (mask - previous).abs() if previous is not None else None
+    change = (mask - previous).abs()
     return {
         "phase": "img",
         "round": round_index,
@@ -391,7 +391,7 @@ def epoch_summary(records: Sequence[StepStats], model: MaskModel, round_index: i
         "density": model.gate.density(),
         "fraction_open": model.gate.fraction_open(),
         "fraction_closed": float((mask == 0).to(torch.float32).mean()),
-        "gate_change_max": float(change.max()) if change is not None else None,
-        "gate_change_mean": float(change.mean()) if change is not None else None,
-        "gates_crossed": int(((mask == 0) != (previous == 0)).sum()) if previous is not None else None,
+        "gate_change_max": float(change.max()),
+        "gate_change_mean": float(change.mean()),
+        "gates_crossed": int(((mask == 0) != (previous == 0)).sum()),
     }
