@@ -128,7 +128,8 @@ def write_metrics(metrics: dict[str, Any], path: Path) -> None:
 
 
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread)."""
+    """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread, the mask's
+    density and AUC, and the learned environments' ARI and sizes)."""
     flat: dict[str, float] = {}
     for section in ("val", "test"):
         for split, block in (metrics.get(section) or {}).items():
@@ -146,6 +147,9 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     envs = metrics.get("environments") or {}
     if isinstance(envs.get("ari"), int | float):
         flat["environments.ari"] = float(envs["ari"])
+    if envs.get("source") in ("learned", "eiil"):
+        for env, size in enumerate(envs.get("sizes") or []):
+            flat[f"environments.size.{env}"] = float(size)
     return flat
 
 

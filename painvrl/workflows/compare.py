@@ -154,10 +154,18 @@ def logged_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
                     test[split][name] = value
         if not test["ood"]:
             del test["ood"]
+        worst = m.get(tracking.metric_name("test.worst_env.recall@20"))
+        if worst is not None:
+            test["worst_env"] = {"recall@20": worst}
+        sizes: list[int] = []
+        while f"environments.size.{len(sizes)}" in m:
+            sizes.append(int(m[f"environments.size.{len(sizes)}"]))
+        environments = {"source": "learned", "sizes": sizes} if sizes else {}
         latest[(p["model"], p["method"], p["split"], int(p["seed"]))] = {
             "model": p["model"], "method": p["method"], "split": p["split"], "seed": int(p["seed"]),
             "wall_s": m.get("wall_s", float("nan")), "peak_rss_mb": m.get("peak_rss_mb", float("nan")),
-            "metrics": {"test": test, "selection": {"epoch": m.get("selected_epoch", float("nan"))}}}
+            "metrics": {"test": test, "selection": {"epoch": m.get("selected_epoch", float("nan"))},
+                        "environments": environments}}
     return list(latest.values())
 
 
@@ -184,12 +192,35 @@ def paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]
     return grid.mean_se(diffs, signed=True)
 
 
+def learned_sizes(run: dict[str, Any]) -> list[int]:
+    """The sizes of the environments a run learned (HEI or EIIL), largest first; empty for a run without."""
+    environments = run["metrics"].get("environments") or {}
+    if environments.get("source") not in ("learned", "eiil"):
+        return []
+    return sorted((int(size) for size in environments.get("sizes") or []), reverse=True)
+
+
+def environment_columns(shifted: list[dict[str, Any]]) -> list[str]:
+    """The worst environment's test Recall@20 (mean ± standard error) and the environment sizes (seed means,
+    largest first) of the shift-split runs that learned environments; empty cells for the others."""
+    learned = [r for r in shifted if learned_sizes(r)]
+    if not learned:
+        return ["", ""]
+    worst = grid.mean_se([r["metrics"]["test"].get("worst_env", {}).get("recall@20") for r in learned])
+    counts = {len(learned_sizes(r)) for r in learned}
+    if len(counts) > 1:
+        return [worst, "; ".join(" / ".join(f"{s:,}" for s in learned_sizes(r)) for r in learned)]
+    means = [sum(learned_sizes(r)[env] for r in learned) / len(learned) for env in range(counts.pop())]
+    return [worst, " / ".join(f"{size:,.0f}" for size in means)]
+
+
 def table(runs: list[dict[str, Any]], models: list[str], methods: list[str]) -> str:
-    """The Markdown table: one row per (backbone, method) with runs, mean ± standard error over seeds, and the
-    paired difference to erm over the same backbone and seeds."""
+    """The Markdown table: one row per (backbone, method) with runs, mean ± standard error over seeds, the
+    paired difference to erm over the same backbone and seeds, and, for methods that learn environments, the
+    worst environment's test Recall@20 and the environment sizes on the shift split."""
     head = ("| backbone | method | IID R@20 | IID N@20 | OOD R@20 | OOD N@20 | IID R@20 - erm | OOD R@20 - erm | "
-            "sel. epoch | wall s | peak RSS MB | n |")
-    lines = [head, "|" + "---|" * 12]
+            "worst env R@20 | env sizes | sel. epoch | wall s | peak RSS MB | n |")
+    lines = [head, "|" + "---|" * 14]
     for model in models:
         erm_iid, erm_ood = _split_runs([r for r in runs if r["model"] == model and r["method"] == "erm"])
         for method in methods:
@@ -203,6 +234,7 @@ def table(runs: list[dict[str, Any]], models: list[str], methods: list[str]) -> 
                 cols += ["", ""]
             else:
                 cols += [paired_difference(iid, erm_iid, "iid"), paired_difference(ood, erm_ood, "ood")]
+            cols += environment_columns(ood)
             epochs = grid.finite_mean([float(r["metrics"]["selection"]["epoch"]) for r in (iid or ood)])
             wall = grid.finite_mean([r["wall_s"] for r in cell])
             rss = max(r["peak_rss_mb"] for r in cell)

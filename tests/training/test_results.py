@@ -1,11 +1,12 @@
-"""mask_summary: what metrics.json says about a mask against the synthetic ground truth."""
+"""mask_summary and flatten_metrics: what metrics.json says about a mask against the synthetic ground truth, and
+what a run logs to MLflow."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from painvrl.training.results import mask_summary
+from painvrl.training.results import flatten_metrics, mask_summary
 
 
 def test_open_sets_say_what_the_final_model_reads_where_auc_counts_ties() -> None:
@@ -32,3 +33,14 @@ def test_without_ground_truth_or_mask_there_is_nothing_to_score() -> None:
     assert summary["density"] == 1.0 and "auc" not in summary and "spurious_open" not in summary
     closed = mask_summary(np.zeros(2), {"all": slice(0, 2)}, np.array([True, False]), learned=True)
     assert closed["invariant_mass"] is None and closed["invariant_open"] == 0.0
+
+
+def test_flat_metrics_carry_the_learned_environments_sizes_and_worst_environment() -> None:
+    metrics = {"test": {"iid": {"metrics": {"recall@20": 0.3}}, "worst_env": {"recall@20": 0.1},
+                        "envs": {"0": {"recall@20": 0.1}}},
+               "environments": {"source": "learned", "sizes": [70, 30], "ari": 0.4}}
+    flat = flatten_metrics(metrics)
+    assert flat == {"test.iid.recall@20": 0.3, "test.worst_env.recall@20": 0.1, "environments.ari": 0.4,
+                    "environments.size.0": 70.0, "environments.size.1": 30.0}
+    truth = {"environments": {"source": "ground_truth", "sizes": [50, 50]}}
+    assert flatten_metrics(truth) == {}  # the true environments are data, not something a run found

@@ -77,6 +77,22 @@ def test_the_table_pairs_each_method_with_erm_by_seed() -> None:
     assert cells[7] == "+0.0300 ± 0.0100" and cells[8] == "-0.0050 ± 0.0050"
 
 
+def test_the_table_gives_the_learned_environments_of_the_shift_split() -> None:
+    # painvrl learned two environments per seed: worst-environment recall over seeds, sizes as seed means
+    # (largest first whatever the label order); erm learned none, so its cells stay empty.
+    runs = [_run("erm", 0, "popularity", 0.10, 0.05), _run("erm", 1, "popularity", 0.20, 0.07)]
+    for seed, sizes, worst in ((0, [300, 700], 0.06), (1, [800, 200], 0.10)):
+        run = _run("painvrl", seed, "popularity", 0.12, 0.06)
+        run["metrics"]["test"]["worst_env"] = {"recall@20": worst}  # type: ignore[index]
+        run["metrics"]["environments"] = {"source": "learned", "sizes": sizes}  # type: ignore[index]
+        runs.append(run)
+    lines = compare.table(runs, ["m"], ["erm", "painvrl"]).splitlines()
+    erm, painvrl = ([cell.strip() for cell in line.split("|")] for line in lines[2:4])
+    assert lines[0].split("|")[9:11] == [" worst env R@20 ", " env sizes "]
+    assert erm[9:11] == ["", ""]
+    assert painvrl[9:11] == ["0.0800 ± 0.0200", "750 / 250"]
+
+
 def test_compare_names_a_split_the_folder_cannot_give(tmp_path: Path) -> None:
     from painvrl.errors import PainvrlInputError
 
