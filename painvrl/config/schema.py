@@ -112,6 +112,13 @@ class EnvironmentsConfig:
     """HEI stops with an error when the environment models' fits of more than this fraction of the positives
     are tied (top-two margin below 1e-6 of the fit): the models then see no difference between the
     environments and any labelling would be arbitrary."""
+    final_from_pretrained: bool = False
+    """Methods that train over identified environments (``dro``, ``vrex``): true continues the ERM-pretrained
+    model that identification read, for ``train.epochs - painvrl.pretrain_epochs`` more epochs under the
+    method's objective, so ERM and the objective share one epoch budget (the penalty-annealing schedule of V-REx
+    and IRM: ERM first, then the objective) and the run costs about erm's epochs plus one HEI round; false trains
+    a fresh model for ``train.epochs``. Validation then often selects an epoch right after pretraining, where
+    the model is still mostly ERM's, and keeps less of the objective's out-of-distribution gain."""
     train_users: bool = False
     """Train one user table shared by the E models (from the pretrained P) instead of freezing P. Frozen P only
     holds what ERM learned from the mixture of environments, so heterogeneity that averages out over the

@@ -58,6 +58,12 @@ def resolve_run(config: Config) -> ResolvedRun:
             check_invariance_config(resolved, model_class)
     if method.environments:
         check_invariance_config(resolved, model_class)
+        if resolved.environments.final_from_pretrained and resolved.train.epochs <= resolved.painvrl.pretrain_epochs:
+            raise PainvrlInputError(
+                f"config field 'environments.final_from_pretrained': method {config.method!r} continues the "
+                f"pretrained model for train.epochs - painvrl.pretrain_epochs epochs, but train.epochs "
+                f"({resolved.train.epochs}) is not above painvrl.pretrain_epochs ({resolved.painvrl.pretrain_epochs}); "
+                "raise train.epochs or set environments.final_from_pretrained=false")
     if method.needs_logit_offset and not model_class.reads_logit_offset:
         raise PainvrlInputError(f"config field 'method': {config.method!r} adds a popularity term to the training "
                                 f"logits, but backbone {resolved.model.name!r} trains without pair logits "

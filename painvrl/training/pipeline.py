@@ -156,7 +156,8 @@ def _ground_truth_mask(data: InteractionData) -> np.ndarray:
 def _invariance_phase(run: _Run, config: Config, data: InteractionData, phase: str) -> dict[str, Any]:
     """Pretrain ERM, then learn the mask (``phase`` "mask": HEI + IMG rounds) or identify the training
     environments only (``phase`` "environments": one HEI round); returns plain values (resumable state): the
-    mask and its logits where learned, and the environments (:func:`_environment_record`)."""
+    mask and its logits where learned, the pretrained weights where the final model continues from them
+    (``environments.final_from_pretrained``), and the environments (:func:`_environment_record`)."""
     if phase in run.state["completed"]:
         return dict(run.state["completed"][phase])
     pretrained = _pretrain(run, config, data)
@@ -177,6 +178,8 @@ def _invariance_phase(run: _Run, config: Config, data: InteractionData, phase: s
     else:
         from painvrl.invariance.identify import identify_training_environments
 
+        if config.environments.final_from_pretrained:  # where the final model starts (resumable with the rest)
+            values = {"pretrained_state": {k: v.detach().cpu().clone() for k, v in pretrained.state_dict().items()}}
         environments = identify_training_environments(config, data, pretrained, run.collective, log)
         found = (environments.labels, environments.sizes, environments.ari, environments.label_pairs,
                  environments.history, environments.profile, environments.violation)
@@ -253,10 +256,14 @@ def run_pipeline(config: Config, data: InteractionData, collective: Collective |
     phase = method.final_phase
     spec = method.encoder_spec(config)
     model = run.new_model(lambda: final_encoder(spec, config, data.feature_dim, mask), phase)
+    epochs = config.train.epochs
+    if learned is not None and "pretrained_state" in learned:  # continue ERM under the objective
+        model.load_state_dict(learned["pretrained_state"])
+        epochs -= config.painvrl.pretrain_epochs
     objective = method.objective(ObjectiveContext(
         config=config, data=data, device=run.device, n_envs=config.environments.n_envs,
         env_labels=None if learned is None else learned["env_labels"]))
-    outcome = run.train(model, phase, config.train.epochs, objective)
+    outcome = run.train(model, phase, epochs, objective)
 
     # 3. Validation and test, once, on the selected state.
     eval_started = time.perf_counter()

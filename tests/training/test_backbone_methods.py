@@ -92,3 +92,29 @@ def test_invpref_infers_environments_over_the_mf_backbones(model: str) -> None:
     sizes = objective["environment_sizes"]
     assert len(sizes) == 2 and sum(sizes) == len(data.train) and min(sizes) > 0, sizes
     assert np.isfinite(objective["environment_aware_loss"]) and np.isfinite(objective["classifier_loss"])
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_dro_continues_from_the_pretrained_model_within_one_epoch_budget(warm: bool) -> None:
+    # With a learning rate too small to move any weight, a final model that starts from the pretrained one
+    # scores exactly what the pretrained model scored; a fresh one (another initialisation) does not.
+    config = load_config(None, [*TINY, "model.name=ultragcn", "method=dro", "train.epochs=4",
+                                "painvrl.pretrain_epochs=1", "train.eval_every=1", "train.patience=10",
+                                "train.lr=1e-12", f"environments.final_from_pretrained={str(warm).lower()}"])
+    history = run_pipeline(config, load_dataset(config.dataset), LocalCollective()).metrics["history"]
+    pretrain = [entry for entry in history if entry["phase"] == "pretrain"]
+    final = [entry for entry in history if entry["phase"] == "final"]
+    assert len(pretrain) == 1 and len(final) == (3 if warm else 4)
+    scores = [{k: v for k, v in entry.items() if k.startswith("iid.")} for entry in (pretrain[-1], final[0])]
+    assert len(scores[0]) >= 2 and (scores[0] == scores[1]) is warm, scores
+
+
+def test_a_warm_final_model_needs_epochs_after_pretraining() -> None:
+    from painvrl.errors import PainvrlInputError
+    from painvrl.training.checks import resolve_run
+
+    with pytest.raises(PainvrlInputError, match=r"environments\.final_from_pretrained"):
+        resolve_run(load_config(None, ["method=vrex", "train.epochs=10", "painvrl.pretrain_epochs=10",
+                                   "environments.final_from_pretrained=true"]))
+    resolve_run(load_config(None, ["method=vrex", "train.epochs=10", "painvrl.pretrain_epochs=10",
+                                   "environments.final_from_pretrained=false"]))
