@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from painvrl.errors import PainvrlInputError
-from painvrl.study.shipped import CONFIG_DIR
+from painvrl.study.shipped import CONFIG_DIR, shipped_names
 from painvrl.study.space import DefineByRunSpace, simplex_from_uniforms, trial_config
 from painvrl.study.spec import BaselineSpec, dump_study, load_study, validate_study
 
@@ -182,3 +182,10 @@ def test_a_baseline_the_data_cannot_train_fails_before_anything_trains() -> None
     with pytest.raises(PainvrlInputError, match=r"'baselines\[1\]' \(oracle/vbpr\).*needs ground truth"):
         check_baselines(spec)
     check_baselines(load_study(CONFIGS / "smoke.yaml", ["baselines=[vbpr, {method: oracle, model: vbpr}]"]))
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_every_shipped_studys_baselines_pass_the_run_checks(name: str) -> None:
+    from painvrl.study.baselines import check_baselines
+
+    check_baselines(load_study(name))  # e.g. invpref over an MF backbone, pda over one with pair logits
