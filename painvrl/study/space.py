@@ -62,3 +62,18 @@ def trial_config(spec: StudySpec, params: dict[str, Any]) -> Config:
     for key, value in settings.items():
         set_dotted(values, key.split("."), value)
     return config_from_dict(values)
+
+
+def unexplored_parameters(spec: StudySpec, trials: Any) -> list[tuple[str, Any]]:
+    """The searched int and categorical parameters that took one value in every completed trial (a study of at
+    least 3 trials), with that value: the search compared nothing along them."""
+    if len(trials) < 3:
+        return []
+    found = []
+    for key, rng in spec.search.items():
+        if rng.kind in ("int", "categorical") and key in trials.columns:
+            values = trials[key].dropna().unique()
+            if len(values) == 1:
+                found.append((key, values[0].item() if hasattr(values[0], "item") else values[0]))
+    return found
+

@@ -50,6 +50,7 @@ def print_outcome(spec: StudySpec, outcome: StudyOutcome) -> None:
     import pandas as pd
 
     from painvrl.study.driver import mlflow_ui_command, mlflow_ui_url
+    from painvrl.study.space import unexplored_parameters
 
     with pd.option_context("display.width", 160, "display.max_columns", 30, "display.precision", 4):
         print(f"\nPareto front of study '{spec.name}' ({len(outcome.front)} of {len(outcome.trials)} trials):")
@@ -73,6 +74,10 @@ def print_outcome(spec: StudySpec, outcome: StudyOutcome) -> None:
         else:
             which = "it"
         print(f"  (0: no trial is better than the reference point, {which}, in every objective at once)")
+    for key, value in unexplored_parameters(spec, outcome.trials):
+        print(f"note: {key} took one value ({value}) in all {len(outcome.trials)} trials, so the study did not "
+              f"compare its values; more trials, a larger sampler.n_startup_trials or another sampler.seed explore "
+              "it")
     print(f"results: {spec.study_dir()} (front.csv, trials.csv, {'baselines.csv, ' if spec.baselines else ''}"
           "front.png, report/report.html)")
     print(f"MLflow UI: {mlflow_ui_command(outcome.tracking_uri)}")

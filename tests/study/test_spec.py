@@ -189,3 +189,17 @@ def test_every_shipped_studys_baselines_pass_the_run_checks(name: str) -> None:
     from painvrl.study.baselines import check_baselines
 
     check_baselines(load_study(name))  # e.g. invpref over an MF backbone, pda over one with pair logits
+
+
+def test_a_searched_parameter_that_never_varied_is_named() -> None:
+    import pandas as pd
+
+    from painvrl.study.space import unexplored_parameters
+
+    spec = load_study(CONFIGS / "movielens.yaml")  # searches model.name (categorical) and n_envs (int)
+    same = pd.DataFrame({"model.name": ["vbpr"] * 3, "environments.n_envs": [3, 3, 3],
+                         "mask.sparsity_weight": [1e-4, 1e-4, 1e-4]})  # a float range is never reported
+    assert unexplored_parameters(spec, same) == [("model.name", "vbpr"), ("environments.n_envs", 3)]
+    varied = same.assign(**{"environments.n_envs": [2, 3, 3]})
+    assert unexplored_parameters(spec, varied) == [("model.name", "vbpr")]
+    assert unexplored_parameters(spec, same.head(2)) == []  # too few trials to say
