@@ -33,13 +33,15 @@ def environment_log_likelihoods(latents: SyntheticLatents, pairs: np.ndarray,
     inv_items = latents.item_invariant.T / math.sqrt(latents.item_invariant.shape[1])
     sp_items = latents.item_spurious.T / math.sqrt(max(latents.item_spurious.shape[1], 1))
     out = np.empty((len(pairs), len(strengths)), dtype=np.float64)
-    users = np.unique(pairs[:, 0])
+    order = np.argsort(pairs[:, 0], kind="stable")  # pairs grouped by user, so a block of users is one slice
+    sorted_users = pairs[order, 0]
+    users = np.unique(sorted_users)
     chunk = max(1, chunk_elements // n_items)
     for start in range(0, len(users), chunk):
         block = users[start:start + chunk]
         invariant = latents.user_preference[block] @ inv_items
         spurious = latents.user_spurious[block] @ sp_items
-        rows = np.flatnonzero(np.isin(pairs[:, 0], block))
+        rows = order[np.searchsorted(sorted_users, block[0]):np.searchsorted(sorted_users, block[-1], side="right")]
         local = np.searchsorted(block, pairs[rows, 0])
         for env, strength in enumerate(strengths):
             utility = (invariant + strength * spurious) / UTILITY_NOISE

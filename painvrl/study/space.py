@@ -76,4 +76,3 @@ def unexplored_parameters(spec: StudySpec, trials: Any) -> list[tuple[str, Any]]
             if len(values) == 1:
                 found.append((key, values[0].item() if hasattr(values[0], "item") else values[0]))
     return found
-

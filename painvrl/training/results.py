@@ -127,6 +127,10 @@ def write_metrics(metrics: dict[str, Any], path: Path) -> None:
     Path(path).write_text(json.dumps(_finite(json.loads(json.dumps(metrics, default=_json_default))), indent=2))
 
 
+LEARNED_ENVIRONMENTS = ("learned", "eiil")
+"""``environments.source`` values of metrics.json for environments a run found itself (HEI or EIIL)."""
+
+
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread, the mask's
     density and AUC, and the learned environments' ARI and sizes)."""
@@ -147,7 +151,7 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     envs = metrics.get("environments") or {}
     if isinstance(envs.get("ari"), int | float):
         flat["environments.ari"] = float(envs["ari"])
-    if envs.get("source") in ("learned", "eiil"):
+    if envs.get("source") in LEARNED_ENVIRONMENTS:
         for env, size in enumerate(envs.get("sizes") or []):
             flat[f"environments.size.{env}"] = float(size)
     return flat

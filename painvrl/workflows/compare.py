@@ -158,8 +158,8 @@ def logged_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
         if worst is not None:
             test["worst_env"] = {"recall@20": worst}
         sizes: list[int] = []
-        while f"environments.size.{len(sizes)}" in m:
-            sizes.append(int(m[f"environments.size.{len(sizes)}"]))
+        while (key := tracking.metric_name(f"environments.size.{len(sizes)}")) in m:
+            sizes.append(int(m[key]))
         environments = {"source": "learned", "sizes": sizes} if sizes else {}
         latest[(p["model"], p["method"], p["split"], int(p["seed"]))] = {
             "model": p["model"], "method": p["method"], "split": p["split"], "seed": int(p["seed"]),
@@ -194,8 +194,10 @@ def paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]
 
 def learned_sizes(run: dict[str, Any]) -> list[int]:
     """The sizes of the environments a run learned (HEI or EIIL), largest first; empty for a run without."""
+    from painvrl.training.results import LEARNED_ENVIRONMENTS
+
     environments = run["metrics"].get("environments") or {}
-    if environments.get("source") not in ("learned", "eiil"):
+    if environments.get("source") not in LEARNED_ENVIRONMENTS:
         return []
     return sorted((int(size) for size in environments.get("sizes") or []), reverse=True)
 
@@ -203,14 +205,13 @@ def learned_sizes(run: dict[str, Any]) -> list[int]:
 def environment_columns(shifted: list[dict[str, Any]]) -> list[str]:
     """The worst environment's test Recall@20 (mean ± standard error) and the environment sizes (seed means,
     largest first) of the shift-split runs that learned environments; empty cells for the others."""
-    learned = [r for r in shifted if learned_sizes(r)]
+    learned = [(r, sizes) for r in shifted if (sizes := learned_sizes(r))]
     if not learned:
         return ["", ""]
-    worst = grid.mean_se([r["metrics"]["test"].get("worst_env", {}).get("recall@20") for r in learned])
-    counts = {len(learned_sizes(r)) for r in learned}
-    if len(counts) > 1:
-        return [worst, "; ".join(" / ".join(f"{s:,}" for s in learned_sizes(r)) for r in learned)]
-    means = [sum(learned_sizes(r)[env] for r in learned) / len(learned) for env in range(counts.pop())]
+    worst = grid.mean_se([r["metrics"]["test"].get("worst_env", {}).get("recall@20") for r, _ in learned])
+    if len({len(sizes) for _, sizes in learned}) > 1:  # runs with different environment counts: list each
+        return [worst, "; ".join(" / ".join(f"{s:,}" for s in sizes) for _, sizes in learned)]
+    means = [sum(column) / len(learned) for column in zip(*(sizes for _, sizes in learned), strict=True)]
     return [worst, " / ".join(f"{size:,.0f}" for size in means)]
 
 
