@@ -48,6 +48,24 @@ def partition_violation(losses: np.ndarray, labels: np.ndarray, n_envs: int, see
             "ratio": value / mean if mean > 0 else None}
 
 
+def loss_f_statistic(losses: np.ndarray, labels: np.ndarray, n_envs: int) -> float:
+    """One-way ANOVA F of the losses across the environments of ``labels``: the spread of the environments'
+    mean losses (weighted by size) over the spread within them. Unlike the violation's z against a few random
+    partitions it is exact and noise-free, and it compares partitions of different sizes on one scale (its
+    expectation under a random partition is about 1 whatever the sizes), so it can rank cuts at different
+    shares. 0 where fewer than two environments are non-empty or the losses do not vary within them."""
+    losses = np.asarray(losses, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=n_envs)
+    present = int((counts > 0).sum())
+    if present < 2 or len(losses) <= present:
+        return 0.0
+    means = np.bincount(labels, weights=losses, minlength=n_envs) / np.maximum(counts, 1)
+    between = float((counts * (means - losses.mean()) ** 2).sum()) / (present - 1)
+    within = float(((losses - means[labels]) ** 2).sum()) / (len(losses) - present)
+    return between / within if within > 0 else 0.0
+
+
 @torch.no_grad()
 def positive_losses(scorer: Recommender, train: np.ndarray, n_negatives: int, seed: int,
                     chunk: int = 8192) -> np.ndarray:

@@ -9,21 +9,24 @@ over-fits them in the weak one, so the gradient of a positive's loss with respec
 
 points one way in the strong environment and the other way in the weak one along the spurious dims, and alike
 along the invariant ones. Normalised (so a few confident or extreme positives do not dominate) and centred, the
-gradients' principal components carry that split. Each of the top ``components`` components, cut at zero, is a
-candidate partition (for E > 2: E groups by k-means in the top E - 1 components' coordinates, plus each
-component cut at its quantiles); the start is the candidate whose invariance violation against random partitions
-of the same sizes (painvrl/invariance/diagnostics.py) is largest: the partition across which one model's losses
-differ most.
+gradients' principal components carry that split. For two environments each of the top ``components``
+components is cut at the 10%, 15%, ..., 90% quantiles (a strength shift's environments are rarely of equal size:
+a cut at zero halves the positives whatever their shares); for E > 2 each is cut into E equal-quantile buckets,
+plus E groups by k-means in the top E - 1 components' coordinates. The start is the candidate across whose
+environments the reference model's losses differ most, by the F statistic of those losses
+(painvrl/invariance/diagnostics.py), which ranks partitions of different sizes on one scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from painvrl.invariance.diagnostics import partition_violation
+from painvrl.invariance.diagnostics import loss_f_statistic
 from painvrl.model.linear_content import LinearContentRecommender
 
 SUBSAMPLE = 50_000
@@ -59,13 +62,29 @@ def _kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> torch.Tensor:
     return labels
 
 
-def candidate_partitions(gradients: torch.Tensor, n_envs: int, components: int, seed: int) -> list[np.ndarray]:
+CUT_SHARES = tuple(round(0.1 + 0.05 * k, 2) for k in range(17))
+"""For two environments, each component is cut so that these shares of the positives (0.10, 0.15, ..., 0.90) lie
+above the cut: a strength shift's environments are rarely of equal size, and a cut at zero splits the positives
+about in half whatever their shares."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate start: the labels, the principal component it was cut from (None: k-means over the top
+    components) and the share of the positives above the cut (None for k-means and quantile buckets)."""
+
+    labels: np.ndarray
+    component: int | None
+    share: float | None
+
+
+def candidate_partitions(gradients: torch.Tensor, n_envs: int, components: int, seed: int) -> list[Candidate]:
     """The candidate partitions of the rows of ``gradients`` [N, d] from their top principal components."""
     return _candidates(lambda rows: gradients[rows], gradients.shape[0], n_envs, components, seed)
 
 
 def _candidates(gradients_of: Callable[[torch.Tensor], torch.Tensor], n: int, n_envs: int, components: int,
-                seed: int) -> list[np.ndarray]:
+                seed: int) -> list[Candidate]:
     """The candidates from ``gradients_of(rows)`` (the gradients of those positives), computed on a subsample
     for the components and chunk by chunk for the projections, so [N, d] is never held at once."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -77,31 +96,41 @@ def _candidates(gradients_of: Callable[[torch.Tensor], torch.Tensor], n: int, n_
     _, _, basis = torch.pca_lowrank(sampled - mean, q=q, center=False)
     coords = torch.cat([(gradients_of(torch.arange(s, min(s + CHUNK, n))) - mean) @ basis
                         for s in range(0, n, CHUNK)])
-    candidates: list[np.ndarray] = []
+    candidates: list[Candidate] = []
     for k in range(q):
         projection = coords[:, k].contiguous()
+        sampled_projection = projection[sample.to(coords.device)].float()
         if n_envs == 2:
-            labels = (projection > 0).long()
+            cuts = torch.quantile(sampled_projection, 1.0 - torch.tensor(CUT_SHARES).to(sampled_projection))
+            for share, cut in zip(CUT_SHARES, cuts.tolist(), strict=True):
+                labels = (projection > cut).long().cpu().numpy().astype(np.int64)
+                candidates.append(Candidate(labels, k, share))
         else:
             quantiles = torch.linspace(0, 1, n_envs + 1)[1:-1].to(coords)
-            cuts = torch.quantile(projection[sample.to(coords.device)].float(), quantiles)
-            labels = torch.bucketize(projection, cuts)
-        candidates.append(labels.cpu().numpy().astype(np.int64))
+            cuts = torch.quantile(sampled_projection, quantiles)
+            candidates.append(Candidate(torch.bucketize(projection, cuts).cpu().numpy().astype(np.int64), k, None))
     if n_envs > 2:
-        candidates.append(_kmeans(coords[:, : n_envs - 1], n_envs).cpu().numpy().astype(np.int64))
+        labels = _kmeans(coords[:, : n_envs - 1], n_envs).cpu().numpy().astype(np.int64)
+        candidates.append(Candidate(labels, None, None))
     return candidates
 
 
 def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: int, components: int,
-                   reference_losses: np.ndarray, seed: int) -> tuple[np.ndarray, list[float]]:
-    """(the start partition, every candidate's violation z): the candidate with the largest invariance
-    violation (candidates with an empty environment excluded)."""
+                   reference_losses: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(the start partition, a record of the choice): the candidate across whose environments the reference
+    model's losses differ most, by their F statistic (candidates with an empty environment excluded). The
+    record holds the chosen candidate's component, share and F, and the largest F among each component's cuts."""
     pairs = np.asarray(train)
     candidates = _candidates(lambda rows: feature_gradients(scorer, pairs[rows.numpy()]), len(pairs), n_envs,
                              components, seed)
-    scores = []
-    for labels in candidates:
-        full = np.bincount(labels, minlength=n_envs).min() > 0
-        z = partition_violation(reference_losses, labels, n_envs, seed)["z"] if full else None
-        scores.append(float(z) if z is not None else -float("inf"))
-    return candidates[int(np.argmax(scores))], scores
+    scores = [loss_f_statistic(reference_losses, c.labels, n_envs)
+              if np.bincount(c.labels, minlength=n_envs).min() > 0 else -1.0 for c in candidates]
+    best = int(np.argmax(scores))
+    per_component: dict[str, float] = {}
+    for candidate, f in zip(candidates, scores, strict=True):
+        key = "kmeans" if candidate.component is None else str(candidate.component + 1)
+        per_component[key] = max(per_component.get(key, f), f)
+    chosen = candidates[best]
+    record = {"component": "kmeans" if chosen.component is None else chosen.component + 1, "share": chosen.share,
+              "f": scores[best], "best_f_per_component": per_component}
+    return chosen.labels, record

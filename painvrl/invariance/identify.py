@@ -85,9 +85,9 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
         init = previous if (env_cfg.warm_start and previous is not None) else None
         start: dict[str, Any] = {}
         if previous is None and env_cfg.init == "gradient":
-            init, scores = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
+            init, choice = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
                                           reference_losses, train_cfg.seed)
-            start = {"init": "gradient", "init_scores": scores}
+            start = {"init": "gradient", "init_choice": choice}
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                     round_index=round_index, init_labels=init, collective=collective,

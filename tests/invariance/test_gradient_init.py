@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from painvrl.config import load_config
 from painvrl.data.registry import load_dataset
 from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.gradient_init import candidate_partitions, feature_gradients
+from painvrl.invariance.diagnostics import partition_violation
+from painvrl.invariance.environments import adjusted_rand_index
+from painvrl.invariance.gradient_init import CUT_SHARES, candidate_partitions, feature_gradients
 from painvrl.invariance.identify import identify_training_environments
 from painvrl.model.encoders import FeatureProjection
 from painvrl.model.ultragcn import UltraGCN, degree_weights
@@ -39,17 +41,36 @@ def test_feature_gradients_are_the_gate_gradients_of_each_positives_loss() -> No
         torch.testing.assert_close(ours[row], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_candidates_split_a_planted_direction_at_zero() -> None:
+def test_candidates_cut_a_planted_direction_at_every_share() -> None:
     rng = np.random.default_rng(0)
     direction = np.zeros(8)
     direction[3] = 1.0
-    truth = rng.integers(0, 2, 400)
+    truth = (rng.permutation(400) < 100).astype(np.int64)  # a quarter of the points in the second group
     points = rng.standard_normal((400, 8)) * 0.1 + np.where(truth[:, None] == 1, 1.0, -1.0) * direction
     candidates = candidate_partitions(torch.from_numpy(points).float(), 2, 3, seed=0)
-    first = candidates[0]
-    assert (first == truth).all() or (first == 1 - truth).all()
+    assert len(candidates) == 3 * len(CUT_SHARES)
+    first = [c for c in candidates if c.component == 0]
+    assert [c.share for c in first] == list(CUT_SHARES)
+    for candidate in first:  # the share of the points above each cut is the candidate's share
+        assert abs(candidate.labels.mean() - candidate.share) <= 0.01
+    exact = [c for c in first if (c.labels == truth).all() or (c.labels == 1 - truth).all()]
+    assert [c.share for c in exact] == [0.25] or [c.share for c in exact] == [0.75], [c.share for c in exact]
     three = candidate_partitions(torch.from_numpy(points).float(), 3, 2, seed=0)
-    assert len(three) == 3 and all(len(np.unique(c)) == 3 for c in three)
+    assert len(three) == 3 and all(len(np.unique(c.labels)) == 3 for c in three)
+    assert [c.component for c in three] == [0, 1, None]
+
+
+def test_the_start_is_the_cut_of_largest_violation() -> None:
+    """The losses of a planted quarter of the positives are higher: of all cuts of all components, the start is
+    the one that puts that quarter alone in one environment, and the record names its component and share."""
+    rng = np.random.default_rng(1)
+    truth = (rng.permutation(800) < 200).astype(np.int64)
+    gradients = torch.from_numpy(rng.standard_normal((800, 6)) * 0.1 + truth[:, None] * np.eye(6)[2]).float()
+    losses = 1.0 + truth + rng.standard_normal(800) * 0.1
+    candidates = candidate_partitions(gradients, 2, 3, seed=0)
+    z = [partition_violation(losses, c.labels, 2, 0)["z"] for c in candidates]
+    best = candidates[int(np.argmax(z))]
+    assert adjusted_rand_index(truth, best.labels) > 0.99 and best.share in (0.25, 0.75)
 
 
 def _environments_ari(init: str, seed: int) -> float:
