@@ -5,7 +5,9 @@ For a suite configuration and seed: pretrain the backbone, take the candidate pa
 at the 10%, ..., 90% quantiles) and one random partition. For each component, print the ARI against the true
 environments of its best cut, and of the cut of largest loss F statistic (the criterion the gradient start
 selects by) with that cut's F and invariance violation z; then run HEI's EM from that cut and print the ARI, F,
-z, the environment models' final loss (the mixture's own fit) and the sizes EM ends at.
+z, the environment models' final loss (the mixture's own fit), the sizes EM ends at and the rank correlation
+of the labels with the reference model's losses (near +-1: a split of hard from easy positives). The header
+gives the true partition's loss F and rank correlation.
 
     PYTHONPATH=. .venv/bin/python benchmarks/hei_start_candidates.py "same sign, strong/weak" --seed 0
 """
@@ -17,6 +19,7 @@ import logging
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from painvrl.config import load_config
 from painvrl.data.registry import load_dataset
@@ -68,10 +71,12 @@ def main() -> None:
     starts.append(("random", random, ""))
     mask = torch.full((int(scorer.features.shape[1]),), 0.5)
     env = config.environments
-    print(f"{args.configuration}, seed {seed}\n")
+    print(f"{args.configuration}, seed {seed}: the true partition has loss F "
+          f"{loss_f_statistic(reference, truth, n_envs):.0f} and loss rank correlation "
+          f"{spearmanr(truth, reference)[0]:.2f}\n")
     print("| start (the cut of largest F) | best cut's ARI | ARI | F | z | ARI after EM | F after EM | z after EM | "
-          "final loss | sizes after EM |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "final loss | sizes after EM | loss rank correlation after EM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, start, best_cut in starts:
         models = environment_models(n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
                                     config.model.init_std, seeded_generator(seed, "hei_model", 0))
@@ -83,7 +88,8 @@ def main() -> None:
               f"{loss_f_statistic(reference, start, n_envs):.0f} | {z_start:.0f} | "
               f"{adjusted_rand_index(truth, found.labels):.2f} | "
               f"{loss_f_statistic(reference, found.labels, n_envs):.0f} | {z_end:.0f} | "
-              f"{found.epoch_losses[-1]:.4f} | {' / '.join(str(s) for s in found.sizes)} |")
+              f"{found.epoch_losses[-1]:.4f} | {' / '.join(str(s) for s in found.sizes)} | "
+              f"{spearmanr(found.labels, reference)[0]:.2f} |")
 
 if __name__ == "__main__":
     main()

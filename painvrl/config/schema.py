@@ -92,12 +92,13 @@ class EnvironmentsConfig:
     warm_start: bool = True
     """Later rounds start EM from the previous round's labels instead of a random draw."""
     init: Literal["random", "gradient"] = "random"
-    """Where the first round's EM starts: uniformly random labels, or ``gradient``: the partition read off the
-    principal components of the positives' feature gradients that has the largest invariance violation
-    (painvrl/invariance/gradient_init.py), which lets EM separate environments whose spurious effects differ in
-    strength rather than sign."""
+    """Where the first round's EM starts: uniformly random labels, or ``gradient``: the cut of a principal
+    component of the positives' feature gradients (at the 10-90% quantiles) across which the reference model's
+    losses differ most (painvrl/invariance/gradient_init.py). It lets EM separate environments whose spurious
+    effects differ in strength rather than sign, and can mislead IMG where the environments differ in sign
+    only: there it finds a split of hard from easy positives (docs/algorithm.md)."""
     init_components: int = 6
-    """``init=gradient``: principal components tried as candidate partitions."""
+    """``init=gradient``: principal components cut into candidate partitions."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
     feature_bias: bool = False

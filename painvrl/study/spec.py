@@ -226,6 +226,13 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
         if rng.kind == "categorical":
             if not rng.choices:
                 _fail(where, "categorical needs non-empty choices")
+            for choice in rng.choices:  # each choice must give a valid run config on its own
+                values = json.loads(json.dumps(spec.base))
+                set_dotted(values, key.split("."), choice)
+                try:
+                    config_from_dict(values)
+                except PainvrlInputError as exc:
+                    raise PainvrlInputError(f"study config field '{where}' (choice {choice!r}): {exc}") from exc
             continue
         if rng.low is None or rng.high is None:
             _fail(where, f"kind {rng.kind} needs low and high")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from painvrl.config import load_config
 from painvrl.data.registry import load_dataset
 from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.diagnostics import partition_violation
+from painvrl.invariance.diagnostics import loss_f_statistic
 from painvrl.invariance.environments import adjusted_rand_index
 from painvrl.invariance.gradient_init import CUT_SHARES, candidate_partitions, feature_gradients
 from painvrl.invariance.identify import identify_training_environments
@@ -60,16 +60,15 @@ def test_candidates_cut_a_planted_direction_at_every_share() -> None:
     assert [c.component for c in three] == [0, 1, None]
 
 
-def test_the_start_is_the_cut_of_largest_violation() -> None:
-    """The losses of a planted quarter of the positives are higher: of all cuts of all components, the start is
-    the one that puts that quarter alone in one environment, and the record names its component and share."""
+def test_the_loss_f_statistic_picks_the_planted_cut_among_every_share() -> None:
+    """The losses of a planted quarter of the positives are higher: of all cuts of all components, the one of
+    largest F (the gradient start's criterion) puts that quarter alone in one environment."""
     rng = np.random.default_rng(1)
     truth = (rng.permutation(800) < 200).astype(np.int64)
     gradients = torch.from_numpy(rng.standard_normal((800, 6)) * 0.1 + truth[:, None] * np.eye(6)[2]).float()
     losses = 1.0 + truth + rng.standard_normal(800) * 0.1
     candidates = candidate_partitions(gradients, 2, 3, seed=0)
-    z = [partition_violation(losses, c.labels, 2, 0)["z"] for c in candidates]
-    best = candidates[int(np.argmax(z))]
+    best = max(candidates, key=lambda c: loss_f_statistic(losses, c.labels, 2))
     assert adjusted_rand_index(truth, best.labels) > 0.99 and best.share in (0.25, 0.75)
 
 
@@ -88,12 +87,13 @@ def _environments_ari(init: str, seed: int) -> float:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_same_sign_mixture_is_separated_from_the_gradient_start(seed: int) -> None:
-    """Two training environments whose spurious effect has the same sign (strengths 3.0 and 0.5): EM from a random
-    start stays near it (measured ARI 0.11 and 0.02 for seeds 0 and 1), from the gradient start it separates them
-    (0.39 and 0.35). Tolerance: ARI >= 0.3 from the gradient start and at least 0.2 above the random start."""
+    """Two training environments whose spurious effect has the same sign (strengths 3.0 and 0.5, shares 3:1): EM
+    from a random start stays near it (measured ARI 0.11 and 0.02 for seeds 0 and 1), from the gradient start it
+    separates them (0.48 and 0.46; EM from the first component cut at zero reaches 0.39 and
+    0.35). Tolerance: ARI >= 0.4 from the gradient start and at least 0.25 above the random start."""
     logging.disable(logging.WARNING)
     try:
         gradient, random = _environments_ari("gradient", seed), _environments_ari("random", seed)
     finally:
         logging.disable(logging.NOTSET)
-    assert gradient >= 0.3 and gradient >= random + 0.2, (gradient, random)
+    assert gradient >= 0.4 and gradient >= random + 0.25, (gradient, random)

@@ -203,3 +203,16 @@ def test_a_searched_parameter_that_never_varied_is_named() -> None:
     varied = same.assign(**{"environments.n_envs": [2, 3, 3]})
     assert unexplored_parameters(spec, varied) == [("model.name", "vbpr")]
     assert unexplored_parameters(spec, same.head(2)) == []  # too few trials to say
+
+
+def test_the_environment_start_can_be_searched_from_the_command_line() -> None:
+    """A study searches ``environments.init`` like any categorical: each trial's config carries its draw, and a
+    choice the run config does not accept is refused before any trial starts."""
+    spec = load_study(CONFIGS / "tiktok-ood.yaml",
+                      ["search.environments.init={kind: categorical, choices: [random, gradient]}"])
+    validate_study(spec)
+    start = spec.search["environments.init"]
+    assert start.kind == "categorical" and start.choices == ["random", "gradient"]
+    assert trial_config(spec, {"environments.init": "gradient"}).environments.init == "gradient"
+    with pytest.raises(PainvrlInputError, match=r"search.environments.init' \(choice 'zero'\).*not one of"):
+        load_study(CONFIGS / "tiktok-ood.yaml", ["search.environments.init={kind: categorical, choices: [zero]}"])

@@ -1,0 +1,89 @@
+"""What HEI's gradient start costs: the first round's environment identification from a random start against
+the same from the gradient start (the candidates from the positives' feature-gate gradients, their F statistics,
+then the same EM), on one pretrained feature path, in one process, ``--repeats`` times each, interleaved.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_hei_start.py --data ../shared/data/tiktok
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_hei_start.py            # the synthetic benchmark
+
+Prints the median seconds of each phase, the gradient start's own share, the ratio of the whole HEI phase to
+the random start's, and the sizes and (on synthetic data) ARI each start ends at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+from painvrl.config import load_config
+from painvrl.data.registry import load_dataset
+from painvrl.distributed.collective import LocalCollective
+from painvrl.invariance.diagnostics import positive_losses
+from painvrl.invariance.environments import (
+    adjusted_rand_index,
+    environment_models,
+    identify_environments,
+    seeded_generator,
+)
+from painvrl.invariance.feature_path import invariance_scorer
+from painvrl.invariance.gradient_init import gradient_start
+from painvrl.training.checks import resolve_run
+from painvrl.training.pipeline import _pretrain, _Run  # the pipeline's own pretraining phase
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="MMRec-format folder (TikTok); default: the synthetic benchmark")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)
+    source = (["dataset.name=mmrec", f"dataset.path={args.data}", "dataset.split=explicit", "dataset.ood=popularity"]
+              if args.data else ["dataset.ood=synthetic"])
+    config = resolve_run(load_config(None, [*source, "train.progress=false", f"train.seed={args.seed}"])).config
+    data = load_dataset(config.dataset)
+    collective = LocalCollective()
+    pretrained = _pretrain(_Run(config, data, collective, None, False, None), config, data)
+    scorer, _ = invariance_scorer(config, data.train, pretrained, collective, False)
+    env, seed = config.environments, config.train.seed
+    reference = positive_losses(scorer, data.train, config.model.n_negatives, seed)
+    truth = data.ground_truth.train_env if data.ground_truth is not None else None
+    mask = torch.full((int(scorer.features.shape[1]),), 0.5)
+
+    def hei(init: np.ndarray | None) -> np.ndarray:
+        models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
+                                    config.model.init_std, seeded_generator(seed, "hei_model", 0))
+        return identify_environments(models, data.train, env, batch_size=config.train.batch_size,
+                                     n_negatives=config.model.n_negatives, seed=seed, init_labels=init).labels
+
+    times: dict[str, list[float]] = {"random": [], "start": [], "gradient": []}
+    ends: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):
+        began = time.perf_counter()
+        ends["random"] = hei(None)
+        times["random"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        start, _ = gradient_start(scorer, data.train, env.n_envs, env.init_components, reference, seed)
+        times["start"].append(time.perf_counter() - began)
+        ends["gradient"] = hei(start)
+        times["gradient"].append(time.perf_counter() - began)
+    median = {name: float(np.median(values)) for name, values in times.items()}
+    print(f"data: {args.data or 'synthetic'}; {len(data.train):,} training positives, {env.n_envs} environments, "
+          f"{env.init_components} components; {args.threads} thread(s), median of {args.repeats}\n")
+    print("| start | HEI phase (s) | of it, the start (s) | ratio to the random start | sizes | ARI |")
+    print("|---|---|---|---|---|---|")
+    for name in ("random", "gradient"):
+        labels = ends[name]
+        start_s = f"{median['start']:.2f}" if name == "gradient" else ""
+        ari = f"{adjusted_rand_index(truth, labels):.2f}" if truth is not None else ""
+        sizes = " / ".join(str(s) for s in np.bincount(labels, minlength=env.n_envs))
+        print(f"| {name} | {median[name]:.2f} | {start_s} | {median[name] / median['random']:.2f}x | {sizes} | {ari} |")
+
+
+if __name__ == "__main__":
+    main()
