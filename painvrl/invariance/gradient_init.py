@@ -19,7 +19,7 @@ environments the reference model's losses differ most, by the F statistic of tho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +80,14 @@ class Candidate:
 
 def candidate_partitions(gradients: torch.Tensor, n_envs: int, components: int, seed: int) -> list[Candidate]:
     """The candidate partitions of the rows of ``gradients`` [N, d] from their top principal components."""
-    return _candidates(lambda rows: gradients[rows], gradients.shape[0], n_envs, components, seed)
+    return list(_candidates(lambda rows: gradients[rows], gradients.shape[0], n_envs, components, seed))
 
 
 def _candidates(gradients_of: Callable[[torch.Tensor], torch.Tensor], n: int, n_envs: int, components: int,
-                seed: int) -> list[Candidate]:
+                seed: int) -> Iterator[Candidate]:
     """The candidates from ``gradients_of(rows)`` (the gradients of those positives), computed on a subsample
-    for the components and chunk by chunk for the projections, so [N, d] is never held at once."""
+    for the components and chunk by chunk for the projections, so [N, d] is never held at once. One candidate
+    at a time: their labels together would be ~100 x N integers."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     sample = torch.randperm(n, generator=generator)[:SUBSAMPLE]
     sampled = gradients_of(sample)
@@ -96,23 +97,19 @@ def _candidates(gradients_of: Callable[[torch.Tensor], torch.Tensor], n: int, n_
     _, _, basis = torch.pca_lowrank(sampled - mean, q=q, center=False)
     coords = torch.cat([(gradients_of(torch.arange(s, min(s + CHUNK, n))) - mean) @ basis
                         for s in range(0, n, CHUNK)])
-    candidates: list[Candidate] = []
     for k in range(q):
         projection = coords[:, k].contiguous()
         sampled_projection = projection[sample.to(coords.device)].float()
         if n_envs == 2:
             cuts = torch.quantile(sampled_projection, 1.0 - torch.tensor(CUT_SHARES).to(sampled_projection))
             for share, cut in zip(CUT_SHARES, cuts.tolist(), strict=True):
-                labels = (projection > cut).long().cpu().numpy().astype(np.int64)
-                candidates.append(Candidate(labels, k, share))
+                yield Candidate((projection > cut).long().cpu().numpy().astype(np.int64), k, share)
         else:
             quantiles = torch.linspace(0, 1, n_envs + 1)[1:-1].to(coords)
             cuts = torch.quantile(sampled_projection, quantiles)
-            candidates.append(Candidate(torch.bucketize(projection, cuts).cpu().numpy().astype(np.int64), k, None))
+            yield Candidate(torch.bucketize(projection, cuts).cpu().numpy().astype(np.int64), k, None)
     if n_envs > 2:
-        labels = _kmeans(coords[:, : n_envs - 1], n_envs).cpu().numpy().astype(np.int64)
-        candidates.append(Candidate(labels, None, None))
-    return candidates
+        yield Candidate(_kmeans(coords[:, : n_envs - 1], n_envs).cpu().numpy().astype(np.int64), None, None)
 
 
 def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: int, components: int,
@@ -121,16 +118,18 @@ def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: 
     model's losses differ most, by their F statistic (candidates with an empty environment excluded). The
     record holds the chosen candidate's component, share and F, and the largest F among each component's cuts."""
     pairs = np.asarray(train)
-    candidates = _candidates(lambda rows: feature_gradients(scorer, pairs[rows.numpy()]), len(pairs), n_envs,
-                             components, seed)
-    scores = [loss_f_statistic(reference_losses, c.labels, n_envs)
-              if np.bincount(c.labels, minlength=n_envs).min() > 0 else -1.0 for c in candidates]
-    best = int(np.argmax(scores))
+    chosen: Candidate | None = None
+    best = -float("inf")
     per_component: dict[str, float] = {}
-    for candidate, f in zip(candidates, scores, strict=True):
+    for candidate in _candidates(lambda rows: feature_gradients(scorer, pairs[rows.numpy()]), len(pairs), n_envs,
+                                 components, seed):
+        full = np.bincount(candidate.labels, minlength=n_envs).min() > 0
+        f = loss_f_statistic(reference_losses, candidate.labels, n_envs) if full else -1.0
         key = "kmeans" if candidate.component is None else str(candidate.component + 1)
         per_component[key] = max(per_component.get(key, f), f)
-    chosen = candidates[best]
+        if f > best:
+            chosen, best = candidate, f
+    assert chosen is not None, "the top principal component always gives a candidate"
     record = {"component": "kmeans" if chosen.component is None else chosen.component + 1, "share": chosen.share,
-              "f": scores[best], "best_f_per_component": per_component}
+              "f": best, "best_f_per_component": per_component}
     return chosen.labels, record
