@@ -9,9 +9,10 @@ difference at any share is printed, once with the pretrained user table frozen (
 
 It then fits the same feature path as a mixture of full-softmax click models (each environment's model is the
 log-softmax of its scores over all items, the shared user table trained) by EM with soft assignments, from the
-true partition and from HEI's gradient start, and prints where each ends (ARI) and its marginal log-likelihood
-per positive, the criterion EM climbs: whether the truth's basin is where the likelihood is highest, and
-whether EM reaches it from the start HEI has.
+true partition, from HEI's gradient start and from the partitions HEI's first round ends at from either start,
+and prints where each ends (ARI) and its marginal log-likelihood per positive, the criterion EM climbs: whether
+the truth's basin is where the likelihood is highest, whether EM reaches it from the start HEI has, and whether
+the likelihood could choose between HEI's two starts.
 
     PYTHONPATH=. .venv/bin/python benchmarks/hei_model_class.py --configuration planted --seeds 0 1
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from painvrl.invariance.environments import (
 )
 from painvrl.invariance.feature_path import invariance_scorer
 from painvrl.invariance.gradient_init import gradient_start
+from painvrl.invariance.identify import identify_training_environments
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.training.checks import resolve_run
 from painvrl.training.pipeline import _pretrain, _Run  # the pipeline's own pretraining phase
@@ -130,7 +133,12 @@ def main() -> None:
                 print(f"| {seed} | {users} | {epochs} | {relabel:.2f} | {cut:.2f} |", flush=True)
         reference = positive_losses(scorer, data.train, config.model.n_negatives, seed)
         start, _ = gradient_start(scorer, data.train, 2, config.environments.init_components, reference, seed)
-        for name, labels in (("the true partition", truth), ("the gradient start", start)):
+        starts = [("the true partition", truth), ("the gradient start", start)]
+        for init in ("random", "gradient"):  # where HEI's first round ends from either start
+            run_config = replace(config, environments=replace(config.environments, init=init))
+            found = identify_training_environments(run_config, data, pretrained, LocalCollective())
+            starts.append((f"HEI's first round, {init} start", found.labels))
+        for name, labels in starts:
             end, marginal = softmax_mixture(scorer, pairs, labels, seed)
             mixture_rows.append((seed, name, adjusted_rand_index(truth, labels), adjusted_rand_index(truth, end),
                                  marginal, np.bincount(end, minlength=2).tolist()))
