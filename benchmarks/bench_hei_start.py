@@ -17,21 +17,15 @@ import time
 
 import numpy as np
 import torch
+from feature_path_setup import pretrained_feature_path  # benchmarks/ is on the path of a script run from it
 
-from painvrl.config import load_config
-from painvrl.data.registry import load_dataset
-from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.diagnostics import positive_losses
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     environment_models,
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.feature_path import invariance_scorer
 from painvrl.invariance.gradient_init import gradient_start
-from painvrl.training.checks import resolve_run
-from painvrl.training.pipeline import _pretrain, _Run  # the pipeline's own pretraining phase
 
 
 def main() -> None:
@@ -45,13 +39,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     source = (["dataset.name=mmrec", f"dataset.path={args.data}", "dataset.split=explicit", "dataset.ood=popularity"]
               if args.data else ["dataset.ood=synthetic"])
-    config = resolve_run(load_config(None, [*source, "train.progress=false", f"train.seed={args.seed}"])).config
-    data = load_dataset(config.dataset)
-    collective = LocalCollective()
-    pretrained = _pretrain(_Run(config, data, collective, None, False, None), config, data)
-    scorer, _ = invariance_scorer(config, data.train, pretrained, collective, False)
+    setup = pretrained_feature_path([*source, f"train.seed={args.seed}"])
+    config, data, scorer, reference = setup.config, setup.data, setup.scorer, setup.reference
     env, seed = config.environments, config.train.seed
-    reference = positive_losses(scorer, data.train, config.model.n_negatives, seed)
     truth = data.ground_truth.train_env if data.ground_truth is not None else None
     mask = torch.full((int(scorer.features.shape[1]),), 0.5)
 

@@ -28,10 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from painvrl.config import Config, load_config
-from painvrl.data.registry import load_dataset
+from painvrl.config import Config
 from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.diagnostics import positive_losses
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     environment_models,
@@ -39,17 +37,15 @@ from painvrl.invariance.environments import (
     seeded_generator,
     train_environment_models,
 )
-from painvrl.invariance.feature_path import invariance_scorer
 from painvrl.invariance.gradient_init import gradient_start
 from painvrl.invariance.identify import identify_training_environments
 from painvrl.model.linear_content import LinearContentRecommender
-from painvrl.training.checks import resolve_run
-from painvrl.training.pipeline import _pretrain, _Run  # the pipeline's own pretraining phase
 from painvrl.workflows.suite import GRID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from environment_ceiling import PLANTED_OVERRIDES, best_cut
+from feature_path_setup import pretrained_feature_path
 
 
 def trained_on_truth(config: Config, scorer: LinearContentRecommender, pairs: np.ndarray, truth: np.ndarray,
@@ -116,23 +112,21 @@ def main() -> None:
     print("|---|---|---|---|---|")
     mixture_rows = []
     for seed in args.seeds:
-        config = resolve_run(load_config(None, ["dataset.ood=synthetic", "train.progress=false",
-                                                f"dataset.seed={seed}", f"train.seed={seed}", *overrides])).config
-        data = load_dataset(config.dataset)
+        setup = pretrained_feature_path(["dataset.ood=synthetic", f"dataset.seed={seed}", f"train.seed={seed}",
+                                         *overrides])
+        config, data, pretrained, scorer = setup.config, setup.data, setup.pretrained, setup.scorer
         assert data.ground_truth is not None and data.ground_truth.train_env is not None
         truth = data.ground_truth.train_env.astype(np.int64)
         if truth.max() != 1:
             raise SystemExit(f"{args.configuration}: this benchmark is for two training environments")
         pairs = np.asarray(data.train)
-        pretrained = _pretrain(_Run(config, data, LocalCollective(), None, False, None), config, data)
-        scorer, _ = invariance_scorer(config, data.train, pretrained, LocalCollective(), False)
         for train_users in (False, True):
             for epochs in (config.environments.env_epochs, 5 * config.environments.env_epochs):
                 relabel, cut = trained_on_truth(config, scorer, pairs, truth, train_users, epochs)
                 users = "user table trained" if train_users else "user table frozen"
                 print(f"| {seed} | {users} | {epochs} | {relabel:.2f} | {cut:.2f} |", flush=True)
-        reference = positive_losses(scorer, data.train, config.model.n_negatives, seed)
-        start, _ = gradient_start(scorer, data.train, 2, config.environments.init_components, reference, seed)
+        start, _ = gradient_start(scorer, data.train, 2, config.environments.init_components, setup.reference,
+                                  seed)
         starts = [("the true partition", truth), ("the gradient start", start)]
         for init in ("random", "gradient"):  # where HEI's first round ends from either start
             run_config = replace(config, environments=replace(config.environments, init=init))

@@ -19,22 +19,17 @@ import logging
 
 import numpy as np
 import torch
+from feature_path_setup import pretrained_feature_path  # benchmarks/ is on the path of a script run from it
 from scipy.stats import spearmanr
 
-from painvrl.config import load_config
-from painvrl.data.registry import load_dataset
-from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.diagnostics import loss_f_statistic, partition_violation, positive_losses
+from painvrl.invariance.diagnostics import loss_f_statistic, partition_violation
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     environment_models,
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.feature_path import invariance_scorer
 from painvrl.invariance.gradient_init import candidate_partitions, feature_gradients
-from painvrl.training.checks import resolve_run
-from painvrl.training.pipeline import _pretrain, _Run  # the pipeline's own pretraining phase
 from painvrl.workflows.suite import GRID
 
 
@@ -47,14 +42,9 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     seed = args.seed
-    config = resolve_run(load_config(None, ["train.progress=false", f"dataset.seed={seed}", f"train.seed={seed}",
-                                            *GRID[args.configuration]])).config
-    data = load_dataset(config.dataset)
+    setup = pretrained_feature_path([f"dataset.seed={seed}", f"train.seed={seed}", *GRID[args.configuration]])
+    config, data, scorer, reference = setup.config, setup.data, setup.scorer, setup.reference
     assert data.ground_truth is not None
-    collective = LocalCollective()
-    pretrained = _pretrain(_Run(config, data, collective, None, False, None), config, data)
-    scorer, _ = invariance_scorer(config, data.train, pretrained, collective, False)
-    reference = positive_losses(scorer, data.train, config.model.n_negatives, seed)
     truth, n_envs, pairs = data.ground_truth.train_env, config.environments.n_envs, np.asarray(data.train)
     assert truth is not None, "the suite's configurations know every training positive's environment"
     candidates = candidate_partitions(feature_gradients(scorer, pairs), n_envs, args.components, seed)

@@ -227,10 +227,8 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
             if not rng.choices:
                 _fail(where, "categorical needs non-empty choices")
             for choice in rng.choices:  # each choice must give a valid run config on its own
-                values = json.loads(json.dumps(spec.base))
-                set_dotted(values, key.split("."), choice)
                 try:
-                    config_from_dict(values)
+                    _base_with(spec, {key: choice})
                 except PainvrlInputError as exc:
                     raise PainvrlInputError(f"study config field '{where}' (choice {choice!r}): {exc}") from exc
             continue
@@ -245,14 +243,11 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
             _fail(where, "int range needs integer bounds")
     # each sampled config must itself be valid: check the corners of the box
     for corner in ("low", "high"):
-        values = json.loads(json.dumps(spec.base))
-        for key, rng in spec.search.items():
-            if key == "preference" or rng.kind in ("categorical", "simplex"):
-                continue
-            value = getattr(rng, corner)
-            set_dotted(values, key.split("."), int(value) if rng.kind == "int" else value)
+        bounds = {key: int(getattr(rng, corner)) if rng.kind == "int" else getattr(rng, corner)
+                  for key, rng in spec.search.items()
+                  if key != "preference" and rng.kind not in ("categorical", "simplex")}
         try:
-            config_from_dict(values)
+            _base_with(spec, bounds)
         except PainvrlInputError as exc:
             raise PainvrlInputError(f"study config field 'search' ({corner} corner): {exc}") from exc
     _check_baselines(spec.baselines)
@@ -268,6 +263,14 @@ def validate_study(spec: StudySpec, cluster_cpus: float | None = None) -> None:
         if spec.max_concurrent_trials > placeable:
             _fail("max_concurrent_trials", f"{spec.max_concurrent_trials} trials x {per_trial:g} CPUs do not "
                                            f"fit the cluster's {cluster_cpus:g} CPUs (at most {placeable})")
+
+
+def _base_with(spec: StudySpec, settings: dict[str, Any]) -> None:
+    """Build (and so validate) the run config of the study's base with ``settings`` (dotted keys) set."""
+    values = json.loads(json.dumps(spec.base))
+    for key, value in settings.items():
+        set_dotted(values, key.split("."), value)
+    config_from_dict(values)
 
 
 def _check_baselines(baselines: list[BaselineSpec]) -> None:
