@@ -60,6 +60,10 @@ class HEIResult:
     size}."""
     iterations: int = 0
     epoch_losses: list[float] = field(default_factory=list)
+    criterion: list[float] = field(default_factory=list)
+    """With a ``criterion``: its value at every iterate of EM (the start first)."""
+    kept_iteration: int | None = None
+    """With a ``criterion``: the iterate returned (0 = the start), the one with the largest criterion."""
     models: EnvironmentScorers | None = None
     label_pairs: Callable[[np.ndarray], np.ndarray] | None = None
 
@@ -234,6 +238,7 @@ def identify_environments(
     progress: bool = False,
     negative_pool: int = 0,
     backbone: str = "ultragcn",
+    criterion: Callable[[np.ndarray], float] | None = None,
 ) -> HEIResult:
     """Hard-EM: train the E models jointly, relabel every positive, repeat until <= change_tol labels change.
 
@@ -242,6 +247,11 @@ def identify_environments(
     the same rule. After every relabelling: an error when the models' fits tie for more than
     ``cfg.max_tied`` of the positives (``backbone`` names the model in it), and environments below
     ``cfg.min_size`` re-seeded by :func:`reseed_small`.
+
+    ``criterion`` (a score of a partition, larger is better): EM returns the iterate, the start included, with
+    the largest score instead of the last one, and ``label_pairs`` uses the models trained on that iterate. EM is
+    then a search that proposes partitions and the criterion chooses among them, so the drift of hard EM away
+    from a start chosen by the same criterion cannot lose it.
     """
     collective = collective or LocalCollective()
     n_envs = models.n_envs
@@ -254,28 +264,75 @@ def identify_environments(
         labels = torch.randint(n_envs, (len(train),), generator=gen).numpy().astype(np.int64)
     result = HEIResult(labels=labels, sizes=[])
     min_count = max(1, math.ceil(cfg.min_size * len(train)))
+    kept = _KeptIterate(criterion, models, labels)
     for iteration in range(cfg.max_iters):
         keys = (round_index, iteration)
         result.epoch_losses.extend(train_environment_models(
             models, train, labels, cfg.env_epochs, cfg.lr, batch_size, n_negatives, seed, keys, collective,
             progress, negative_pool))
+        kept.trained(iteration)
         fits = _fits_of(models, train, cfg.relabel, n_negatives, seed, keys, collective)
         check_not_tied(fits, cfg.max_tied, backbone, n_envs)
         new_labels = labels_from_fits(fits)
         result.reseeded.extend(reseed_small(fits, new_labels, min_count, iteration + 1))
         churn = float(np.mean(new_labels != labels))
         labels = new_labels
+        kept.propose(iteration + 1, labels)
         result.churn.append(churn)
         result.iterations = iteration + 1
         logger.info("HEI round %d iteration %d: churn %.4f sizes %s", round_index, iteration, churn,
                     np.bincount(labels, minlength=n_envs).tolist())
         if churn <= cfg.change_tol:
             break
+    if criterion is not None:
+        labels = kept.restore()
+        result.criterion, result.kept_iteration = kept.values, kept.index
     result.labels = labels
     result.sizes = np.bincount(labels, minlength=n_envs).tolist()
     result.models = models
     result.label_pairs = make_label_pairs(models, cfg.relabel, n_negatives, seed)
     return result
+
+
+class _KeptIterate:
+    """The iterate of EM with the largest criterion, and the environment models trained on it.
+
+    Iterate k (0 = the start) is the partition after k relabellings; the models trained on it are those after
+    the training pass of iteration k, and the last iterate's are the final models (they produced it). Only the
+    best iterate's labels and parameters are held."""
+
+    def __init__(self, criterion: Callable[[np.ndarray], float] | None, models: EnvironmentScorers,
+                 start: np.ndarray) -> None:
+        self.criterion, self.models = criterion, models
+        self.values: list[float] = []
+        self.index = 0
+        self.labels = start.copy()
+        self.params: list[torch.Tensor] | None = None
+        self._pending: np.ndarray | None = None
+        if criterion is not None:
+            self.values.append(float(criterion(start)))
+
+    def trained(self, iteration: int) -> None:
+        """The models have just been trained on iterate ``iteration``: snapshot them if it is the best."""
+        if self.criterion is not None and self.index == iteration:
+            self.params = [p.detach().clone() for p in self.models.trainable()]
+
+    def propose(self, iteration: int, labels: np.ndarray) -> None:
+        if self.criterion is None:
+            return
+        value = float(self.criterion(labels))
+        self.values.append(value)
+        if value > self.values[self.index]:
+            self.index, self.labels, self.params = iteration, labels.copy(), None
+
+    def restore(self) -> np.ndarray:
+        """The best iterate's labels, with its models loaded (the last iterate's are the current ones)."""
+        last = len(self.values) - 1
+        if self.index != last and self.params is not None:
+            with torch.no_grad():
+                for param, saved in zip(self.models.trainable(), self.params, strict=True):
+                    param.copy_(saved)
+        return self.labels
 
 
 def make_label_pairs(

@@ -20,7 +20,7 @@ from painvrl.config import Config
 from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.errors import PainvrlInputError
-from painvrl.invariance.diagnostics import partition_violation, positive_losses
+from painvrl.invariance.diagnostics import loss_f_statistic, partition_violation, positive_losses
 from painvrl.invariance.eiil import EIILSettings, eiil_environments
 from painvrl.invariance.environments import (
     adjusted_rand_index,
@@ -84,15 +84,22 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
                                     train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
         init = previous if (env_cfg.warm_start and previous is not None) else None
         start: dict[str, Any] = {}
+        criterion = None
         if previous is None and env_cfg.init == "gradient":
             init, choice = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
                                           reference_losses, train_cfg.seed)
             start = {"init": "gradient", "init_choice": choice}
+
+            def criterion(labels: np.ndarray) -> float:
+                return loss_f_statistic(reference_losses, labels, env_cfg.n_envs)
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                     round_index=round_index, init_labels=init, collective=collective,
-                                    progress=progress, negative_pool=model_cfg.negative_pool, backbone=backbone)
+                                    progress=progress, negative_pool=model_cfg.negative_pool, backbone=backbone,
+                                    criterion=criterion)
         assert hei.label_pairs is not None
+        if criterion is not None:
+            start.update({"f_per_iteration": hei.criterion, "kept_iteration": hei.kept_iteration})
         labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
         extra = {"source": "hei", "env_sizes": sizes, "churn": hei.churn, "iterations": hei.iterations,
                  "reseeded": hei.reseeded, **start}

@@ -157,6 +157,43 @@ def test_hei_stops_when_labels_settle() -> None:
     assert result.iterations == 1 and result.churn[0] <= 0.5
 
 
+def _planted_hei(max_iters: int, criterion: Any = None) -> Any:
+    """HEI on the sign-flip plant from a random start (its EM moves far from the start)."""
+    backbone, train, _ = _planted()
+    models = StackedEnvironmentModels(2, backbone, torch.zeros(16), k_f=8, generator=torch.Generator().manual_seed(3))
+    cfg = EnvironmentsConfig(n_envs=2, max_iters=max_iters, env_epochs=10, change_tol=0.0, lr=0.1)
+    return identify_environments(models, train, cfg, batch_size=128, n_negatives=16, seed=0, criterion=criterion)
+
+
+def test_a_criterion_keeps_its_best_iterate_with_the_models_trained_on_it() -> None:
+    """EM with a criterion returns the iterate the criterion scores highest, start included, and labels new pairs
+    with the models trained on that iterate; where the last iterate is best it returns what EM without one does."""
+    _, train, truth = _planted()
+    plain = _planted_hei(4)
+    start = torch.randint(2, (len(train),), generator=environments.seeded_generator(0, "hei_init", 0)).numpy()
+    assert adjusted_rand_index(truth, plain.labels) > 0.5 > abs(adjusted_rand_index(truth, start))
+
+    def prefers_the_start(labels: np.ndarray) -> float:
+        return float(np.mean(labels == start))
+
+    kept = _planted_hei(4, prefers_the_start)
+    assert kept.kept_iteration == 0 and np.array_equal(kept.labels, start)
+    assert len(kept.criterion) == kept.iterations + 1 and kept.criterion[0] == 1.0
+    assert kept.sizes == np.bincount(start, minlength=2).tolist()
+    trained_on_start = _planted_hei(1)  # the models after the first training pass, on the start
+    assert kept.models is not None and trained_on_start.models is not None
+    torch.testing.assert_close(kept.models.weight, trained_on_start.models.weight, rtol=0, atol=0)
+    assert kept.label_pairs is not None and trained_on_start.label_pairs is not None
+    assert np.array_equal(kept.label_pairs(train), trained_on_start.label_pairs(train))
+
+    def prefers_the_truth(labels: np.ndarray) -> float:
+        return abs(adjusted_rand_index(truth, labels))
+
+    last = _planted_hei(4, prefers_the_truth)
+    assert last.kept_iteration == last.iterations and np.array_equal(last.labels, plain.labels)
+    assert plain.criterion == [] and plain.kept_iteration is None
+
+
 def test_training_is_deterministic_and_sharding_invariant() -> None:
     backbone, train = _backbone()
     labels = np.arange(len(train)) % 2

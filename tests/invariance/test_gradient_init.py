@@ -88,12 +88,13 @@ def _environments_ari(init: str, seed: int) -> float:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_same_sign_mixture_is_separated_from_the_gradient_start(seed: int) -> None:
     """Two training environments whose spurious effect has the same sign (strengths 3.0 and 0.5, shares 3:1): EM
-    from a random start stays near it (measured ARI 0.11 and 0.02 for seeds 0 and 1), from the gradient start it
-    separates them (0.48 and 0.46; EM from the first component cut at zero reaches 0.39 and
-    0.35). Tolerance: ARI >= 0.4 from the gradient start and at least 0.25 above the random start."""
+    from a random start stays near it (measured ARI 0.11 and 0.02 for seeds 0 and 1), from the gradient start
+    it separates them (0.53 and 0.52: the start itself, which EM's later iterates do not beat on the loss F
+    statistic; EM's last iterate is at 0.48 and 0.46). Tolerance: ARI >= 0.5 from the gradient start and at
+    least 0.25 above the random start."""
     logging.disable(logging.WARNING)
     try:
         gradient, random = _environments_ari("gradient", seed), _environments_ari("random", seed)
     finally:
         logging.disable(logging.NOTSET)
-    assert gradient >= 0.4 and gradient >= random + 0.25, (gradient, random)
+    assert gradient >= 0.5 and gradient >= random + 0.25, (gradient, random)
