@@ -94,11 +94,15 @@ class EnvironmentsConfig:
     init: Literal["random", "gradient"] = "random"
     """Where the first round's EM starts: uniformly random labels, or ``gradient``: the cut of a principal
     component of the positives' feature gradients (at the 10-90% quantiles) across which the reference model's
-    losses differ most (painvrl/invariance/gradient_init.py). It lets EM separate environments whose spurious
-    effects differ in strength rather than sign, and can mislead IMG where the environments differ in sign
-    only: there it finds a split of hard from easy positives (docs/algorithm.md)."""
+    losses differ most (painvrl/invariance/gradient_init.py); EM from it returns its iterate of largest F (the
+    start included). It lets EM separate environments whose spurious effects differ in strength rather than
+    sign, and can mislead IMG where the environments differ in sign only: there it finds a split of hard from
+    easy positives (docs/algorithm.md)."""
     init_components: int = 6
     """``init=gradient``: principal components cut into candidate partitions."""
+    keep_iterate: Literal["largest_f", "last"] = "largest_f"
+    """``init=gradient``: which iterate of the first round's EM HEI returns: the one of largest loss F (the start
+    included; hard EM drifts from a strength split towards content splits, and F falls as it does), or the last."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
     feature_bias: bool = False

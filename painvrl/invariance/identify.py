@@ -89,9 +89,10 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
             init, choice = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
                                           reference_losses, train_cfg.seed)
             start = {"init": "gradient", "init_choice": choice}
+            if env_cfg.keep_iterate == "largest_f":
 
-            def criterion(labels: np.ndarray) -> float:
-                return loss_f_statistic(reference_losses, labels, env_cfg.n_envs)
+                def criterion(labels: np.ndarray) -> float:
+                    return loss_f_statistic(reference_losses, labels, env_cfg.n_envs)
         hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
                                     n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
                                     round_index=round_index, init_labels=init, collective=collective,

@@ -1,0 +1,86 @@
+"""HEI's first round from either start: the ARI of the environments it returns against the true ones.
+
+For each seed of a synthetic configuration (a suite configuration or the planted same-sign mixture of
+tests/invariance/test_gradient_init.py), pretrain the backbone and run the first round of environment
+identification (every gate half open) from the random start and from the gradient start. For the gradient
+start it also prints the loss F statistic of every EM iterate (the start first) and the iterate HEI returns,
+the one of largest F.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py planted --seeds 0 1 2
+    PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py "same sign, strong/weak" --seeds 0 1 \
+        --set model.name=freedom
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from painvrl.distributed.collective import LocalCollective
+from painvrl.invariance.environments import (
+    adjusted_rand_index,
+    environment_models,
+    identify_environments,
+    seeded_generator,
+)
+from painvrl.invariance.gradient_init import gradient_start
+from painvrl.invariance.identify import identify_training_environments
+from painvrl.workflows.suite import GRID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from environment_ceiling import PLANTED_OVERRIDES
+from feature_path_setup import PretrainedFeaturePath, pretrained_feature_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configuration", choices=["planted", *sorted(GRID)])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra config override, e.g. model.name=freedom (repeatable)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    overrides = PLANTED_OVERRIDES if args.configuration == "planted" else list(GRID[args.configuration])
+    print(f"{args.configuration} {' '.join(args.overrides)}\n")
+    print("| seed | random start: ARI | gradient start: ARI | sizes | F of EM's iterates (start first) | "
+          "iterate returned | EM's last iterate: ARI |")
+    print("|---|---|---|---|---|---|---|")
+    for seed in args.seeds:
+        setup = pretrained_feature_path(["dataset.ood=synthetic", f"dataset.seed={seed}", f"train.seed={seed}",
+                                         *overrides, *args.overrides])
+        found = {}
+        for init in ("random", "gradient"):
+            config = replace(setup.config, environments=replace(setup.config.environments, init=init))
+            found[init] = identify_training_environments(config, setup.data, setup.pretrained, LocalCollective())
+        record = found["gradient"].history[-1]
+        path = record["f_per_iteration"]
+        last = _last_iterate_ari(setup, seed) if record["kept_iteration"] != len(path) - 1 else found["gradient"].ari
+        print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | "
+              f"{' / '.join(str(s) for s in found['gradient'].sizes)} | {', '.join(f'{f:.0f}' for f in path)} | "
+              f"{record['kept_iteration']} | {last:.2f} |", flush=True)
+
+
+def _last_iterate_ari(setup: PretrainedFeaturePath, seed: int) -> float:
+    """ARI of EM's last iterate from the gradient start (the partition HEI would return without the criterion)."""
+    config, scorer, data = setup.config, setup.scorer, setup.data
+    env = config.environments
+    assert data.ground_truth is not None and data.ground_truth.train_env is not None
+    start, _ = gradient_start(scorer, data.train, env.n_envs, env.init_components, setup.reference, seed)
+    mask = torch.full((int(scorer.features.shape[1]),), 0.5, device=scorer.features.device)
+    models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
+                                config.model.init_std, seeded_generator(seed, "hei_model", 0),
+                                train_users=env.train_users, feature_bias=env.feature_bias)
+    hei = identify_environments(models, data.train, env, batch_size=config.train.batch_size,
+                                n_negatives=config.model.n_negatives, seed=seed, init_labels=start,
+                                negative_pool=config.model.negative_pool)
+    return adjusted_rand_index(data.ground_truth.train_env, hei.labels)
+
+if __name__ == "__main__":
+    main()
