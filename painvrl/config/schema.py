@@ -100,6 +100,11 @@ class EnvironmentsConfig:
     easy positives (docs/algorithm.md)."""
     init_components: int = 6
     """``init=gradient``: principal components cut into candidate partitions."""
+    init_max_alignment: float = 0.6
+    """``init=gradient``: the start falls back to random labels when its partition's difficulty alignment (the
+    rank correlation, over the feature gates, of its contrast with the reference model's reliance on each gate;
+    painvrl/invariance/gradient_init.py) is at least this: such a partition separates hard from easy positives,
+    and IRM across it closes the features the model relies on most. Above 1 never falls back."""
     keep_iterate: Literal["largest_f", "last"] = "largest_f"
     """``init=gradient``: which iterate of the first round's EM HEI returns: the one of largest loss F (the start
     included; hard EM drifts from a strength split towards content splits, and F falls as it does), or the last."""

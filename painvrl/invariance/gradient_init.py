@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from painvrl.invariance.diagnostics import loss_f_statistic
 from painvrl.model.linear_content import LinearContentRecommender
@@ -133,3 +134,41 @@ def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: 
     record = {"component": "kmeans" if chosen.component is None else chosen.component + 1, "share": chosen.share,
               "f": best, "best_f_per_component": per_component}
     return chosen.labels, record
+
+
+def difficulty_alignment(scorer: LinearContentRecommender, train: np.ndarray, labels: np.ndarray,
+                         n_envs: int) -> float:
+    """How much a partition's contrast is a split of hard from easy positives, in [-1, 1].
+
+    Per feature gate d, the contrast is the one-way F of the positives' normalised gate gradients across the
+    environments of ``labels``, and the reference model's reliance on d is |mean| / std of those gradients over
+    all positives (how consistently opening the gate would lower the positives' losses). The alignment is the
+    Spearman correlation of the two over the gates. Where the environments differ in how well the reference
+    model fits them and not in a spurious effect, they differ most on the features it relies on most, and IRM
+    across them closes those features; a strength shift's environments differ on the spurious features, which a
+    pooled model relies on no more than on the others. One pass over the positives, in chunks."""
+    pairs = np.asarray(train)
+    labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    d = int(scorer.features.shape[1])
+    sums = torch.zeros(n_envs, d, dtype=torch.float64)
+    sq_sums = torch.zeros(n_envs, d, dtype=torch.float64)
+    counts = torch.zeros(n_envs, dtype=torch.float64)
+    for start in range(0, len(pairs), CHUNK):
+        grads = feature_gradients(scorer, pairs[start:start + CHUNK]).double().cpu()
+        onehot = torch.nn.functional.one_hot(labels_t[start:start + CHUNK], n_envs).double()
+        sums += onehot.T @ grads
+        sq_sums += onehot.T @ grads.square()
+        counts += onehot.sum(0)
+    present = counts > 0
+    sums, sq_sums, counts = sums[present], sq_sums[present], counts[present]
+    total, k = counts.sum(), int(present.sum())
+    if k < 2 or total <= k:
+        return 0.0
+    mean = sums.sum(0) / total
+    variance = (sq_sums.sum(0) / total - mean.square()).clamp(min=1e-30)
+    env_means = sums / counts[:, None]
+    between = (counts[:, None] * (env_means - mean).square()).sum(0) / (k - 1)
+    within = (sq_sums - counts[:, None] * env_means.square()).sum(0).clamp(min=1e-30) / (total - k)
+    reliance = mean.abs() / variance.sqrt()
+    rho = spearmanr((between / within).numpy(), reliance.numpy())[0]
+    return float(rho) if np.isfinite(rho) else 0.0

@@ -9,6 +9,7 @@ all features count equally).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +30,12 @@ from painvrl.invariance.environments import (
     seeded_generator,
 )
 from painvrl.invariance.feature_path import invariance_scorer
-from painvrl.invariance.gradient_init import gradient_start
+from painvrl.invariance.gradient_init import difficulty_alignment, gradient_start
 from painvrl.invariance.profile import environment_profile
 from painvrl.model.linear_content import LinearContentRecommender
 from painvrl.model.recommender import Recommender
+
+logger = logging.getLogger(__name__)
 
 Labeller = Callable[[np.ndarray], np.ndarray]
 KnownEnvironments = tuple[np.ndarray, Labeller]
@@ -88,8 +91,15 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
         if previous is None and env_cfg.init == "gradient":
             init, choice = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
                                           reference_losses, train_cfg.seed)
-            start = {"init": "gradient", "init_choice": choice}
-            if env_cfg.keep_iterate == "largest_f":
+            choice["difficulty_alignment"] = difficulty_alignment(scorer, data.train, init, env_cfg.n_envs)
+            fallback = choice["difficulty_alignment"] >= env_cfg.init_max_alignment
+            start = {"init": "random" if fallback else "gradient", "init_choice": choice}
+            if fallback:
+                logger.info("HEI: the gradient start separates hard from easy positives (difficulty alignment %.2f "
+                            ">= environments.init_max_alignment %.2f); EM starts from random labels",
+                            choice["difficulty_alignment"], env_cfg.init_max_alignment)
+                init = None
+            elif env_cfg.keep_iterate == "largest_f":
 
                 def criterion(labels: np.ndarray) -> float:
                     return loss_f_statistic(reference_losses, labels, env_cfg.n_envs)
