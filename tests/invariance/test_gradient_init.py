@@ -15,8 +15,13 @@ from painvrl.data.registry import load_dataset
 from painvrl.distributed.collective import LocalCollective
 from painvrl.invariance.diagnostics import loss_f_statistic
 from painvrl.invariance.environments import adjusted_rand_index
-from painvrl.invariance.gradient_init import CUT_SHARES, candidate_partitions, feature_gradients
-from painvrl.invariance.identify import identify_training_environments
+from painvrl.invariance.gradient_init import (
+    CUT_SHARES,
+    candidate_partitions,
+    difficulty_alignment,
+    feature_gradients,
+)
+from painvrl.invariance.identify import TrainingEnvironments, identify_training_environments
 from painvrl.model.encoders import FeatureProjection
 from painvrl.model.ultragcn import UltraGCN, degree_weights
 from painvrl.training.checks import resolve_run
@@ -98,3 +103,58 @@ def test_a_same_sign_mixture_is_separated_from_the_gradient_start(seed: int) -> 
     finally:
         logging.disable(logging.NOTSET)
     assert gradient >= 0.5 and gradient >= random + 0.25, (gradient, random)
+
+
+def test_difficulty_alignment_tells_a_split_of_hard_from_easy_positives_from_a_split_on_one_feature() -> None:
+    """The model relies on gates 0-7 (large weights) and barely on 8-15; each user's positives are its 6 top
+    items by the model's score and 4 random ones (clicks the model cannot explain). A split of the positives by
+    their loss separates the random clicks, whose contributions on the relied-on gates have no consistent sign,
+    so it contrasts those gates (alignment above 0.6); a split by the sign of one little-used gate's
+    contribution, the shape of a spurious effect, contrasts that gate (alignment below 0.3)."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 60, 120, 16
+    features = torch.from_numpy(rng.standard_normal((n_items, d)).astype(np.float32))
+    torch.manual_seed(0)
+    model = UltraGCN(n_users, n_items, features, FeatureProjection(d, 4, 0.5), torch.ones(n_users), torch.ones(n_items),
+                     k_id=2, k_f=4, init_std=0.5)
+    with torch.no_grad():
+        model.encoder.weight[:, 8:] *= 0.05
+        model.item_embedding.zero_()
+        scores = model.user_embedding[:, 2:] @ model.encoder(model.features).T
+    rows = [(u, i) for u in range(n_users) for i in scores[u].topk(6).indices.tolist()]
+    rows += [(u, int(i)) for u in range(n_users) for i in rng.choice(n_items, 4, replace=False)]
+    train = np.unique(np.array(rows, dtype=np.int64), axis=0)
+    with torch.no_grad():
+        logits = model.score_pairs(torch.as_tensor(train[:, 0]), torch.as_tensor(train[:, 1])).numpy()
+    hard = (logits < np.quantile(logits, 0.4)).astype(np.int64)
+    with torch.no_grad():
+        reliance_12 = (model.user_embedding[train[:, 0], 2:] @ model.encoder.weight[:, 12]).numpy()
+    one_feature = (reliance_12 * features[train[:, 1], 12].numpy() > 0).astype(np.int64)
+    hard_alignment = difficulty_alignment(model, train, hard, 2)
+    feature_alignment = difficulty_alignment(model, train, one_feature, 2)
+    assert hard_alignment > 0.6 > 0.3 > feature_alignment, (hard_alignment, feature_alignment)
+
+
+def test_a_start_aligned_with_difficulty_falls_back_to_random_labels() -> None:
+    """With ``environments.init_max_alignment`` below any alignment the gradient start is not used: HEI returns
+    exactly what it returns from a random start, and its record says so with the alignment measured."""
+    syn = "dataset.synthetic."
+    base = ["dataset.ood=synthetic", "train.progress=false", f"{syn}train_env_strengths=[3.0,0.5]",
+            f"{syn}n_users=200", f"{syn}n_items=300"]
+    config = resolve_run(load_config(None, base)).config
+    data = load_dataset(config.dataset)
+    pretrained = _pretrain(_Run(config, data, LocalCollective(), None, False, None), config, data)
+
+    def found(*overrides: str) -> TrainingEnvironments:
+        run = resolve_run(load_config(None, [*base, *overrides])).config
+        return identify_training_environments(run, data, pretrained, LocalCollective())
+
+    random = found("environments.init=random")
+    fallback = found("environments.init=gradient", "environments.init_max_alignment=-1.0")
+    gradient = found("environments.init=gradient", "environments.init_max_alignment=2.0")
+    assert np.array_equal(fallback.labels, random.labels)
+    record, used = fallback.history[-1], gradient.history[-1]
+    assert record["init"] == "random" and "kept_iteration" not in record
+    assert record["init_choice"]["difficulty_alignment"] == used["init_choice"]["difficulty_alignment"]
+    assert used["init"] == "gradient" and used["kept_iteration"] is not None
+    assert not np.array_equal(gradient.labels, random.labels)
