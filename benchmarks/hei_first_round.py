@@ -3,8 +3,10 @@
 For each seed of a synthetic configuration (a suite configuration or the planted same-sign mixture of
 tests/invariance/test_gradient_init.py), pretrain the backbone and run the first round of environment
 identification (every gate half open) from the random start and from the gradient start. For the gradient
-start it also prints the loss F statistic of every EM iterate (the start first) and the iterate HEI returns,
-the one of largest F.
+start it also prints the start's difficulty alignment (at or above ``environments.init_max_alignment`` HEI
+falls back to random labels), how well the start's per-gate contrast ranks the truly spurious gates above the
+invariant ones (AUC; below 0.5 it points at the invariant gates, which IRM across it would close), the loss F
+statistic of every EM iterate (the start first) and the iterate HEI returns, the one of largest F.
 
     PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py planted --seeds 0 1 2
     PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py "same sign, strong/weak" --seeds 0 1 \
@@ -19,6 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from painvrl.distributed.collective import LocalCollective
@@ -28,8 +31,9 @@ from painvrl.invariance.environments import (
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.gradient_init import gradient_start
+from painvrl.invariance.gradient_init import gate_contrast, gradient_start
 from painvrl.invariance.identify import identify_training_environments
+from painvrl.training.results import roc_auc
 from painvrl.workflows.suite import GRID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,9 +53,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     overrides = PLANTED_OVERRIDES if args.configuration == "planted" else list(GRID[args.configuration])
     print(f"{args.configuration} {' '.join(args.overrides)}\n")
-    print("| seed | random start: ARI | gradient start: ARI | sizes | F of EM's iterates (start first) | "
-          "iterate returned | EM's last iterate: ARI |")
-    print("|---|---|---|---|---|---|---|")
+    print("| seed | random start: ARI | gradient start: ARI | start used | difficulty alignment | spurious gates' "
+          "contrast AUC | sizes | F of EM's iterates (start first) | iterate returned | EM's last iterate: ARI |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         setup = pretrained_feature_path(["dataset.ood=synthetic", f"dataset.seed={seed}", f"train.seed={seed}",
                                          *overrides, *args.overrides])
@@ -60,15 +64,28 @@ def main() -> None:
             config = replace(setup.config, environments=replace(setup.config.environments, init=init))
             found[init] = identify_training_environments(config, setup.data, setup.pretrained, LocalCollective())
         record = found["gradient"].history[-1]
-        path = record["f_per_iteration"]
-        last = _last_iterate_ari(setup, seed) if record["kept_iteration"] != len(path) - 1 else found["gradient"].ari
-        print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | "
+        choice = record["init_choice"]
+        path = record.get("f_per_iteration", [])
+        kept = record.get("kept_iteration")
+        last = _last_iterate_ari(setup, seed) if path and kept != len(path) - 1 else found["gradient"].ari
+        print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | {record['init']} | "
+              f"{choice['difficulty_alignment']:.2f} | {_spurious_contrast_auc(setup, seed):.2f} | "
               f"{' / '.join(str(s) for s in found['gradient'].sizes)} | {', '.join(f'{f:.0f}' for f in path)} | "
-              f"{record['kept_iteration']} | {last:.2f} |", flush=True)
+              f"{'' if kept is None else kept} | {last:.2f} |", flush=True)
+
+
+def _spurious_contrast_auc(setup: PretrainedFeaturePath, seed: int) -> float:
+    """AUC of the gradient start's per-gate contrast for telling the spurious gates from the invariant ones."""
+    env, data = setup.config.environments, setup.data
+    assert data.ground_truth is not None and data.ground_truth.invariant_dims is not None
+    start, _ = gradient_start(setup.scorer, data.train, env.n_envs, env.init_components, setup.reference, seed)
+    contrast, _ = gate_contrast(setup.scorer, data.train, start, env.n_envs)
+    auc = roc_auc(contrast, ~np.asarray(data.ground_truth.invariant_dims, dtype=bool))
+    return float("nan") if auc is None else auc
 
 
 def _last_iterate_ari(setup: PretrainedFeaturePath, seed: int) -> float:
-    """ARI of EM's last iterate from the gradient start (the partition HEI would return without the criterion)."""
+    """ARI of EM's last iterate from the gradient start (the partition HEI returns with keep_iterate=last)."""
     config, scorer, data = setup.config, setup.scorer, setup.data
     env = config.environments
     assert data.ground_truth is not None and data.ground_truth.train_env is not None

@@ -136,17 +136,13 @@ def gradient_start(scorer: LinearContentRecommender, train: np.ndarray, n_envs: 
     return chosen.labels, record
 
 
-def difficulty_alignment(scorer: LinearContentRecommender, train: np.ndarray, labels: np.ndarray,
-                         n_envs: int) -> float:
-    """How much a partition's contrast is a split of hard from easy positives, in [-1, 1].
-
-    Per feature gate d, the contrast is the one-way F of the positives' normalised gate gradients across the
-    environments of ``labels``, and the reference model's reliance on d is |mean| / std of those gradients over
-    all positives (how consistently opening the gate would lower the positives' losses). The alignment is the
-    Spearman correlation of the two over the gates. Where the environments differ in how well the reference
-    model fits them and not in a spurious effect, they differ most on the features it relies on most, and IRM
-    across them closes those features; a strength shift's environments differ on the spurious features, which a
-    pooled model relies on no more than on the others. One pass over the positives, in chunks."""
+def gate_contrast(scorer: LinearContentRecommender, train: np.ndarray, labels: np.ndarray,
+                  n_envs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(contrast, reliance), float64 [d] each, from one pass over the positives in chunks. Per feature gate d the
+    contrast is the one-way F of the positives' normalised gate gradients across the environments of ``labels``,
+    and the reference model's reliance on d is |mean| / std of those gradients over all positives (how
+    consistently opening the gate would lower the positives' losses). Zeros where fewer than two environments
+    are non-empty."""
     pairs = np.asarray(train)
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     d = int(scorer.features.shape[1])
@@ -163,12 +159,22 @@ def difficulty_alignment(scorer: LinearContentRecommender, train: np.ndarray, la
     sums, sq_sums, counts = sums[present], sq_sums[present], counts[present]
     total, k = counts.sum(), int(present.sum())
     if k < 2 or total <= k:
-        return 0.0
+        return np.zeros(d), np.zeros(d)
     mean = sums.sum(0) / total
     variance = (sq_sums.sum(0) / total - mean.square()).clamp(min=1e-30)
     env_means = sums / counts[:, None]
     between = (counts[:, None] * (env_means - mean).square()).sum(0) / (k - 1)
     within = (sq_sums - counts[:, None] * env_means.square()).sum(0).clamp(min=1e-30) / (total - k)
-    reliance = mean.abs() / variance.sqrt()
-    rho = spearmanr((between / within).numpy(), reliance.numpy())[0]
+    return (between / within).numpy(), (mean.abs() / variance.sqrt()).numpy()
+
+
+def difficulty_alignment(scorer: LinearContentRecommender, train: np.ndarray, labels: np.ndarray,
+                         n_envs: int) -> float:
+    """How much a partition is a split of hard from easy positives, in [-1, 1]: the Spearman correlation over
+    the feature gates of its contrast with the reference model's reliance (:func:`gate_contrast`). Where the
+    environments differ in how well the reference model fits them and not in a spurious effect, they differ
+    most on the features it relies on most, and IRM across them closes those features; a strength shift's
+    environments differ on the spurious features, which a pooled model relies on no more than on the others."""
+    contrast, reliance = gate_contrast(scorer, train, labels, n_envs)
+    rho = spearmanr(contrast, reliance)[0] if contrast.any() else 0.0
     return float(rho) if np.isfinite(rho) else 0.0
