@@ -67,11 +67,14 @@ def main() -> None:
         choice = record["init_choice"]
         path = record.get("f_per_iteration", [])
         kept = record.get("kept_iteration")
-        last = _last_iterate_ari(setup, seed) if path and kept != len(path) - 1 else found["gradient"].ari
+        last = ""  # the random start was used: no gradient-start EM to report
+        if path:
+            last_ari = _last_iterate_ari(setup, seed) if kept != len(path) - 1 else found["gradient"].ari
+            last = f"{last_ari:.2f}"
         print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | {record['init']} | "
               f"{choice['difficulty_alignment']:.2f} | {_spurious_contrast_auc(setup, seed):.2f} | "
               f"{' / '.join(str(s) for s in found['gradient'].sizes)} | {', '.join(f'{f:.0f}' for f in path)} | "
-              f"{'' if kept is None else kept} | {last:.2f} |", flush=True)
+              f"{'' if kept is None else kept} | {last} |", flush=True)
 
 
 def _spurious_contrast_auc(setup: PretrainedFeaturePath, seed: int) -> float:
