@@ -1,6 +1,7 @@
 """What HEI's gradient start costs: the first round's environment identification from a random start against
 the same from the gradient start (the candidates from the positives' feature-gate gradients, their F statistics,
-then the same EM), on one pretrained feature path, in one process, ``--repeats`` times each, interleaved.
+the chosen start's difficulty alignment, then the same EM, which returns its iterate of largest F), on one
+pretrained feature path, in one process, ``--repeats`` times each, interleaved.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_hei_start.py --data ../shared/data/tiktok
     PYTHONPATH=. .venv/bin/python benchmarks/bench_hei_start.py            # the synthetic benchmark
@@ -19,13 +20,14 @@ import numpy as np
 import torch
 from feature_path_setup import pretrained_feature_path  # benchmarks/ is on the path of a script run from it
 
+from painvrl.invariance.diagnostics import loss_f_statistic
 from painvrl.invariance.environments import (
     adjusted_rand_index,
     environment_models,
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.gradient_init import gradient_start
+from painvrl.invariance.gradient_init import difficulty_alignment, gradient_start
 
 
 def main() -> None:
@@ -48,8 +50,10 @@ def main() -> None:
     def hei(init: np.ndarray | None) -> np.ndarray:
         models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
                                     config.model.init_std, seeded_generator(seed, "hei_model", 0))
+        criterion = None if init is None else lambda labels: loss_f_statistic(reference, labels, env.n_envs)
         return identify_environments(models, data.train, env, batch_size=config.train.batch_size,
-                                     n_negatives=config.model.n_negatives, seed=seed, init_labels=init).labels
+                                     n_negatives=config.model.n_negatives, seed=seed, init_labels=init,
+                                     criterion=criterion).labels
 
     times: dict[str, list[float]] = {"random": [], "start": [], "gradient": []}
     ends: dict[str, np.ndarray] = {}
@@ -59,12 +63,14 @@ def main() -> None:
         times["random"].append(time.perf_counter() - began)
         began = time.perf_counter()
         start, _ = gradient_start(scorer, data.train, env.n_envs, env.init_components, reference, seed)
+        alignment = difficulty_alignment(scorer, data.train, start, env.n_envs)
         times["start"].append(time.perf_counter() - began)
         ends["gradient"] = hei(start)
         times["gradient"].append(time.perf_counter() - began)
     median = {name: float(np.median(values)) for name, values in times.items()}
     print(f"data: {args.data or 'synthetic'}; {len(data.train):,} training positives, {env.n_envs} environments, "
-          f"{env.init_components} components; {args.threads} thread(s), median of {args.repeats}\n")
+          f"{env.init_components} components; {args.threads} thread(s), median of {args.repeats}; the start's "
+          f"difficulty alignment {alignment:.2f} (EM runs from it whatever its value)\n")
     print("| start | HEI phase (s) | of it, the start (s) | ratio to the random start | sizes | ARI |")
     print("|---|---|---|---|---|---|")
     for name in ("random", "gradient"):

@@ -96,8 +96,9 @@ class EnvironmentsConfig:
     component of the positives' feature gradients (at the 10-90% quantiles) across which the reference model's
     losses differ most (painvrl/invariance/gradient_init.py); EM from it returns its iterate of largest F (the
     start included). It lets EM separate environments whose spurious effects differ in strength rather than
-    sign, and can mislead IMG where the environments differ in sign only: there it finds a split of hard from
-    easy positives (docs/algorithm.md)."""
+    sign. Where the environments differ in sign only it finds a split of hard from easy positives, which would
+    mislead IMG; such a start is detected (``init_max_alignment``) and EM starts from random labels instead
+    (docs/algorithm.md)."""
     init_components: int = 6
     """``init=gradient``: principal components cut into candidate partitions."""
     init_max_alignment: float = 0.6
