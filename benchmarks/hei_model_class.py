@@ -9,7 +9,8 @@ difference at any share is printed, once with the pretrained user table frozen (
 
 It then fits the same feature path as a mixture of full-softmax click models (each environment's model is the
 log-softmax of its scores over all items, the shared user table trained) by EM with soft assignments, from the
-true partition, from HEI's gradient start and from the partitions HEI's first round ends at from either start,
+true partition, from HEI's gradient start and from the partitions HEI's first round ends at from either start
+(EM's last iterate, without the fallback of a start aligned with difficulty),
 and prints where each ends (ARI) and its marginal log-likelihood per positive, the criterion EM climbs: whether
 the truth's basin is where the likelihood is highest, whether EM reaches it from the start HEI has, and whether
 the likelihood could choose between HEI's two starts.
@@ -128,8 +129,10 @@ def main() -> None:
         start, _ = gradient_start(scorer, data.train, 2, config.environments.init_components, setup.reference,
                                   seed)
         starts = [("the true partition", truth), ("the gradient start", start)]
-        for init in ("random", "gradient"):  # where HEI's first round ends from either start
-            run_config = replace(config, environments=replace(config.environments, init=init))
+        for init in ("random", "gradient"):  # where HEI's first round ends from either start: EM's last
+            # iterate, never falling back (what EM itself reaches from the gradient start)
+            run_config = replace(config, environments=replace(config.environments, init=init, keep_iterate="last",
+                                                              init_max_alignment=2.0))
             found = identify_training_environments(run_config, data, pretrained, LocalCollective())
             starts.append((f"HEI's first round, {init} start", found.labels))
         for name, labels in starts:
