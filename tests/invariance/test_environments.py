@@ -217,8 +217,13 @@ def test_adjusted_rand_index() -> None:
     assert abs(adjusted_rand_index(rng.integers(0, 3, 5000), rng.integers(0, 3, 5000))) < 0.01
 
 
-@pytest.mark.parametrize("pool", [0, 12])
-def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def _share_of_first_environment(labels: np.ndarray) -> float:
+    return float(np.mean(labels == 0))
+
+
+@pytest.mark.parametrize(("pool", "criterion"), [(0, None), (12, None), (0, _share_of_first_environment)])
+def test_two_rank_hei_equals_single_process(pool: int, criterion: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels and weights agree at two ranks and one, with and without a criterion choosing EM's iterate."""
     torch.set_num_threads(1)
     monkeypatch.setattr(environments, "RELABEL_CHUNK", 97)  # several chunks, spread over both ranks
     backbone, train, _ = _planted()
@@ -230,7 +235,7 @@ def test_two_rank_hei_equals_single_process(pool: int, monkeypatch: pytest.Monke
         models = StackedEnvironmentModels(3, backbone, torch.full((16,), 0.3), k_f=8, input_mode="invrl", l1_rho=0.3,
                                    init_std=0.1, generator=torch.Generator().manual_seed(3)).double()
         result = identify_environments(models, train, cfg, batch_size=100, n_negatives=4, seed=0,
-                                       collective=collective, negative_pool=pool)
+                                       collective=collective, negative_pool=pool, criterion=criterion)
         return result.labels, models.weight.detach().clone()
 
     single = run(LocalCollective())
