@@ -133,7 +133,7 @@ LEARNED_ENVIRONMENTS = ("learned", "eiil")
 
 def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """metrics.json -> {"val.iid.recall@20": ..., "test.ood.ndcg@10": ...} (plus per-env worst/spread, the mask's
-    density and AUC, and the learned environments' ARI and sizes)."""
+    density and AUC, the learned environments' ARI and sizes, and the gradient start's alignment and use)."""
     flat: dict[str, float] = {}
     for section in ("val", "test"):
         for split, block in (metrics.get(section) or {}).items():
@@ -154,7 +154,22 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     if envs.get("source") in LEARNED_ENVIRONMENTS:
         for env, size in enumerate(envs.get("sizes") or []):
             flat[f"environments.size.{env}"] = float(size)
+    flat.update(_gradient_start(metrics.get("mask_history") or metrics.get("environment_history") or []))
     return flat
+
+
+def _gradient_start(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The first round's gradient start, where HEI had one: its difficulty alignment, whether it was used (0
+    where it fell back to random labels) and the EM iterate returned."""
+    for record in history:
+        choice = record.get("init_choice") if record.get("phase") == "hei" else None
+        if isinstance(choice, dict) and isinstance(choice.get("difficulty_alignment"), int | float):
+            out = {"environments.difficulty_alignment": float(choice["difficulty_alignment"]),
+                   "environments.gradient_start_used": float(record.get("init") == "gradient")}
+            if isinstance(record.get("kept_iteration"), int):
+                out["environments.kept_iteration"] = float(record["kept_iteration"])
+            return out
+    return {}
 
 
 def final_report(metrics: dict[str, Any], mask: Any | None) -> dict[str, Any]:
