@@ -25,12 +25,6 @@ import numpy as np
 import torch
 
 from painvrl.distributed.collective import LocalCollective
-from painvrl.invariance.environments import (
-    adjusted_rand_index,
-    environment_models,
-    identify_environments,
-    seeded_generator,
-)
 from painvrl.invariance.gradient_init import gate_contrast, gradient_start
 from painvrl.invariance.identify import identify_training_environments
 from painvrl.training.results import roc_auc
@@ -69,7 +63,7 @@ def main() -> None:
         kept = record.get("kept_iteration")
         last = ""  # the random start was used: no gradient-start EM to report
         if path:
-            last_ari = _last_iterate_ari(setup, seed) if kept != len(path) - 1 else found["gradient"].ari
+            last_ari = _last_iterate_ari(setup) if kept != len(path) - 1 else found["gradient"].ari
             last = f"{last_ari:.2f}"
         print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | {record['init']} | "
               f"{choice['difficulty_alignment']:.2f} | {_spurious_contrast_auc(setup, seed):.2f} | "
@@ -87,20 +81,15 @@ def _spurious_contrast_auc(setup: PretrainedFeaturePath, seed: int) -> float:
     return float("nan") if auc is None else auc
 
 
-def _last_iterate_ari(setup: PretrainedFeaturePath, seed: int) -> float:
-    """ARI of EM's last iterate from the gradient start (the partition HEI returns with keep_iterate=last)."""
-    config, scorer, data = setup.config, setup.scorer, setup.data
-    env = config.environments
-    assert data.ground_truth is not None and data.ground_truth.train_env is not None
-    start, _ = gradient_start(scorer, data.train, env.n_envs, env.init_components, setup.reference, seed)
-    mask = torch.full((int(scorer.features.shape[1]),), 0.5, device=scorer.features.device)
-    models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
-                                config.model.init_std, seeded_generator(seed, "hei_model", 0),
-                                train_users=env.train_users, feature_bias=env.feature_bias)
-    hei = identify_environments(models, data.train, env, batch_size=config.train.batch_size,
-                                n_negatives=config.model.n_negatives, seed=seed, init_labels=start,
-                                negative_pool=config.model.negative_pool)
-    return adjusted_rand_index(data.ground_truth.train_env, hei.labels)
+def _last_iterate_ari(setup: PretrainedFeaturePath) -> float:
+    """ARI of EM's last iterate from the gradient start: the first round with keep_iterate=last, never falling
+    back."""
+    environments = replace(setup.config.environments, init="gradient", keep_iterate="last", init_max_alignment=2.0)
+    found = identify_training_environments(replace(setup.config, environments=environments), setup.data,
+                                           setup.pretrained, LocalCollective())
+    assert found.ari is not None
+    return found.ari
+
 
 if __name__ == "__main__":
     main()

@@ -308,7 +308,6 @@ class _KeptIterate:
         self.index = 0
         self.labels = start.copy()
         self.params: list[torch.Tensor] | None = None
-        self._pending: np.ndarray | None = None
         if criterion is not None:
             self.values.append(float(criterion(start)))
 
