@@ -24,6 +24,7 @@ from painvrl.errors import PainvrlInputError
 from painvrl.invariance.diagnostics import loss_f_statistic, partition_violation, positive_losses
 from painvrl.invariance.eiil import EIILSettings, eiil_environments
 from painvrl.invariance.environments import (
+    HEIResult,
     adjusted_rand_index,
     environment_models,
     identify_environments,
@@ -82,35 +83,26 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
         sizes = np.bincount(labels, minlength=env_cfg.n_envs).astype(int).tolist()
         extra = {"source": env_cfg.source, "env_sizes": sizes}
     else:
-        models = environment_models(env_cfg.n_envs, scorer, mask, model_cfg.k_f, env_cfg.input, l1_rho,
-                                    model_cfg.init_std, seeded_generator(train_cfg.seed, "hei_model", round_index),
-                                    train_users=env_cfg.train_users, feature_bias=env_cfg.feature_bias)
         init = previous if (env_cfg.warm_start and previous is not None) else None
-        start: dict[str, Any] = {}
-        criterion = None
-        if previous is None and env_cfg.init == "gradient":
-            init, choice = gradient_start(scorer, data.train, env_cfg.n_envs, env_cfg.init_components,
-                                          reference_losses, train_cfg.seed)
-            choice["difficulty_alignment"] = difficulty_alignment(scorer, data.train, init, env_cfg.n_envs)
-            fallback = choice["difficulty_alignment"] >= env_cfg.init_max_alignment
-            start = {"init": "random" if fallback else "gradient", "init_choice": choice}
-            if fallback:
-                logger.info("HEI: the gradient start separates hard from easy positives (difficulty alignment %.2f "
-                            ">= environments.init_max_alignment %.2f); EM starts from random labels",
-                            choice["difficulty_alignment"], env_cfg.init_max_alignment)
-                init = None
-            elif env_cfg.keep_iterate == "largest_f":
 
-                def criterion(labels: np.ndarray) -> float:
-                    return loss_f_statistic(reference_losses, labels, env_cfg.n_envs)
-        hei = identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
-                                    n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
-                                    round_index=round_index, init_labels=init, collective=collective,
-                                    progress=progress, negative_pool=model_cfg.negative_pool, backbone=backbone,
-                                    criterion=criterion)
+        def run_hei(init_labels: np.ndarray | None, criterion: Callable[[np.ndarray], float] | None = None
+                    ) -> HEIResult:
+            generator = seeded_generator(train_cfg.seed, "hei_model", round_index)
+            models = environment_models(env_cfg.n_envs, scorer, mask, model_cfg.k_f, env_cfg.input, l1_rho,
+                                        model_cfg.init_std, generator, train_users=env_cfg.train_users,
+                                        feature_bias=env_cfg.feature_bias)
+            return identify_environments(models, data.train, env_cfg, batch_size=train_cfg.batch_size,
+                                         n_negatives=model_cfg.n_negatives, seed=train_cfg.seed,
+                                         round_index=round_index, init_labels=init_labels, collective=collective,
+                                         progress=progress, negative_pool=model_cfg.negative_pool,
+                                         backbone=backbone, criterion=criterion)
+
+        start: dict[str, Any] = {}
+        if previous is None and env_cfg.init == "gradient":
+            hei, start = _hei_from_gradient_start(config, data, scorer, reference_losses, run_hei)
+        else:
+            hei = run_hei(init)
         assert hei.label_pairs is not None
-        if criterion is not None:
-            start.update({"f_per_iteration": hei.criterion, "kept_iteration": hei.kept_iteration})
         labels, sizes, label_pairs = hei.labels, hei.sizes, hei.label_pairs
         extra = {"source": "hei", "env_sizes": sizes, "churn": hei.churn, "iterations": hei.iterations,
                  "reseeded": hei.reseeded, **start}
@@ -121,6 +113,53 @@ def environments_of_round(config: Config, data: InteractionData, scorer: LinearC
         record["final_loss"] = hei.epoch_losses[-1] if hei.epoch_losses else None
     return RoundEnvironments(labels=labels, sizes=sizes, label_pairs=label_pairs, ari=ari, violation=violation,
                              record=record)
+
+
+def _hei_from_gradient_start(config: Config, data: InteractionData, scorer: LinearContentRecommender,
+                             reference_losses: np.ndarray,
+                             run_hei: Callable[..., HEIResult]) -> tuple[HEIResult, dict[str, Any]]:
+    """The first round's EM from the gradient start, and its record.
+
+    EM returns the iterate chosen by ``environments.keep_iterate``. Both the start and the partition EM hands
+    on must not be splits of hard from easy positives (difficulty alignment below
+    ``environments.init_max_alignment``): IRM across such a split closes the features the reference model relies
+    on most. Where either is, EM runs again from random labels with fresh models, so the round equals the
+    random start's exactly."""
+    env_cfg = config.environments
+    n_envs = env_cfg.n_envs
+
+    def alignment(labels: np.ndarray) -> float:
+        return difficulty_alignment(scorer, data.train, labels, n_envs)
+
+    init, choice = gradient_start(scorer, data.train, n_envs, env_cfg.init_components, reference_losses,
+                                  config.train.seed)
+    choice["difficulty_alignment"] = alignment(init)
+    if choice["difficulty_alignment"] >= env_cfg.init_max_alignment:
+        logger.info("HEI: the gradient start separates hard from easy positives (difficulty alignment %.2f >= "
+                    "environments.init_max_alignment %.2f); EM starts from random labels",
+                    choice["difficulty_alignment"], env_cfg.init_max_alignment)
+        return run_hei(None), {"init": "random", "init_choice": choice}
+    criteria: dict[str, Callable[[np.ndarray], float]] = {
+        "largest_f": lambda labels: loss_f_statistic(reference_losses, labels, n_envs),
+        "least_aligned": lambda labels: -alignment(labels),
+    }
+    criterion = criteria.get(env_cfg.keep_iterate)
+    hei = run_hei(init, criterion)
+    record: dict[str, Any] = {"init": "gradient", "init_choice": choice}
+    if criterion is not None:
+        values = [-v for v in hei.criterion] if env_cfg.keep_iterate == "least_aligned" else hei.criterion
+        name = "alignment_per_iteration" if env_cfg.keep_iterate == "least_aligned" else "f_per_iteration"
+        record.update({name: values, "kept_iteration": hei.kept_iteration})
+    kept_alignment = (-hei.criterion[hei.kept_iteration]
+                      if env_cfg.keep_iterate == "least_aligned" and hei.kept_iteration is not None
+                      else alignment(hei.labels))
+    record["kept_alignment"] = kept_alignment
+    if kept_alignment >= env_cfg.init_max_alignment:
+        logger.info("HEI: EM from the gradient start ended at a split of hard from easy positives (difficulty "
+                    "alignment %.2f >= environments.init_max_alignment %.2f); EM starts again from random labels",
+                    kept_alignment, env_cfg.init_max_alignment)
+        return run_hei(None), {**record, "init": "random"}
+    return hei, record
 
 
 @dataclass
