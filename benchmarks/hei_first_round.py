@@ -6,7 +6,9 @@ identification (every gate half open) from the random start and from the gradien
 start it also prints the start's difficulty alignment (at or above ``environments.init_max_alignment`` HEI
 falls back to random labels), how well the start's per-gate contrast ranks the truly spurious gates above the
 invariant ones (AUC; below 0.5 it points at the invariant gates, which IRM across it would close), the loss F
-statistic of every EM iterate (the start first) and the iterate HEI returns, the one of largest F.
+statistic of every EM iterate (the start first; with ``--set environments.keep_iterate=least_aligned`` their
+difficulty alignments), the iterate HEI returns and its alignment (at or above the threshold HEI starts again
+from random labels).
 
     PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py planted --seeds 0 1 2
     PYTHONPATH=. .venv/bin/python benchmarks/hei_first_round.py "same sign, strong/weak" --seeds 0 1 \
@@ -48,8 +50,9 @@ def main() -> None:
     overrides = PLANTED_OVERRIDES if args.configuration == "planted" else list(GRID[args.configuration])
     print(f"{args.configuration} {' '.join(args.overrides)}\n")
     print("| seed | random start: ARI | gradient start: ARI | start used | difficulty alignment | spurious gates' "
-          "contrast AUC | sizes | F of EM's iterates (start first) | iterate returned | EM's last iterate: ARI |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "contrast AUC | sizes | criterion of EM's iterates (start first) | iterate returned | its alignment | "
+          "EM's last iterate: ARI |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         setup = pretrained_feature_path(["dataset.ood=synthetic", f"dataset.seed={seed}", f"train.seed={seed}",
                                          *overrides, *args.overrides])
@@ -59,16 +62,22 @@ def main() -> None:
             found[init] = identify_training_environments(config, setup.data, setup.pretrained, LocalCollective())
         record = found["gradient"].history[-1]
         choice = record["init_choice"]
-        path = record.get("f_per_iteration", [])
+        path = record.get("f_per_iteration") or record.get("alignment_per_iteration") or []
+        digits = 0 if "f_per_iteration" in record else 2
         kept = record.get("kept_iteration")
         last = ""  # the random start was used: no gradient-start EM to report
         if path:
-            last_ari = _last_iterate_ari(setup) if kept != len(path) - 1 else found["gradient"].ari
+            ended_there = kept == len(path) - 1 and record["init"] == "gradient"
+            last_ari = found["gradient"].ari if ended_there else _last_iterate_ari(setup)
             last = f"{last_ari:.2f}"
         print(f"| {seed} | {found['random'].ari:.2f} | {found['gradient'].ari:.2f} | {record['init']} | "
               f"{choice['difficulty_alignment']:.2f} | {_spurious_contrast_auc(setup, seed):.2f} | "
-              f"{' / '.join(str(s) for s in found['gradient'].sizes)} | {', '.join(f'{f:.0f}' for f in path)} | "
-              f"{'' if kept is None else kept} | {last} |", flush=True)
+              f"{' / '.join(str(s) for s in found['gradient'].sizes)} | {', '.join(f'{f:.{digits}f}' for f in path)} | "
+              f"{'' if kept is None else kept} | {_format(record.get('kept_alignment'))} | {last} |", flush=True)
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def _spurious_contrast_auc(setup: PretrainedFeaturePath, seed: int) -> float:

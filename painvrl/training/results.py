@@ -160,7 +160,7 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _gradient_start(history: list[dict[str, Any]]) -> dict[str, float]:
     """The first round's gradient start, where HEI had one: its difficulty alignment, whether it was used (0
-    where it fell back to random labels) and the EM iterate returned."""
+    where it fell back to random labels), the EM iterate returned and its difficulty alignment."""
     for record in history:
         choice = record.get("init_choice") if record.get("phase") == "hei" else None
         if isinstance(choice, dict) and isinstance(choice.get("difficulty_alignment"), int | float):
@@ -168,6 +168,8 @@ def _gradient_start(history: list[dict[str, Any]]) -> dict[str, float]:
                    "environments.gradient_start_used": float(record.get("init") == "gradient")}
             if isinstance(record.get("kept_iteration"), int):
                 out["environments.kept_iteration"] = float(record["kept_iteration"])
+            if isinstance(record.get("kept_alignment"), int | float):
+                out["environments.kept_alignment"] = float(record["kept_alignment"])
             return out
     return {}
 

@@ -48,12 +48,12 @@ def test_flat_metrics_carry_the_learned_environments_sizes_and_worst_environment
 
 def test_flat_metrics_say_whether_the_gradient_start_was_used() -> None:
     used = {"phase": "hei", "round": 0, "init": "gradient", "init_choice": {"difficulty_alignment": 0.2},
-            "kept_iteration": 0}
+            "kept_iteration": 0, "kept_alignment": 0.1}
     fell_back = {"phase": "hei", "round": 0, "init": "random", "init_choice": {"difficulty_alignment": 0.8}}
     later_round = {"phase": "hei", "round": 1, "init": None}
     assert flatten_metrics({"mask_history": [{"phase": "pretrain"}, used, later_round]}) == {
         "environments.difficulty_alignment": 0.2, "environments.gradient_start_used": 1.0,
-        "environments.kept_iteration": 0.0}
+        "environments.kept_iteration": 0.0, "environments.kept_alignment": 0.1}
     assert flatten_metrics({"environment_history": [fell_back]}) == {
         "environments.difficulty_alignment": 0.8, "environments.gradient_start_used": 0.0}
     assert flatten_metrics({"mask_history": [later_round]}) == {}
