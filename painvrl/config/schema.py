@@ -104,14 +104,15 @@ class EnvironmentsConfig:
     init_max_alignment: float = 0.6
     """``init=gradient``: the start falls back to random labels when its partition's difficulty alignment (the
     rank correlation, over the feature gates, of its contrast with the reference model's reliance on each gate;
-    painvrl/invariance/gradient_init.py) is at least this: such a partition separates hard from easy positives,
-    and IRM across it closes the features the model relies on most. Above 1 never falls back."""
+    painvrl/invariance/gradient_init.py) is at least this, and EM starts again from random labels when any of its
+    iterates from the start is: such a partition separates hard from easy positives, and IRM across it closes
+    the features the model relies on most. Above 1 never falls back."""
     keep_iterate: Literal["largest_f", "least_aligned", "last"] = "largest_f"
     """``init=gradient``: which iterate of the first round's EM HEI returns: the one of largest loss F (the start
     included; hard EM drifts from a strength split towards content splits, and F falls as it does), the one of
     smallest difficulty alignment (the partition whose per-gate contrast is least on the features the reference
-    model relies on), or the last. Whichever it returns must also have a difficulty alignment below
-    ``init_max_alignment``, or EM starts again from random labels."""
+    model relies on), or the last. Where any iterate's difficulty alignment reaches ``init_max_alignment``, EM
+    starts again from random labels."""
     lr: float = 1e-2
     """Adam learning rate of the environment models."""
     feature_bias: bool = False

@@ -120,44 +120,46 @@ def _hei_from_gradient_start(config: Config, data: InteractionData, scorer: Line
                              run_hei: Callable[..., HEIResult]) -> tuple[HEIResult, dict[str, Any]]:
     """The first round's EM from the gradient start, and its record.
 
-    EM returns the iterate chosen by ``environments.keep_iterate``. Both the start and the partition EM hands
-    on must not be splits of hard from easy positives (difficulty alignment below
+    EM returns the iterate chosen by ``environments.keep_iterate``. No partition on EM's path from the start may
+    be a split of hard from easy positives (difficulty alignment at or above
     ``environments.init_max_alignment``): IRM across such a split closes the features the reference model relies
-    on most. Where either is, EM runs again from random labels with fresh models, so the round equals the
-    random start's exactly."""
+    on most, and a path that reaches one shows that the start lies in its basin. Where the start is one, EM runs
+    from random labels instead; where a later iterate is, EM runs again from random labels with fresh models. In
+    both cases the round equals the random start's exactly."""
     env_cfg = config.environments
     n_envs = env_cfg.n_envs
-
-    def alignment(labels: np.ndarray) -> float:
-        return difficulty_alignment(scorer, data.train, labels, n_envs)
-
     init, choice = gradient_start(scorer, data.train, n_envs, env_cfg.init_components, reference_losses,
                                   config.train.seed)
-    choice["difficulty_alignment"] = alignment(init)
+    choice["difficulty_alignment"] = difficulty_alignment(scorer, data.train, init, n_envs)
     if choice["difficulty_alignment"] >= env_cfg.init_max_alignment:
         logger.info("HEI: the gradient start separates hard from easy positives (difficulty alignment %.2f >= "
                     "environments.init_max_alignment %.2f); EM starts from random labels",
                     choice["difficulty_alignment"], env_cfg.init_max_alignment)
         return run_hei(None), {"init": "random", "init_choice": choice}
-    criteria: dict[str, Callable[[np.ndarray], float]] = {
-        "largest_f": lambda labels: loss_f_statistic(reference_losses, labels, n_envs),
-        "least_aligned": lambda labels: -alignment(labels),
-    }
-    criterion = criteria.get(env_cfg.keep_iterate)
+    alignments: list[float] = []
+    f_values: list[float] = []
+
+    def criterion(labels: np.ndarray) -> float:
+        """Measures every iterate (the start first) and scores it for ``keep_iterate``."""
+        alignments.append(choice["difficulty_alignment"] if not alignments
+                          else difficulty_alignment(scorer, data.train, labels, n_envs))
+        if env_cfg.keep_iterate == "largest_f":
+            f_values.append(loss_f_statistic(reference_losses, labels, n_envs))
+            return f_values[-1]
+        if env_cfg.keep_iterate == "least_aligned":
+            return -alignments[-1]
+        return float(len(alignments))  # last: every iterate beats the ones before it
+
     hei = run_hei(init, criterion)
-    record: dict[str, Any] = {"init": "gradient", "init_choice": choice}
-    if criterion is not None:
-        values = [-v for v in hei.criterion] if env_cfg.keep_iterate == "least_aligned" else hei.criterion
-        name = "alignment_per_iteration" if env_cfg.keep_iterate == "least_aligned" else "f_per_iteration"
-        record.update({name: values, "kept_iteration": hei.kept_iteration})
-    kept_alignment = (-hei.criterion[hei.kept_iteration]
-                      if env_cfg.keep_iterate == "least_aligned" and hei.kept_iteration is not None
-                      else alignment(hei.labels))
-    record["kept_alignment"] = kept_alignment
-    if kept_alignment >= env_cfg.init_max_alignment:
-        logger.info("HEI: EM from the gradient start ended at a split of hard from easy positives (difficulty "
+    kept = hei.kept_iteration if hei.kept_iteration is not None else len(alignments) - 1
+    record: dict[str, Any] = {"init": "gradient", "init_choice": choice, "alignment_per_iteration": alignments,
+                              "kept_iteration": kept, "kept_alignment": alignments[kept]}
+    if f_values:
+        record["f_per_iteration"] = f_values
+    if max(alignments) >= env_cfg.init_max_alignment:
+        logger.info("HEI: EM from the gradient start reached a split of hard from easy positives (difficulty "
                     "alignment %.2f >= environments.init_max_alignment %.2f); EM starts again from random labels",
-                    kept_alignment, env_cfg.init_max_alignment)
+                    max(alignments), env_cfg.init_max_alignment)
         return run_hei(None), {**record, "init": "random"}
     return hei, record
 

@@ -168,23 +168,26 @@ def test_a_start_aligned_with_difficulty_falls_back_to_random_labels() -> None:
     assert not np.array_equal(gradient.labels, random.labels)
 
 
-def test_the_partition_em_hands_on_passes_the_difficulty_check_too() -> None:
-    """``keep_iterate=least_aligned`` returns EM's iterate of smallest difficulty alignment. And the iterate EM
-    hands on is checked like the start: with the threshold between the start's alignment and that of the
-    iterate of largest F (measured 0.232 and 0.238 here), the start is kept but EM's result is not, and HEI
-    returns exactly the random start's labels."""
+def test_em_from_the_gradient_start_is_checked_along_its_path() -> None:
+    """``keep_iterate=least_aligned`` returns EM's iterate of smallest difficulty alignment, ``last`` its last
+    one. Every iterate on EM's path is checked like the start: with the threshold between the start's alignment
+    and the largest along the path (measured 0.232 and 0.238 here), the start passes but the path does not, and
+    HEI returns exactly the random start's labels."""
     found = _small_same_sign_environments()
     least = found("environments.init=gradient", "environments.init_max_alignment=2.0",
                   "environments.keep_iterate=least_aligned").history[-1]
     path = least["alignment_per_iteration"]
     assert len(path) > 1 and least["kept_iteration"] == int(np.argmin(path))
     assert least["kept_alignment"] == min(path) and least["init"] == "gradient"
+    last = found("environments.init=gradient", "environments.init_max_alignment=2.0",
+                 "environments.keep_iterate=last").history[-1]
+    assert last["kept_iteration"] == len(last["alignment_per_iteration"]) - 1
 
     largest_f = found("environments.init=gradient", "environments.init_max_alignment=2.0").history[-1]
-    start, kept = largest_f["init_choice"]["difficulty_alignment"], largest_f["kept_alignment"]
-    assert kept > start, "the test needs EM's kept iterate to be more aligned than its start"
+    start, highest = largest_f["init_choice"]["difficulty_alignment"], max(largest_f["alignment_per_iteration"])
+    assert largest_f["alignment_per_iteration"] == path and highest > start, "the test needs EM's path to rise"
     random = found("environments.init=random")
-    checked = found("environments.init=gradient", f"environments.init_max_alignment={(start + kept) / 2}")
+    checked = found("environments.init=gradient", f"environments.init_max_alignment={(start + highest) / 2}")
     record = checked.history[-1]
-    assert record["init"] == "random" and record["kept_alignment"] == kept
+    assert record["init"] == "random" and record["alignment_per_iteration"] == path
     assert np.array_equal(checked.labels, random.labels)
