@@ -1,7 +1,7 @@
 """What HEI's gradient start costs: the first round's environment identification from a random start against
 the same from the gradient start (the candidates from the positives' feature-gate gradients, their F statistics,
-the chosen start's difficulty alignment, then the same EM, which returns its iterate of largest F, and that
-iterate's difficulty alignment), on one
+the chosen start's difficulty alignment, then the same EM, which measures every iterate's difficulty alignment
+for the check of its path and returns its iterate of largest F), on one
 pretrained feature path, in one process, ``--repeats`` times each, interleaved.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_hei_start.py --data ../shared/data/tiktok
@@ -51,10 +51,14 @@ def main() -> None:
     def hei(init: np.ndarray | None) -> np.ndarray:
         models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
                                     config.model.init_std, seeded_generator(seed, "hei_model", 0))
-        criterion = None if init is None else lambda labels: loss_f_statistic(reference, labels, env.n_envs)
+        def criterion(labels: np.ndarray) -> float:
+            """As the pipeline: every iterate's difficulty alignment (for the check of EM's path) and its F."""
+            difficulty_alignment(scorer, data.train, labels, env.n_envs)
+            return loss_f_statistic(reference, labels, env.n_envs)
+
         return identify_environments(models, data.train, env, batch_size=config.train.batch_size,
                                      n_negatives=config.model.n_negatives, seed=seed, init_labels=init,
-                                     criterion=criterion).labels
+                                     criterion=None if init is None else criterion).labels
 
     times: dict[str, list[float]] = {"random": [], "start": [], "gradient": []}
     ends: dict[str, np.ndarray] = {}
@@ -67,8 +71,8 @@ def main() -> None:
         alignment = difficulty_alignment(scorer, data.train, start, env.n_envs)
         times["start"].append(time.perf_counter() - began)
         ends["gradient"] = hei(start)
-        kept_alignment = difficulty_alignment(scorer, data.train, ends["gradient"], env.n_envs)
         times["gradient"].append(time.perf_counter() - began)
+    kept_alignment = difficulty_alignment(scorer, data.train, ends["gradient"], env.n_envs)
     median = {name: float(np.median(values)) for name, values in times.items()}
     print(f"data: {args.data or 'synthetic'}; {len(data.train):,} training positives, {env.n_envs} environments, "
           f"{env.init_components} components; {args.threads} thread(s), median of {args.repeats}; the start's "
