@@ -51,8 +51,10 @@ def main() -> None:
     def hei(init: np.ndarray | None) -> np.ndarray:
         models = environment_models(env.n_envs, scorer, mask, config.model.k_f, env.input, env.l1_rho,
                                     config.model.init_std, seeded_generator(seed, "hei_model", 0))
+
         def criterion(labels: np.ndarray) -> float:
-            """As the pipeline: every iterate's difficulty alignment (for the check of EM's path) and its F."""
+            """As the pipeline: every iterate's difficulty alignment (for the check of EM's path; the start's a
+            second time, which the pipeline reuses) and its F."""
             difficulty_alignment(scorer, data.train, labels, env.n_envs)
             return loss_f_statistic(reference, labels, env.n_envs)
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from painvrl.distributed.collective import LocalCollective
 from painvrl.invariance.diagnostics import loss_f_statistic
@@ -34,7 +33,7 @@ from painvrl.invariance.environments import (
     identify_environments,
     seeded_generator,
 )
-from painvrl.invariance.gradient_init import gate_contrast, gradient_start
+from painvrl.invariance.gradient_init import alignment_of, gate_contrast, gradient_start
 from painvrl.training.results import roc_auc
 from painvrl.workflows.suite import GRID
 
@@ -66,7 +65,7 @@ def first_round_iterates(setup: PretrainedFeaturePath) -> list[Iterate]:
 
     def measure(labels: np.ndarray) -> float:
         contrast, reliance = gate_contrast(scorer, data.train, labels, env.n_envs)
-        alignment = float(np.nan_to_num(spearmanr(contrast, reliance)[0]))
+        alignment = alignment_of(contrast, reliance)
         auc = roc_auc(contrast, spurious)
         f = loss_f_statistic(setup.reference, labels, env.n_envs)
         iterates.append(Iterate(f, alignment, float("nan") if auc is None else auc,

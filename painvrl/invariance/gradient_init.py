@@ -175,6 +175,11 @@ def difficulty_alignment(scorer: LinearContentRecommender, train: np.ndarray, la
     environments differ in how well the reference model fits them and not in a spurious effect, they differ
     most on the features it relies on most, and IRM across them closes those features; a strength shift's
     environments differ on the spurious features, which a pooled model relies on no more than on the others."""
-    contrast, reliance = gate_contrast(scorer, train, labels, n_envs)
+    return alignment_of(*gate_contrast(scorer, train, labels, n_envs))
+
+
+def alignment_of(contrast: np.ndarray, reliance: np.ndarray) -> float:
+    """The difficulty alignment from :func:`gate_contrast`'s (contrast, reliance): their Spearman correlation, 0
+    where it is undefined (no contrast, or constant values)."""
     rho = spearmanr(contrast, reliance)[0] if contrast.any() else 0.0
     return float(rho) if np.isfinite(rho) else 0.0
