@@ -91,14 +91,15 @@ class EnvironmentsConfig:
     """InvRL form: weight of the L1 penalty rho * mean|W_k * m|."""
     warm_start: bool = True
     """Later rounds start EM from the previous round's labels instead of a random draw."""
-    init: Literal["random", "gradient"] = "random"
-    """Where the first round's EM starts: uniformly random labels, or ``gradient``: the cut of a principal
+    init: Literal["random", "gradient"] = "gradient"
+    """Where the first round's EM starts: ``gradient`` (the default), the cut of a principal
     component of the positives' feature gradients (at the 10-90% quantiles) across which the reference model's
     losses differ most (painvrl/invariance/gradient_init.py); EM from it returns the iterate ``keep_iterate``
     chooses (the start included). It lets EM separate environments whose spurious effects differ in strength
     rather than sign. Where the environments differ in sign only it finds a split of hard from easy positives,
     which would mislead IMG; such a start, or an EM path from it that reaches one, is detected
-    (``init_max_alignment``) and EM starts from random labels instead (docs/algorithm.md)."""
+    (``init_max_alignment``) and EM starts from random labels instead (docs/algorithm.md). ``random``: uniformly
+    random labels, which finds sign shifts only."""
     init_components: int = 6
     """``init=gradient``: principal components cut into candidate partitions."""
     init_max_alignment: float = 0.6
