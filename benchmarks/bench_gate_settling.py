@@ -23,9 +23,9 @@ from painvrl.workflows.suite import GRID
 WINDOW = 10
 
 
-def img_epochs(config_name: str, seed: int, pref_ood: float) -> list[dict[str, Any]]:
+def img_epochs(config_name: str, seed: int, pref_ood: float, overrides: list[str]) -> list[dict[str, Any]]:
     config = load_config(None, ["train.progress=false", "method=painvrl", f"mask.pref_ood={pref_ood}",
-                                f"dataset.seed={seed}", f"train.seed={seed}", *GRID[config_name]])
+                                f"dataset.seed={seed}", f"train.seed={seed}", *GRID[config_name], *overrides])
     metrics = run_pipeline(config, make_synthetic(config.dataset)).metrics
     return [r for r in metrics["mask_history"] if r.get("phase") == "img"]
 
@@ -46,12 +46,13 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["default"], choices=sorted(GRID))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pref-ood", type=float, default=0.9)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     header = None
     for name in args.configs:
-        epochs = img_epochs(name, args.seed, args.pref_ood)
+        epochs = img_epochs(name, args.seed, args.pref_ood, args.overrides)
         for round_index in sorted({int(r["round"]) for r in epochs}):
             cells = windows([r for r in epochs if r["round"] == round_index])
             if header is None:

@@ -29,7 +29,7 @@ ERM_EPOCHS = {"vbpr": 191, "mmgcn": 47, "lattice": 119, "freedom": 77, "bm3": 11
 reproduction table in docs/results.md plus the 30-epoch patience window."""
 
 
-def phase_times(data: str, model: str, n: int, threads: int) -> dict[str, float]:
+def phase_times(data: str, model: str, n: int, threads: int, overrides: list[str]) -> dict[str, float]:
     """Wall time of each phase of one painvrl run with n epochs of every phase."""
     import logging
 
@@ -44,7 +44,7 @@ def phase_times(data: str, model: str, n: int, threads: int) -> dict[str, float]
     config = load_config(None, ["dataset.name=mmrec", f"dataset.path={data}", "dataset.split=explicit",
                                 "dataset.ood=popularity", f"model.name={model}", "method=painvrl", *SHORT,
                                 f"painvrl.pretrain_epochs={n}", f"environments.env_epochs={n}",
-                                f"mask.epochs={n}", f"train.epochs={n}"])
+                                f"mask.epochs={n}", f"train.epochs={n}", *overrides])
     dataset = load_dataset(config.dataset)
     stamps: dict[str, float] = {}
     started = time.perf_counter()
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["ultragcn", "vbpr", "mmgcn", "lattice", "freedom", "bm3"])
     parser.add_argument("--epochs", type=int, default=2, help="n of the short runs (n and 2n epochs)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     args = parser.parse_args()
 
     from painvrl.config import Config
@@ -91,9 +92,9 @@ def main() -> None:
     n = args.epochs
     for model in args.models:
         with ProcessPoolExecutor(1) as pool:  # a fresh process per run: no warm caches carried over
-            one = pool.submit(phase_times, args.data, model, n, args.threads).result()
+            one = pool.submit(phase_times, args.data, model, n, args.threads, args.overrides).result()
         with ProcessPoolExecutor(1) as pool:
-            two = pool.submit(phase_times, args.data, model, 2 * n, args.threads).result()
+            two = pool.submit(phase_times, args.data, model, 2 * n, args.threads, args.overrides).result()
         epoch = (two["final"] - one["final"]) / n
         hei_epoch = (two["hei"] - one["hei"]) / n
         hei_fixed = max(one["hei"] - n * hei_epoch, 0.0)

@@ -31,7 +31,7 @@ from bench_method_cost import ERM_EPOCHS
 METHODS = ["erm", "ips", "pda", "dro", "vrex", "invpref"]
 
 
-def timed_run(data: str | None, model: str, method: str, epochs: int) -> dict[str, float]:
+def timed_run(data: str | None, model: str, method: str, epochs: int, overrides: list[str]) -> dict[str, float]:
     from painvrl.config import load_config
     from painvrl.data.registry import load_dataset
     from painvrl.training.pipeline import run_pipeline
@@ -40,7 +40,7 @@ def timed_run(data: str | None, model: str, method: str, epochs: int) -> dict[st
               if data else ["dataset.ood=synthetic"])
     config = load_config(None, [*source, f"model.name={model}", f"method={method}", f"train.epochs={epochs}",
                                 f"train.eval_every={epochs}", "train.patience=1000", "train.progress=false",
-                                "painvrl.pretrain_epochs=1"])
+                                "painvrl.pretrain_epochs=1", *overrides])
     dataset = load_dataset(config.dataset)
     started = time.perf_counter()
     timing = run_pipeline(config, dataset).metrics["timing"]
@@ -60,6 +60,7 @@ def main() -> None:
                         help="epochs erm trains to its early stop (default: ERM_EPOCHS on real data, train.epochs on "
                              "the synthetic benchmark)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per (backbone, method); the fastest is kept")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=V")
     args = parser.parse_args()
 
     import torch
@@ -80,7 +81,7 @@ def main() -> None:
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeats):
             for method in methods:
-                timing = timed_run(args.data, model, method, args.epochs)
+                timing = timed_run(args.data, model, method, args.epochs, args.overrides)
                 kept = best.setdefault(method, timing)
                 for key in ("epoch", "environments"):
                     if key in timing:
