@@ -25,7 +25,7 @@ from painvrl.data.dataset import InteractionData
 from painvrl.distributed.collective import Collective, LocalCollective
 from painvrl.invariance.diagnostics import positive_losses
 from painvrl.invariance.feature_path import FeaturePathScorer, invariance_scorer
-from painvrl.invariance.identify import environments_of_round, known_environments
+from painvrl.invariance.identify import RoundEnvironments, environments_of_round, known_environments
 from painvrl.invariance.masks import learn_mask, resolve_settings
 from painvrl.invariance.profile import environment_profile
 from painvrl.model.recommender import Recommender
@@ -120,9 +120,13 @@ def learn_invariant_mask(
     def auc_of(scores: np.ndarray) -> float | None:
         return mask_auc(scores, invariant_dims) if invariant_dims is not None else None
 
+    found: RoundEnvironments | None = None
     for round_index in range(config.painvrl.rounds):
-        found = environments_of_round(config, data, scorer, mask, round_index, known, labels, reference_losses,
-                                      l1_rho, collective, progress, backbone_name)
+        if found is not None and known is None and env_cfg.input == "variant" and bool((mask >= 1.0).all()):
+            found = _previous_environments(found, round_index)
+        else:
+            found = environments_of_round(config, data, scorer, mask, round_index, known, labels,
+                                          reference_losses, l1_rho, collective, progress, backbone_name)
         labels, sizes, label_pairs, ari, diagnostic = (found.labels, found.sizes, found.label_pairs, found.ari,
                                                        found.violation)
         emit(found.record)
@@ -155,3 +159,15 @@ def learn_invariant_mask(
     return MaskResult(mask=mask.detach().cpu().numpy().astype(np.float32), env_labels=labels,
                       env_sizes=sizes, label_pairs=label_pairs, history=history, ari=ari, logits=logits,
                       violation=diagnostic, profile=environment_profile(data, labels, env_cfg.n_envs))
+
+
+def _previous_environments(previous: RoundEnvironments, round_index: int) -> RoundEnvironments:
+    """The previous round's environments for a round whose mask has every gate open. HEI's environment models
+    see the variant part (1 - m) * f, which is then zero: they would fit every positive alike, and there is
+    nothing to relabel by, so the partition IMG last used stands. The round's ``hei`` record says so."""
+    logger.info("round %d: every gate of the mask is open, so the variant part HEI sees is empty; the previous "
+                "round's environments are kept", round_index)
+    record = {"phase": "hei", "round": round_index, "source": "previous_round", "env_sizes": previous.sizes,
+              "ari": previous.ari, "violation": previous.violation}
+    return dataclasses.replace(previous, record=record)
+

@@ -153,6 +153,16 @@ def _small_same_sign_environments() -> Callable[..., TrainingEnvironments]:
     return found
 
 
+def test_the_package_default_starts_em_from_the_gradient_start() -> None:
+    """Without ``environments.init`` set, the first round starts from the gradient start: the same labels and
+    record as with ``environments.init=gradient``, and not the random start's labels."""
+    found = _small_same_sign_environments()
+    default, gradient, random = found(), found("environments.init=gradient"), found("environments.init=random")
+    assert default.history[-1]["init"] == "gradient" and "init_choice" in default.history[-1]
+    assert np.array_equal(default.labels, gradient.labels)
+    assert not np.array_equal(default.labels, random.labels)
+
+
 def test_a_start_aligned_with_difficulty_falls_back_to_random_labels() -> None:
     """With ``environments.init_max_alignment`` below any alignment the gradient start is not used: HEI returns
     exactly what it returns from a random start, and its record says so with the alignment measured."""

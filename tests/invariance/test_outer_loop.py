@@ -188,3 +188,31 @@ def test_mask_handed_on_is_the_last_rounds_or_the_mean_of_the_rounds_logits(
     assert rounds[-1]["mask_auc"] == pytest.approx(mask_auc(result.mask, invariant))
     assert rounds[-1]["round_mask_auc"] == pytest.approx(
         mask_auc(np.clip(round_logits[-1] + 0.5, 0.0, 1.0), invariant))
+
+
+def test_a_round_whose_mask_opens_every_gate_keeps_the_previous_environments(
+        tiny: tuple[InteractionData, UltraGCN], monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMG is made to open every gate (as it does with a near-zero sparsity weight and a preference near pure
+    ERM). The next round's environment models would see the variant part (1 - m) * f = 0 and tie on every
+    positive, which stops HEI with an error; the round keeps the previous round's environments instead, and its
+    record says so."""
+    import torch
+
+    from painvrl.invariance import outer_loop
+
+    learn = outer_loop.learn_mask
+
+    def opening_learn_mask(*args: Any, **kwargs: Any) -> Any:
+        result = learn(*args, **kwargs)
+        with torch.no_grad():
+            result.model.gate.mu.fill_(1.0)
+        return result
+
+    monkeypatch.setattr(outer_loop, "learn_mask", opening_learn_mask)
+    data, pretrained = tiny
+    result = learn_invariant_mask(_config(epochs=3), data, pretrained)
+    hei = [r for r in result.history if r["phase"] == "hei"]
+    assert len(hei) == 2 and hei[0]["source"] == "hei"
+    assert hei[1]["source"] == "previous_round" and hei[1]["env_sizes"] == hei[0]["env_sizes"]
+    assert result.env_sizes == hei[0]["env_sizes"]
+    np.testing.assert_allclose(result.mask, 1.0)
