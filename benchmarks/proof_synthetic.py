@@ -32,6 +32,8 @@ preference sweep can show;
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py [--seeds 0 1 2] [--jobs 2]
        [--set mask.penalty=vrex ...] [--json out.json]
        PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py --from-json a.json b.json   # pool saved runs
+       PYTHONPATH=. .venv/bin/python benchmarks/proof_synthetic.py --from-json a.json --against c.json
+           # and, per row, the paired difference of a.json's runs minus c.json's (another setting, same seeds)
 """
 
 from __future__ import annotations
@@ -178,6 +180,24 @@ def paired_lines(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def against_lines(by: dict[str, list[dict[str, Any]]], other: list[dict[str, Any]]) -> list[str]:
+    """Per row, the paired per-seed difference of these runs minus ``other`` (the same rows under another
+    setting, on the seeds both ran): IID and OOD recall@20, mask AUC and environment ARI."""
+    lines = ["per row, these runs minus the --against runs, paired per seed (mean ± standard error):"]
+    for name, _ in RUNS:
+        theirs = [r for r in other if r["name"] == name]
+        if not by[name] or not theirs:
+            continue
+        both = {"these": by[name], "against": theirs}
+        cells = []
+        for key in ("iid", "ood", "auc", "ari"):
+            mean, se, n = paired(both, "these", "against", key)
+            if n:
+                cells.append(f"{key.upper()} {mean:+.4f} ± {se:.4f}")
+        lines.append(f"  {name:<21} {'  '.join(cells)}  n={paired(both, 'these', 'against', 'ood')[2]}")
+    return lines
+
+
 def diagnosis(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Gap closed, IID ratio and mask AUC of the diagnostic rows (true environments; no IRM objective)."""
     erm, oracle = stats(by["erm"], "ood")[0], stats(by["oracle"], "ood")[0]
@@ -204,6 +224,9 @@ def main() -> None:
     parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                         help="run nothing: pool the runs saved by earlier --json runs (e.g. two seed ranges of the "
                              "same code and overrides) and print their table and checks")
+    parser.add_argument("--against", nargs="+", default=None, metavar="FILE",
+                        help="with --from-json: also print, per row, the paired per-seed difference of the pooled "
+                             "runs minus the runs saved in these files (the same rows under another setting)")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.from_json:
@@ -243,6 +266,11 @@ def main() -> None:
     print()
     for line in paired_lines(by):
         print(line)
+    if args.against:
+        other = [r for path in args.against for r in json.loads(Path(path).read_text())]
+        print()
+        for line in against_lines(by, other):
+            print(line)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
