@@ -65,3 +65,23 @@ def test_paired_differences_cancel_the_world_to_world_spread(tmp_path: Path) -> 
     line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith("painvrl ") and " - invrl" in ln)
     assert "IID +0.0000 ± 0.0000" in line and "OOD +0.0200 ± 0.0000" in line and "n=6" in line
     assert "oracle" in result.stdout.split("paired per-seed differences")[1]
+
+
+def test_against_pairs_each_row_with_another_settings_runs_of_the_same_seed(tmp_path: Path) -> None:
+    """--against: per row, these runs minus the other setting's runs of the same seeds; a seed only one side ran
+    does not count."""
+    these, other = _runs(range(0, 4)), _runs(range(0, 5), ["environments.init=random"])
+    for run in these:
+        if run["name"] == "painvrl":
+            run["ood"] += 0.01 * (1 + run["seed"] % 2)  # +0.01 on even seeds, +0.02 on odd ones
+    (tmp_path / "these.json").write_text(json.dumps(these))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    result = subprocess.run([sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "these.json"), "--against",
+                             str(tmp_path / "other.json")], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    section = result.stdout.split("minus the --against runs")[1].splitlines()
+    painvrl = next(ln for ln in section if ln.strip().startswith("painvrl ") and "pref_ood" not in ln)
+    assert "OOD +0.0150 ± 0.0029" in painvrl and "IID +0.0000 ± 0.0000" in painvrl and "n=4" in painvrl
+    erm = next(ln for ln in section if ln.strip().startswith("erm "))
+    assert "OOD +0.0000" in erm and "AUC" not in erm
