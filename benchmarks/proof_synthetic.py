@@ -189,12 +189,13 @@ def against_lines(by: dict[str, list[dict[str, Any]]], other: list[dict[str, Any
         if not by[name] or not theirs:
             continue
         both = {"these": by[name], "against": theirs}
-        cells = []
+        cells, seeds = [], 0
         for key in ("iid", "ood", "auc", "ari"):
             mean, se, n = paired(both, "these", "against", key)
+            seeds = n if key == "ood" else seeds
             if n:
                 cells.append(f"{key.upper()} {mean:+.4f} ± {se:.4f}")
-        lines.append(f"  {name:<21} {'  '.join(cells)}  n={paired(both, 'these', 'against', 'ood')[2]}")
+        lines.append(f"  {name:<21} {'  '.join(cells)}  n={seeds}")
     return lines
 
 

@@ -122,7 +122,7 @@ def learn_invariant_mask(
 
     found: RoundEnvironments | None = None
     for round_index in range(config.painvrl.rounds):
-        if found is not None and known is None and env_cfg.input == "variant" and bool((mask >= 1.0).all()):
+        if found is not None and known is None and _variant_part_is_empty(mask, env_cfg.input):
             found = _previous_environments(found, round_index)
         else:
             found = environments_of_round(config, data, scorer, mask, round_index, known, labels,
@@ -161,6 +161,11 @@ def learn_invariant_mask(
                       violation=diagnostic, profile=environment_profile(data, labels, env_cfg.n_envs))
 
 
+def _variant_part_is_empty(mask: torch.Tensor, hei_input: str) -> bool:
+    """Whether HEI's environment models see nothing: they read (1 - m) * f, and every gate is open."""
+    return hei_input == "variant" and bool((mask >= 1.0).all())
+
+
 def _previous_environments(previous: RoundEnvironments, round_index: int) -> RoundEnvironments:
     """The previous round's environments for a round whose mask has every gate open. HEI's environment models
     see the variant part (1 - m) * f, which is then zero: they would fit every positive alike, and there is
@@ -170,4 +175,3 @@ def _previous_environments(previous: RoundEnvironments, round_index: int) -> Rou
     record = {"phase": "hei", "round": round_index, "source": "previous_round", "env_sizes": previous.sizes,
               "ari": previous.ari, "violation": previous.violation}
     return dataclasses.replace(previous, record=record)
-
